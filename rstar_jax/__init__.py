@@ -1,0 +1,1 @@
+"""rstar-jax: rStar-Math self-evolution in JAX/Flax."""

@@ -1,0 +1,41 @@
+"""Plain frozen dataclasses that configure the library.
+
+The library never reads gin; experiments/*.gin bind these classes (and library functions) through
+`from __gin__ import dynamic_registration`, and `rstar_jax.cli` applies the bindings.
+Each area of the library keeps its configuration here, one dataclass per concern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Decoder hyper-parameters of the Qwen2 / Llama family (names follow HF `config.json`)."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # HF dict, e.g. {"rope_type": "llama3", ...}
+    max_position_embeddings: int = 4096
+    attention_bias: bool = False  # q/k/v bias (True for Qwen2)
+    tie_word_embeddings: bool = False
+    model_type: str = "qwen2"  # "qwen2" or "llama"
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
+    param_dtype: str = "float32"
+    remat: bool = False  # rematerialise each decoder layer in the backward pass
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
