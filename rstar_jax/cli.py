@@ -1,0 +1,131 @@
+"""`rstar-jax <command>`: the one place where gin configs meet the config-free library.
+
+Every command is a plain library function called as `fn(workdir=..., **kwargs)`. Its keyword
+arguments come from `--gin_file` (repeatable; also looked up in experiments/), `--gin_bindings`
+(repeatable) and plain `--name value` flags, which become bindings of the function's own
+parameters. The operative config is written to `<workdir>/config.gin`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import gin
+
+# command -> "module:function"
+COMMANDS: dict[str, str] = {}
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+class CommandLineError(Exception):
+    """A mistake on the command line or in a config file; printed as one line, no traceback."""
+
+
+def resolve_gin_file(name: str) -> Path:
+    """Finds a gin file as given, or by name in experiments/ (with or without `.gin`)."""
+    for candidate in (Path(name), EXPERIMENTS_DIR / name, EXPERIMENTS_DIR / f"{name}.gin"):
+        if candidate.is_file():
+            return candidate
+    raise CommandLineError(f"gin file not found: {name} (looked in . and {EXPERIMENTS_DIR})")
+
+
+def flag_to_binding(scope: str, name: str, raw: str) -> str:
+    """`--name value` -> `scope.name = value`; Python literals stay literals, the rest are strings."""
+    try:
+        ast.literal_eval(raw)
+        value = raw
+    except (ValueError, SyntaxError):
+        value = repr(raw)
+    return f"{scope}.{name} = {value}"
+
+
+def parse_flags(pairs: list[str]) -> list[tuple[str, str]]:
+    """Pairs up leftover `--name value` / `--name=value` tokens."""
+    flags, i = [], 0
+    while i < len(pairs):
+        token = pairs[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise CommandLineError(f"unexpected argument: {token!r} (flags look like --name value)")
+        if "=" in token:
+            name, raw = token[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(pairs):
+            name, raw = token[2:], pairs[i + 1]
+            i += 2
+        else:
+            raise CommandLineError(f"flag {token} has no value")
+        flags.append((name.replace("-", "_"), raw))
+    return flags
+
+
+def load_command(command: str):
+    if command not in COMMANDS:
+        known = ", ".join(sorted(COMMANDS)) or "(none)"
+        raise CommandLineError(f"unknown command {command!r}; known commands: {known}")
+    module_name, fn_name = COMMANDS[command].split(":")
+    return importlib.import_module(module_name), fn_name
+
+
+def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: list[str],
+              flags: list[tuple[str, str]]) -> None:
+    """Parses gin files, then bindings, then flags (later ones win)."""
+    scope = f"{module_name}.{fn_name}"
+    header = f"from __gin__ import dynamic_registration\nimport {module_name}\n"
+    flag_bindings = [flag_to_binding(scope, name, raw) for name, raw in flags]
+    try:
+        gin.parse_config(header)
+        for path in gin_files:
+            gin.parse_config_file(str(resolve_gin_file(path)))
+        gin.parse_config(header + "\n".join(bindings + flag_bindings))
+    except CommandLineError:
+        raise
+    except (ValueError, SyntaxError, ImportError, AttributeError) as e:
+        raise CommandLineError(f"bad config: {e}") from None
+
+
+def write_config(workdir: Path, text: str) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = workdir / "config.gin.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, workdir / "config.gin")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rstar-jax", description=__doc__.split("\n\n")[0],
+        epilog="commands: " + ", ".join(sorted(COMMANDS)))
+    parser.add_argument("command", help="what to run")
+    parser.add_argument("--workdir", default=None, help="output folder (default: runs/<command>)")
+    parser.add_argument("--gin_file", action="append", default=[], help="gin config (repeatable)")
+    parser.add_argument("--gin_bindings", action="append", default=[],
+                        help="gin binding, e.g. 'TrainConfig.learning_rate = 1e-4' (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = build_parser().parse_known_args(argv)
+    try:
+        module, fn_name = load_command(args.command)
+        configure(module.__name__, fn_name, args.gin_file, args.gin_bindings, parse_flags(rest))
+    except CommandLineError as e:
+        print(f"rstar-jax {args.command}: {e}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir or Path("runs") / args.command)
+    write_config(workdir, gin.config_str())
+    try:
+        gin.get_configurable(getattr(module, fn_name))(workdir=str(workdir))
+    except (FileNotFoundError, NotADirectoryError) as e:
+        print(f"rstar-jax {args.command}: {e}", file=sys.stderr)
+        return 1
+    write_config(workdir, gin.operative_config_str())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The CLI: gin files, bindings and flags reach a library function; bad input gives one clear line."""
+
+import dataclasses
+import sys
+import types
+
+import pytest
+
+from rstar_jax import cli
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    rate: float = 1.0
+    steps: int = 2
+
+
+def demo(workdir: str, config: DemoConfig = DemoConfig(), name: str = "a", count: int = 1):
+    demo.calls.append((workdir, config, name, count))
+
+
+@pytest.fixture
+def demo_command(monkeypatch):
+    module = types.ModuleType("rstar_cli_demo")
+    module.DemoConfig, module.demo = DemoConfig, demo
+    demo.calls = []
+    monkeypatch.setitem(sys.modules, "rstar_cli_demo", module)
+    monkeypatch.setitem(cli.COMMANDS, "demo", "rstar_cli_demo:demo")
+    yield demo.calls
+    cli.gin.clear_config()
+
+
+def test_gin_file_bindings_and_flags_reach_the_function(demo_command, tmp_path):
+    gin_file = tmp_path / "demo.gin"
+    gin_file.write_text(
+        "from __gin__ import dynamic_registration\n"
+        "import rstar_cli_demo\n"
+        "rstar_cli_demo.demo.config = @rstar_cli_demo.DemoConfig()\n"
+        "rstar_cli_demo.DemoConfig.rate = 0.5\n")
+    workdir = tmp_path / "run"
+    rc = cli.main(["demo", "--workdir", str(workdir), "--gin_file", str(gin_file),
+                   "--gin_bindings", "rstar_cli_demo.DemoConfig.steps = 7",
+                   "--name", "hello world", "--count=3"])
+    assert rc == 0
+    assert demo_command == [(str(workdir), DemoConfig(rate=0.5, steps=7), "hello world", 3)]
+    written = (workdir / "config.gin").read_text()
+    assert "rstar_cli_demo.DemoConfig.steps = 7" in written
+    assert "rstar_cli_demo.demo.count = 3" in written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus", "1"], "doesn't have a parameter named 'bogus'"),
+    (["--gin_bindings", "rstar_cli_demo.DemoConfig.nope = 2"], "named 'nope'"),
+    (["--gin_file", "no_such_experiment"], "gin file not found: no_such_experiment"),
+    (["--count"], "flag --count has no value"),
+])
+def test_bad_config_is_one_clear_line(demo_command, tmp_path, capsys, argv, message):
+    rc = cli.main(["demo", "--workdir", str(tmp_path)] + argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 3
+    assert demo_command == []
+
+
+def test_unknown_command_lists_known_ones(capsys):
+    assert cli.main(["no-such-command"]) == 2
+    assert "unknown command 'no-such-command'" in capsys.readouterr().err
