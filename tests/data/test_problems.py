@@ -1,0 +1,83 @@
+"""Problem-set loading: rStar's three file layouts, directories, and errors that name the record."""
+
+import json
+import os
+
+import pytest
+
+from rstar_jax.data.problems import Problem, ProblemFormatError, load_problem_set, load_problem_sets
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval_data_sample")
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "eval_data")
+# Sizes from spec §7.
+SHARED_SIZES = {
+    "GSM8K_test": 1319, "MATH_test": 5000, "math500_test": 500, "aime2024_test": 30, "amc23_test": 40,
+    "collegemath_test": 2818, "gaokao2023en_test": 385, "olympiadbench_test": 675, "omni_test": 4428,
+}
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_json_list_jsonl_and_example_dict_load_the_same(tmp_path):
+    records = [{"index": 0, "question": "1+1?", "answer": "2"}, {"index": "b", "question": "Q", "answer": 3}]
+    as_list = _write(tmp_path, "a.json", json.dumps(records))
+    as_jsonl = _write(tmp_path, "b.jsonl", "\n".join(json.dumps(r) for r in records) + "\n\n")
+    as_dict = _write(tmp_path, "c.json", json.dumps({"example": records}))
+    loaded = [load_problem_set(p) for p in (as_list, as_jsonl, as_dict)]
+    assert [(p.index, p.question, p.answer) for p in loaded[0]] == [(0, "1+1?", "2"), ("b", "Q", "3")]
+    assert [[(p.index, p.question, p.answer) for p in ps] for ps in loaded[1:]] == [[(0, "1+1?", "2"), ("b", "Q", "3")]] * 2
+    assert [ps[0].source for ps in loaded] == ["a", "b", "c"]
+
+
+def test_list_answer_means_any_of_them_and_missing_index_is_the_record_number(tmp_path):
+    path = _write(tmp_path, "s.json", json.dumps([{"question": "Q", "answer": ["3", "-3"]}]))
+    (problem,) = load_problem_set(path)
+    assert problem == Problem(index=0, question="Q", answer=("3", "-3"), source="s")
+    assert problem.golds == ("3", "-3")
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("bad.json", "[{", "bad.json: not valid JSON (line 1"),
+        ("bad.json", '{"data": []}', 'must hold the problem list under "example"'),
+        ("bad.json", '"x"', "expected a JSON list of problems, got str"),
+        ("bad.jsonl", '{"question": "Q", "answer": "1"}\n{oops', "bad.jsonl: line 2 is not valid JSON"),
+        ("bad.json", '[{"question": "Q", "answer": "1"}, 5]', "record 1: expected an object, got int"),
+        ("bad.json", '[{"question": "Q", "answer": "1"}, {"answer": "2"}]', 'record 1: field "question" must be'),
+        ("bad.json", '[{"question": "Q"}]', 'record 0: missing field "answer"'),
+        ("bad.json", '[{"question": "Q", "answer": {"a": 1}}]', 'record 0: field "answer" must be'),
+        ("bad.json", '[{"question": "Q", "answer": []}]', 'record 0: field "answer" must be'),
+        ("bad.json", '[{"question": "Q", "answer": "1", "index": [1]}]', 'record 0: field "index" must be'),
+    ],
+)
+def test_malformed_files_name_the_file_record_and_field(tmp_path, name, text, message):
+    path = _write(tmp_path, name, text)
+    with pytest.raises(ProblemFormatError) as info:
+        load_problem_set(path)
+    assert message in str(info.value) and path in str(info.value)
+
+
+def test_missing_file_and_empty_directory_are_clear_errors(tmp_path):
+    with pytest.raises(ProblemFormatError, match="cannot read problem file"):
+        load_problem_set(str(tmp_path / "nope.json"))
+    with pytest.raises(ProblemFormatError, match="no \\*.json or \\*.jsonl"):
+        load_problem_sets(str(tmp_path))
+
+
+def test_fixture_directory_loads_all_nine_sets():
+    sets = load_problem_sets(FIXTURES)
+    assert sorted(sets) == sorted(SHARED_SIZES)
+    assert all(problems and all(p.source == name for p in problems) for name, problems in sets.items())
+    assert ("3", "-3") in [p.answer for p in sets["MATH_test"]]
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/eval_data (the nine rStar sets) is not present")
+def test_the_nine_real_sets_load_with_the_spec_sizes():
+    sets = load_problem_sets(SHARED)
+    assert {name: len(problems) for name, problems in sets.items()} == SHARED_SIZES
+    assert load_problem_sets(os.path.join(SHARED, "amc23_test.json")) == {"amc23_test": sets["amc23_test"]}
