@@ -39,3 +39,17 @@ class ModelConfig:
     @property
     def resolved_head_dim(self) -> int:
         return self.head_dim or self.hidden_size // self.num_attention_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class CurriculumConfig:
+    """Synthetic arithmetic word problems (data/curriculum.py): levels = number of operations."""
+
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    seed_levels: tuple[int, ...] = (1, 2, 3)  # levels whose worked solutions form the seed set
+    seed_per_level: int = 600
+    train_per_level: int = 200
+    test_per_level: int = 50
+    seed_seed: int = 0  # each split draws from its own seed
+    train_seed: int = 1
+    test_seed: int = 2

@@ -1,0 +1,212 @@
+"""Synthetic arithmetic word problems: the CPU default's curriculum.
+
+A problem tells a short story about one quantity (a person's apples, marbles, ...) changed by
+`level` operations, then asks for the final count. The generator knows every intermediate value,
+so it can render a worked solution in rStar's step format: one code step per sentence, the
+sentence as a comment, and a running variable named after the object (`apples = apples + 3`),
+which generalises to longer stories than a seed set shows better than numbered variables would.
+Only the seed split exposes solutions; train and test are question + answer, like real data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Iterable
+
+from rstar_jax.config import CurriculumConfig
+from rstar_jax.search import step_format as sf
+
+NAMES = (
+    "Mia", "Tom", "Ava", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eli", "Amy", "Ben", "Lily", "Omar",
+    "Nina", "Ravi", "Kate", "Jack", "Emma", "Noah", "Sara",
+)
+OBJECTS = (
+    "apples", "pencils", "marbles", "cookies", "stickers", "books", "coins", "cards", "shells",
+    "flowers", "eggs", "toys", "stamps", "candies", "balloons", "beads",
+)
+QUESTIONS = (
+    "How many {obj} does {who} have now?",
+    "How many {obj} does {who} have in the end?",
+    "What is the number of {obj} that {who} has now?",
+)
+MAX_VALUE = 999  # keeps every intermediate count small enough for a tiny tokenizer's digits
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One generated problem; `solution` is the list of rStar step texts (empty when hidden)."""
+
+    question: str
+    answer: int
+    level: int
+    solution: tuple[str, ...] = ()
+
+    @property
+    def response(self) -> str:
+        return "".join(self.solution)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curriculum:
+    seed: list[Problem]  # worked solutions (lower levels only)
+    train: list[Problem]  # question + answer only
+    test: list[Problem]  # question + answer only, disjoint from seed and train
+
+
+@dataclasses.dataclass(frozen=True)
+class _Op:
+    sentence: str  # the story sentence
+    code: str  # the right-hand side of `<var> = ...`
+    value: int  # the count after the operation
+    subject: str  # whose count it is afterwards
+
+
+# An operation proposes (sentence templates, new value, code) from the current value, or None
+# when it does not apply (e.g. an odd count cannot be halved).
+_Proposal = tuple[tuple[str, ...], int, str, bool] | None
+
+
+def _operand(rng: random.Random, level: int) -> int:
+    return rng.randint(2, 5 + 5 * level)
+
+
+def _add(rng, v, level) -> _Proposal:
+    n = _operand(rng, level)
+    return ((f"{{who}} buys {n} more {{obj}}.", f"{{who}} finds {n} more {{obj}}.",
+             f"{{other}} gives {{who}} {n} more {{obj}}."), v + n, f"{{var}} + {n}", False)
+
+
+def _subtract(rng, v, level) -> _Proposal:
+    if v < 3:
+        return None
+    n = rng.randint(2, min(v - 1, 5 + 5 * level))
+    return ((f"{{who}} gives {n} {{obj}} to {{other}}.", f"{{who}} loses {n} {{obj}}.",
+             f"{{who}} uses {n} of the {{obj}}."), v - n, f"{{var}} - {n}", False)
+
+
+def _multiply(rng, v, level) -> _Proposal:
+    n = rng.randint(3, 3 + level // 2)
+    return ((f"{{who}} ends up with {n} times as many {{obj}} as before.",
+             f"{{who}} multiplies the {{obj}} by {n}."), v * n, f"{{var}} * {n}",
+            False)
+
+
+def _divide(rng, v, level) -> _Proposal:
+    divisors = [n for n in range(3, 7) if v % n == 0 and v // n >= 1]
+    if not divisors:
+        return None
+    n = rng.choice(divisors)
+    return ((f"{{who}} splits the {{obj}} into {n} equal piles and keeps one pile.",
+             f"{{who}} puts the {{obj}} into {n} equal boxes and keeps one box."),
+            v // n, f"{{var}} // {n}", False)
+
+
+def _twice(rng, v, level) -> _Proposal:
+    return (("{who} doubles the {obj}.", "{other} has twice as many {obj} as {who}."),
+            v * 2, "{var} * 2", None)
+
+
+def _half(rng, v, level) -> _Proposal:
+    if v % 2:
+        return None
+    return (("{who} gives away half of the {obj}.", "{other} has half as many {obj} as {who}."),
+            v // 2, "{var} // 2", None)
+
+
+def _fewer(rng, v, level) -> _Proposal:
+    if v < 3:
+        return None
+    n = rng.randint(2, min(v - 1, 5 + 5 * level))
+    return ((f"{{other}} has {n} fewer {{obj}} than {{who}}.",), v - n, f"{{var}} - {n}", True)
+
+
+def _more(rng, v, level) -> _Proposal:
+    n = _operand(rng, level)
+    return ((f"{{other}} has {n} more {{obj}} than {{who}}.",), v + n, f"{{var}} + {n}", True)
+
+
+# The last field of a proposal says whether the story's subject moves to {other}: True always,
+# False never, None when the chosen template mentions {other} as the one who has the new count.
+_OPERATIONS: tuple[Callable[[random.Random, int, int], _Proposal], ...] = (
+    _add, _subtract, _multiply, _divide, _twice, _half, _fewer, _more,
+)
+
+
+def _pick_operation(rng: random.Random, value: int, level: int, subject: str, obj: str) -> _Op:
+    """Draws a feasible operation and fills one of its phrasings."""
+    while True:
+        proposal = rng.choice(_OPERATIONS)(rng, value, level)
+        if proposal is None or proposal[1] > MAX_VALUE:
+            continue
+        templates, new_value, code, moves = proposal
+        template = rng.choice(templates)
+        other = rng.choice([n for n in NAMES if n != subject])
+        if moves is None:
+            moves = template.startswith("{other} has")
+        sentence = template.format(who=subject, other=other, obj=obj)
+        return _Op(sentence, code, new_value, other if moves else subject)
+
+
+def _variable(obj: str) -> str:
+    return obj  # plural nouns are valid Python identifiers
+
+
+def render_solution(steps: Iterable[tuple[str, str]], var: str, answer: int) -> tuple[str, ...]:
+    """rStar step texts for (comment, code) pairs, the print step with its output, and the answer."""
+    texts = []
+    for i, (comment, code) in enumerate(steps):
+        lead = f"{sf.CODE}\n" if i == 0 else "\n\n"
+        texts.append(f"{lead}# {comment}\n{code}\n{sf.STEP_END}")
+    texts.append(f"\n\n# Now print the final answer\nprint({var})\n{sf.CODE_END}\n"
+                 f"{sf.OUTPUT}{answer}{sf.OUTPUT_END}")
+    texts.append(f"\n{sf.ANSWER}From the result, the answer is \\boxed{{{answer}}}.{sf.ANSWER_END}")
+    return tuple(texts)
+
+
+def generate_problem(rng: random.Random, level: int) -> Problem:
+    """A problem with `level` operations after the opening sentence; the solution is attached."""
+    who, obj = rng.choice(NAMES), rng.choice(OBJECTS)
+    var = _variable(obj)
+    value = rng.randint(2, 10 * level)
+    sentences = [f"{who} has {value} {obj}."]
+    steps = [(sentences[0], f"{var} = {value}")]
+    for _ in range(level):
+        op = _pick_operation(rng, value, level, who, obj)
+        sentences.append(op.sentence)
+        steps.append((op.sentence, f"{var} = {op.code.format(var=var)}"))
+        value, who = op.value, op.subject
+    question = " ".join(sentences) + " " + rng.choice(QUESTIONS).format(obj=obj, who=who)
+    return Problem(question, value, level, render_solution(steps, var, value))
+
+
+def generate_split(seed: int, levels: Iterable[int], per_level: int,
+                   exclude: frozenset[str] = frozenset(), with_solution: bool = False
+                   ) -> list[Problem]:
+    """`per_level` distinct problems per level from one seed, skipping questions in `exclude`."""
+    rng = random.Random(seed)
+    problems, seen = [], set(exclude)
+    for level in levels:
+        count = attempts = 0
+        while count < per_level:
+            attempts += 1
+            if attempts > 100 * per_level:
+                raise ValueError(f"level {level}: cannot draw {per_level} distinct problems")
+            problem = generate_problem(rng, level)
+            if problem.question in seen:
+                continue
+            seen.add(problem.question)
+            problems.append(problem if with_solution else dataclasses.replace(problem, solution=()))
+            count += 1
+    return problems
+
+
+def make_curriculum(config: CurriculumConfig) -> Curriculum:
+    """Seed, train and test splits from separate seeds; test questions never appear in the others."""
+    test = generate_split(config.test_seed, config.levels, config.test_per_level)
+    held_out = frozenset(p.question for p in test)
+    seed = generate_split(config.seed_seed, config.seed_levels, config.seed_per_level,
+                          exclude=held_out, with_solution=True)
+    train = generate_split(config.train_seed, config.levels, config.train_per_level,
+                           exclude=held_out)
+    return Curriculum(seed=seed, train=train, test=test)
