@@ -1,0 +1,1 @@
+"""Benchmark evaluation: answer generation methods, metrics, result storage and reports."""
