@@ -26,6 +26,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_scaling: dict[str, Any] | None = None  # HF dict, e.g. {"rope_type": "llama3", ...}
     max_position_embeddings: int = 4096
+    initializer_range: float = 0.02  # std of the normal init of weight matrices and embeddings
     attention_bias: bool = False  # q/k/v bias (True for Qwen2)
     tie_word_embeddings: bool = False
     model_type: str = "qwen2"  # "qwen2" or "llama"

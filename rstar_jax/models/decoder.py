@@ -1,0 +1,243 @@
+"""Decoder-only transformer of the Qwen2 / Llama family (Flax NNX) with a per-row KV cache.
+
+Parameter names follow HF (`embed_tokens`, `layers[i].self_attn.q_proj`, ...) so checkpoints map
+one to one. Every parameter carries logical axis names ('vocab', 'embed', 'mlp', 'heads',
+'kv_heads', 'head_dim') in its `out_sharding` metadata; `rstar_jax.parallel` maps them to a mesh.
+Positions are always explicit, so left padding, right padding and per-row offsets all work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from rstar_jax.config import ModelConfig
+
+
+@struct.dataclass
+class KVCache:
+    """Keys/values of every layer; row b writes its next tokens at slot `index_b[b]`."""
+
+    k: jax.Array  # [L, B, S, Hkv, Dh]
+    v: jax.Array  # [L, B, S, Hkv, Dh]
+    valid_bs: jax.Array  # bool[B, S]: the slot holds a real (non-pad) token
+    index_b: jax.Array  # int32[B]: next write slot per row
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+def init_cache(config: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
+    """An empty cache for `batch` rows of up to `max_len` tokens (dtype defaults to compute dtype)."""
+    shape = (config.num_hidden_layers, batch, max_len, config.num_key_value_heads,
+             config.resolved_head_dim)
+    dtype = dtype or jnp.dtype(config.dtype)
+    return KVCache(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        valid_bs=jnp.zeros((batch, max_len), bool),
+        index_b=jnp.zeros((batch,), jnp.int32),
+    )
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+    """RoPE inverse frequencies [Dh/2], with HF's 'default', 'linear' and 'llama3' rope types."""
+    dim = config.resolved_head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    scaling = dict(config.rope_scaling or {})
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type == "default":
+        return inv_freq.astype(np.float32)
+    if rope_type == "linear":
+        return (inv_freq / scaling["factor"]).astype(np.float32)
+    if rope_type == "llama3":
+        # Llama 3.1: keep high frequencies, divide low ones by `factor`, interpolate in between.
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_len = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    raise ValueError(f"rope_scaling: unsupported rope_type {rope_type!r} "
+                     "(supported: 'default', 'linear', 'llama3')")
+
+
+def apply_rope(x_bthk: jax.Array, positions_bt: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """Rotates the two halves of each head (HF's `rotate_half` layout), angles in fp32."""
+    angles = positions_bt[..., None].astype(jnp.float32) * inv_freq  # [B, T, Dh/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(angles).astype(x_bthk.dtype), jnp.sin(angles).astype(x_bthk.dtype)
+    x1, x2 = jnp.split(x_bthk, 2, axis=-1)
+    return x_bthk * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+def _write_rows(buf_bs: jax.Array, new_bt: jax.Array, index_b: jax.Array) -> jax.Array:
+    """Writes row b's T new entries at slots index_b[b] .. index_b[b]+T-1."""
+    write = lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=0)
+    return jax.vmap(write)(buf_bs, new_bt, index_b)
+
+
+def _logical(init: nnx.Initializer, axes: tuple[str, ...]) -> nnx.Initializer:
+    """Annotates an initializer with logical axis names; sharding them is `parallel/`'s job."""
+    return nnx.with_partitioning(init, axes, eager_sharding=False)
+
+
+class Attention(nnx.Module):
+    """Grouped-query self-attention with RoPE and optional q/k/v bias."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, h, hkv, dh = (config.hidden_size, config.num_attention_heads,
+                         config.num_key_value_heads, config.resolved_head_dim)
+        init = nnx.initializers.normal(config.initializer_range)
+        common = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype),
+                      rngs=rngs)
+
+        def proj(heads: int, axis: str, bias: bool) -> nnx.Einsum:
+            return nnx.Einsum(
+                "btd,dhk->bthk", (d, heads, dh), (heads, dh) if bias else None,
+                kernel_init=_logical(init, ("embed", axis, "head_dim")),
+                bias_init=_logical(nnx.initializers.zeros, (axis, "head_dim")),
+                **common)
+
+        self.q_proj = proj(h, "heads", config.attention_bias)
+        self.k_proj = proj(hkv, "kv_heads", config.attention_bias)
+        self.v_proj = proj(hkv, "kv_heads", config.attention_bias)
+        # Llama's `attention_bias` also covers o_proj; Qwen2's never does.
+        o_bias = config.attention_bias and config.model_type == "llama"
+        self.o_proj = nnx.Einsum(
+            "bthk,hkd->btd", (h, dh, d), (d,) if o_bias else None,
+            kernel_init=_logical(init, ("heads", "head_dim", "embed")),
+            bias_init=_logical(nnx.initializers.zeros, ("embed",)),
+            **common)
+
+    def __call__(self, x_btd, positions_bt, inv_freq, mask_bts, kv_bshk=None, index_b=None):
+        """Attends over this call's tokens, or over the cache layer `kv_bshk` after writing them."""
+        q = apply_rope(self.q_proj(x_btd), positions_bt, inv_freq)
+        k = apply_rope(self.k_proj(x_btd), positions_bt, inv_freq)
+        v = self.v_proj(x_btd)
+        if kv_bshk is not None:
+            k = _write_rows(kv_bshk[0], k.astype(kv_bshk[0].dtype), index_b)
+            v = _write_rows(kv_bshk[1], v.astype(kv_bshk[1].dtype), index_b)
+            kv_bshk = (k, v)
+        out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype),
+                                           mask=mask_bts[:, None])
+        return self.o_proj(out), kv_bshk
+
+
+class MLP(nnx.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, f = config.hidden_size, config.intermediate_size
+        init = nnx.initializers.normal(config.initializer_range)
+        common = dict(use_bias=False, dtype=jnp.dtype(config.dtype),
+                      param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
+        self.gate_proj = nnx.Linear(d, f, kernel_init=_logical(init, ("embed", "mlp")),
+                                    **common)
+        self.up_proj = nnx.Linear(d, f, kernel_init=_logical(init, ("embed", "mlp")),
+                                  **common)
+        self.down_proj = nnx.Linear(f, d, kernel_init=_logical(init, ("mlp", "embed")),
+                                    **common)
+
+    def __call__(self, x_btd: jax.Array) -> jax.Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x_btd)) * self.up_proj(x_btd))
+
+
+def _rms_norm(config: ModelConfig, rngs: nnx.Rngs) -> nnx.RMSNorm:
+    return nnx.RMSNorm(
+        config.hidden_size, epsilon=config.rms_norm_eps, dtype=jnp.dtype(config.dtype),
+        param_dtype=jnp.dtype(config.param_dtype),
+        scale_init=_logical(nnx.initializers.ones, ("embed",)), rngs=rngs)
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm residual block: attention, then SwiGLU MLP."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.input_layernorm = _rms_norm(config, rngs)
+        self.self_attn = Attention(config, rngs=rngs)
+        self.post_attention_layernorm = _rms_norm(config, rngs)
+        self.mlp = MLP(config, rngs=rngs)
+
+    def __call__(self, h_btd, positions_bt, inv_freq, mask_bts, kv_bshk=None, index_b=None):
+        attn, kv_bshk = self.self_attn(self.input_layernorm(h_btd), positions_bt, inv_freq,
+                                       mask_bts, kv_bshk, index_b)
+        h_btd = h_btd + attn
+        return h_btd + self.mlp(self.post_attention_layernorm(h_btd)), kv_bshk
+
+
+def _call_layer(layer: DecoderLayer, *args):
+    return layer(*args)
+
+
+class Decoder(nnx.Module):
+    """Causal LM: token embedding, decoder layers, final RMSNorm, (tied or separate) LM head."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        init = nnx.initializers.normal(config.initializer_range)
+        self.embed_tokens = nnx.Embed(
+            config.vocab_size, config.hidden_size, dtype=jnp.dtype(config.dtype),
+            param_dtype=jnp.dtype(config.param_dtype),
+            embedding_init=_logical(init, ("vocab", "embed")),
+            rngs=rngs)
+        self.layers = nnx.List([DecoderLayer(config, rngs=rngs)
+                                for _ in range(config.num_hidden_layers)])
+        self.norm = _rms_norm(config, rngs)
+        if not config.tie_word_embeddings:
+            self.lm_head = nnx.Linear(
+                config.hidden_size, config.vocab_size, use_bias=False,
+                dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype),
+                kernel_init=_logical(init, ("embed", "vocab")),
+                rngs=rngs)
+
+    def hidden_states(self, tokens_bt, positions_bt, *, attention_mask_bt=None, cache=None):
+        """Final-norm hidden states [B, T, D] and the updated cache (None without one)."""
+        b, t = tokens_bt.shape
+        if attention_mask_bt is None:
+            attention_mask_bt = jnp.ones((b, t), bool)
+        attention_mask_bt = attention_mask_bt.astype(bool)
+        if cache is None:
+            causal_tt = jnp.tril(jnp.ones((t, t), bool))
+            mask_bts = causal_tt[None] & attention_mask_bt[:, None, :]
+        else:
+            valid_bs = _write_rows(cache.valid_bs, attention_mask_bt, cache.index_b)
+            query_slot_bt = cache.index_b[:, None] + jnp.arange(t)
+            mask_bts = valid_bs[:, None, :] & (
+                jnp.arange(cache.max_len)[None, None, :] <= query_slot_bt[:, :, None])
+        run_layer = nnx.remat(_call_layer) if self.config.remat else _call_layer
+        inv_freq = rope_inv_freq(self.config)
+
+        h_btd = self.embed_tokens(tokens_bt)
+        new_k, new_v = (None, None) if cache is None else (cache.k, cache.v)
+        for i, layer in enumerate(self.layers):
+            kv = None if cache is None else (cache.k[i], cache.v[i])
+            h_btd, kv = run_layer(layer, h_btd, positions_bt, inv_freq, mask_bts, kv,
+                                  None if cache is None else cache.index_b)
+            if cache is not None:
+                new_k, new_v = new_k.at[i].set(kv[0]), new_v.at[i].set(kv[1])
+        if cache is not None:
+            cache = KVCache(k=new_k, v=new_v, valid_bs=valid_bs, index_b=cache.index_b + t)
+        return self.norm(h_btd), cache
+
+    def logits(self, h_btd: jax.Array) -> jax.Array:
+        """LM-head logits (fp32) of final hidden states; lets callers project only some positions."""
+        if self.config.tie_word_embeddings:
+            out = self.embed_tokens.attend(h_btd)
+        else:
+            out = self.lm_head(h_btd)
+        return out.astype(jnp.float32)
+
+    def __call__(self, tokens_bt, positions_bt, *, attention_mask_bt=None, cache=None):
+        """Logits [B, T, V] (fp32) and the updated cache."""
+        h_btd, cache = self.hidden_states(tokens_bt, positions_bt,
+                                          attention_mask_bt=attention_mask_bt, cache=cache)
+        return self.logits(h_btd), cache
