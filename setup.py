@@ -22,6 +22,7 @@ setup(
         "safetensors>=0.6",
         "numpy>=2.0",
         "sympy>=1.13",
+        "editdistance>=0.8",  # PPM pair filter, as the original
         "math-verify>=0.9",
         "gin-config>=0.5",
         "tqdm>=4.66",

@@ -1,0 +1,252 @@
+"""Training records from search trees (spec §4): SFT examples and PPM preference pairs.
+
+Extraction works on `StepTree`, a host-side view of one searched tree: per node its parent, step
+text, Q = W/N, visit count and terminal kind. Records are written and read in rStar's released
+formats: SFT `[{query, response}]`, PPM `[{prompt, pos, neg, pos_count, neg_count}]`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Sequence
+from statistics import mean
+from typing import Any, Literal
+
+import editdistance
+
+from rstar_jax.search import step_format as sf
+
+# Terminal kinds of a node; None marks an inner (or unexpanded) node.
+Terminal = Literal["answer", "code_error", "too_many_steps", "no_valid_child"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepNode:
+    parent: int  # -1 for the root
+    text: str  # the step text ("" for the root)
+    q: float  # W / N (0 when unvisited)
+    visits: int
+    terminal: Terminal | None = None
+    correct: bool = False  # an answer node whose answer matches the gold one
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTree:
+    """One searched problem; node 0 is the root, every parent precedes its children."""
+
+    question: str
+    nodes: tuple[StepNode, ...]
+
+    def children(self) -> list[list[int]]:
+        kids: list[list[int]] = [[] for _ in self.nodes]
+        for i, node in enumerate(self.nodes[1:], start=1):
+            kids[node.parent].append(i)
+        return kids
+
+    def path(self, leaf: int) -> list[int]:
+        """Node ids from the first step down to `leaf` (root excluded)."""
+        ids = []
+        while leaf > 0:
+            ids.append(leaf)
+            leaf = self.nodes[leaf].parent
+        return ids[::-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """A root-to-leaf trajectory ending in an answer or in too many code errors."""
+
+    steps: tuple[str, ...]
+    q_values: tuple[float, ...]  # per step, the leaf's own Q included
+    correct: bool
+
+    @property
+    def response(self) -> str:
+        return "".join(self.steps)
+
+    @property
+    def rank_key(self) -> tuple[float, float]:
+        return mean(self.q_values), min(self.q_values)
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTRecord:
+    query: str
+    response: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePair:
+    prompt: str
+    pos: str
+    neg: str
+    pos_count: int
+    neg_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PairFilter:
+    """Step-pair thresholds of `sample_rm_data.py`, plus how many children each side keeps."""
+
+    min_step_margin: float = 0.5
+    min_edit_distance: int = 20
+    per_side: int = 2  # top-2 chosen vs bottom-2 rejected ...
+    fallback: int = 4  # ... or up to 4 on one side when the other has a single candidate
+
+
+def traces(tree: StepTree) -> list[Trace]:
+    """All trajectories ending in an answer (correct or not) or a code-error terminal."""
+    kids = tree.children()
+    out = []
+    for leaf, node in enumerate(tree.nodes):
+        if kids[leaf] or node.terminal not in ("answer", "code_error"):
+            continue
+        ids = tree.path(leaf)
+        out.append(Trace(tuple(tree.nodes[i].text for i in ids),
+                         tuple(tree.nodes[i].q for i in ids), node.terminal == "answer" and node.correct))
+    return out
+
+
+def is_solved(tree: StepTree) -> bool:
+    """Whether the tree holds a correct trajectory (the paper's coverage counts these)."""
+    return any(n.terminal == "answer" and n.correct for n in tree.nodes)
+
+
+def sft_records(tree: StepTree, n: int = 2) -> list[SFTRecord]:
+    """The top-`n` correct trajectories by (mean Q, min Q) whose text has no error in it.
+
+    `sample_sft_data.py` drops error-containing responses after keeping the top n; we drop them
+    first, so a problem keeps n examples whenever it has n clean ones.
+    """
+    clean = [t for t in traces(tree) if t.correct and "error" not in t.response.lower()]
+    clean.sort(key=lambda t: t.rank_key, reverse=True)
+    return [SFTRecord(tree.question, t.response) for t in clean[:n]]
+
+
+def _outcome_counts(tree: StepTree, kids: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Correct / wrong leaves below every node; code-error leaves count as neither (spec §4.2)."""
+    correct, wrong = [0] * len(tree.nodes), [0] * len(tree.nodes)
+    for i in reversed(range(len(tree.nodes))):  # children come after their parent
+        node = tree.nodes[i]
+        if not kids[i]:
+            correct[i] = int(node.terminal == "answer" and node.correct)
+            wrong[i] = int(node.terminal in ("answer", "too_many_steps", "no_valid_child")
+                           and not node.correct)
+        if i:
+            correct[node.parent] += correct[i]
+            wrong[node.parent] += wrong[i]
+    return correct, wrong
+
+
+def step_pairs(tree: StepTree, flt: PairFilter = PairFilter()) -> list[PreferencePair]:
+    """Step-level pairs: at each expanded node, high-Q children leading to correct answers vs
+    low-Q children leading to wrong ones, sharing the prefix (`extra_rm_file.py`, mode "all",
+    then the margin and edit-distance filters of `sample_rm_data.py`)."""
+    kids = tree.children()
+    correct, wrong = _outcome_counts(tree, kids)
+    q = [n.q for n in tree.nodes]
+
+    def continuation_mean(i: int, good: bool) -> float:
+        # follow the best-Q correct child (or the worst-Q wrong child) down to a leaf
+        values = [q[i]]
+        while kids[i]:
+            options = [c for c in kids[i] if (correct if good else wrong)[c] > 0]
+            i = max(options, key=q.__getitem__) if good else min(options, key=q.__getitem__)
+            values.append(q[i])
+        return mean(values)
+
+    pairs, queue = [], collections.deque([0])
+    while queue:
+        node = queue.popleft()
+        chosen = sorted((c for c in kids[node] if correct[c]), key=lambda c: -q[c])
+        rejected = sorted((c for c in kids[node] if wrong[c]), key=lambda c: q[c])
+        n_chosen = flt.fallback if len(rejected) == 1 else flt.per_side
+        n_rejected = flt.fallback if len(chosen) == 1 else flt.per_side
+        chosen, rejected = chosen[:n_chosen], rejected[:n_rejected]
+        prefix = sf.sft_prompt(tree.question) + "".join(tree.nodes[i].text for i in tree.path(node))
+        for c in chosen:
+            for r in rejected:
+                pos, neg = tree.nodes[c].text, tree.nodes[r].text
+                if (q[c] - q[r] >= flt.min_step_margin
+                        and continuation_mean(c, True) > continuation_mean(r, False)
+                        and editdistance.eval(pos, neg) >= flt.min_edit_distance):
+                    pairs.append(PreferencePair(prefix, pos, neg, len(chosen), len(rejected)))
+        queue.extend(c for c in kids[node] if correct[c] and wrong[c])
+    return pairs
+
+
+def final_answer_pairs(tree: StepTree, per_side: int = 2) -> list[PreferencePair]:
+    """Whole-trajectory pairs: the top correct vs the bottom wrong trajectories by mean Q
+    (code-error trajectories count as wrong), for problems with both outcomes (spec §4.2)."""
+    all_traces = traces(tree)
+    pos = sorted((t for t in all_traces if t.correct), key=lambda t: t.rank_key, reverse=True)
+    neg = sorted((t for t in all_traces if not t.correct), key=lambda t: t.rank_key)
+    pos, neg = pos[:per_side], neg[:per_side]
+    prompt = f"{sf.USER}:\n{tree.question}"
+    head = sf.sft_prompt(tree.question)[len(prompt):]  # "\n<|assistant|>: Let's think ..."
+    return [PreferencePair(prompt, head + p.response, head + n.response, len(pos), len(neg))
+            for p in pos for n in neg]
+
+
+# ---- rStar's released JSON formats -------------------------------------------------------------
+
+class RecordFormatError(ValueError):
+    """A record file that cannot be read; the message names the file, record and field."""
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes JSON through a temporary file and a rename, so readers never see half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+def write_records(path: str, records: Iterable[SFTRecord | PreferencePair]) -> None:
+    """Writes SFT records or preference pairs as one rStar-format JSON list."""
+    write_json_atomic(path, [dataclasses.asdict(r) for r in records])
+
+
+def read_sft(path: str) -> list[SFTRecord]:
+    return _read(path, SFTRecord)
+
+
+def read_pairs(path: str) -> list[PreferencePair]:
+    return _read(path, PreferencePair)
+
+
+def _read(path: str, cls: type) -> list[Any]:
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise RecordFormatError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(data, list):
+        raise RecordFormatError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    out = []
+    for i, record in enumerate(data):
+        if not isinstance(record, dict):
+            raise RecordFormatError(f"{path}: record {i}: expected an object")
+        for name, kind in fields.items():
+            expected = int if kind == "int" else str
+            if not isinstance(record.get(name), expected):
+                raise RecordFormatError(
+                    f'{path}: record {i}: field "{name}" must be {expected.__name__}, '
+                    f"got {record.get(name)!r}")
+        out.append(cls(**{name: record[name] for name in fields}))
+    return out
+
+
+def merge_record_files(paths: Sequence[str], out_path: str) -> int:
+    """Concatenates record files (e.g. per-process shards) into one; returns the record count."""
+    merged: list[Any] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            merged.extend(json.load(f))
+    write_json_atomic(out_path, merged)
+    return len(merged)
