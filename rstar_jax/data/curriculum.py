@@ -154,13 +154,10 @@ def _variable(obj: str) -> str:
 
 def render_solution(steps: Iterable[tuple[str, str]], var: str, answer: int) -> tuple[str, ...]:
     """rStar step texts for (comment, code) pairs, the print step with its output, and the answer."""
-    texts = []
-    for i, (comment, code) in enumerate(steps):
-        lead = f"{sf.CODE}\n" if i == 0 else "\n\n"
-        texts.append(f"{lead}# {comment}\n{code}\n{sf.STEP_END}")
-    texts.append(f"\n\n# Now print the final answer\nprint({var})\n{sf.CODE_END}\n"
-                 f"{sf.OUTPUT}{answer}{sf.OUTPUT_END}")
-    texts.append(f"\n{sf.ANSWER}From the result, the answer is \\boxed{{{answer}}}.{sf.ANSWER_END}")
+    texts = [sf.render_code_step(f"# {comment}\n{code}", first=i == 0)
+             for i, (comment, code) in enumerate(steps)]
+    texts.append(sf.render_last_code_step(f"# Now print the final answer\nprint({var})", str(answer)))
+    texts.append(sf.render_answer_step(f"From the result, the answer is \\boxed{{{answer}}}."))
     return tuple(texts)
 
 

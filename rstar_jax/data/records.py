@@ -55,6 +55,15 @@ class StepTree:
         return ids[::-1]
 
 
+def tree_to_json(tree: StepTree) -> dict[str, Any]:
+    """A JSON-ready dict; nodes are [parent, text, q, visits, terminal, correct] rows."""
+    return {"question": tree.question, "nodes": [dataclasses.astuple(n) for n in tree.nodes]}
+
+
+def tree_from_json(obj: dict[str, Any]) -> StepTree:
+    return StepTree(obj["question"], tuple(StepNode(*row) for row in obj["nodes"]))
+
+
 @dataclasses.dataclass(frozen=True)
 class Trace:
     """A root-to-leaf trajectory ending in an answer or in too many code errors."""
@@ -115,15 +124,17 @@ def is_solved(tree: StepTree) -> bool:
     return any(n.terminal == "answer" and n.correct for n in tree.nodes)
 
 
-def sft_records(tree: StepTree, n: int = 2) -> list[SFTRecord]:
-    """The top-`n` correct trajectories by (mean Q, min Q) whose text has no error in it.
+def sft_records(trees: Sequence[StepTree], n: int = 2) -> list[SFTRecord]:
+    """The top-`n` correct trajectories of one problem's trees (several search passes) by
+    (mean Q, min Q), among those whose text has no error in it.
 
     `sample_sft_data.py` drops error-containing responses after keeping the top n; we drop them
     first, so a problem keeps n examples whenever it has n clean ones.
     """
-    clean = [t for t in traces(tree) if t.correct and "error" not in t.response.lower()]
+    clean = [t for tree in trees for t in traces(tree)
+             if t.correct and "error" not in t.response.lower()]
     clean.sort(key=lambda t: t.rank_key, reverse=True)
-    return [SFTRecord(tree.question, t.response) for t in clean[:n]]
+    return [SFTRecord(trees[0].question, t.response) for t in clean[:n]]
 
 
 def _outcome_counts(tree: StepTree, kids: list[list[int]]) -> tuple[list[int], list[int]]:
@@ -178,15 +189,16 @@ def step_pairs(tree: StepTree, flt: PairFilter = PairFilter()) -> list[Preferenc
     return pairs
 
 
-def final_answer_pairs(tree: StepTree, per_side: int = 2) -> list[PreferencePair]:
-    """Whole-trajectory pairs: the top correct vs the bottom wrong trajectories by mean Q
-    (code-error trajectories count as wrong), for problems with both outcomes (spec §4.2)."""
-    all_traces = traces(tree)
+def final_answer_pairs(trees: Sequence[StepTree], per_side: int = 2) -> list[PreferencePair]:
+    """Whole-trajectory pairs over one problem's trees: the top correct vs the bottom wrong
+    trajectories by mean Q (code-error ones count as wrong), if both exist (spec §4.2)."""
+    all_traces = [t for tree in trees for t in traces(tree)]
     pos = sorted((t for t in all_traces if t.correct), key=lambda t: t.rank_key, reverse=True)
     neg = sorted((t for t in all_traces if not t.correct), key=lambda t: t.rank_key)
     pos, neg = pos[:per_side], neg[:per_side]
-    prompt = f"{sf.USER}:\n{tree.question}"
-    head = sf.sft_prompt(tree.question)[len(prompt):]  # "\n<|assistant|>: Let's think ..."
+    question = trees[0].question
+    prompt = f"{sf.USER}:\n{question}"
+    head = sf.sft_prompt(question)[len(prompt):]  # "\n<|assistant|>: Let's think ..."
     return [PreferencePair(prompt, head + p.response, head + n.response, len(pos), len(neg))
             for p in pos for n in neg]
 

@@ -59,7 +59,7 @@ def test_sft_takes_top2_by_mean_then_min_q_without_errors():
         nodes.append(node(0, f"<code>\n# {tag}\n{code}\n<end_of_step>", step_q))
         nodes.append(node(len(nodes) - 1, "\n<answer>\\boxed{8}<end_of_answer>", answer_q,
                           "answer", correct=True))
-    out = rec.sft_records(StepTree(Q, tuple(nodes)), n=2)
+    out = rec.sft_records([StepTree(Q, tuple(nodes))], n=2)
     assert [r.response.split("# ")[1][0] for r in out] == ["a", "c"]
     assert all(r.query == Q for r in out)
 
@@ -109,7 +109,7 @@ def test_step_pairs_need_the_chosen_continuation_to_beat_the_rejected_one():
 
 
 def test_final_answer_pairs_whole_trajectories():
-    pairs = rec.final_answer_pairs(small_tree())
+    pairs = rec.final_answer_pairs([small_tree()])
     head = sf.sft_prompt(Q)[len(f"{sf.USER}:\n{Q}"):]
     assert head.startswith(sf.NEWLINE_ASSISTANT)
     # wrong trajectories by mean Q ascending: code error (-1), bad step (-0.75), then wrong answer
@@ -118,7 +118,7 @@ def test_final_answer_pairs_whole_trajectories():
         PreferencePair(f"{sf.USER}:\n{Q}", head + S_GOOD + A_RIGHT, head + S_BAD + A_WRONG, 1, 2),
     ]
     unsolved = StepTree(Q, small_tree().nodes[:4])
-    assert rec.final_answer_pairs(unsolved) == []
+    assert rec.final_answer_pairs([unsolved]) == []
 
 
 def test_released_formats_round_trip(tmp_path):
@@ -150,3 +150,8 @@ def test_bad_record_file_names_record_and_field(tmp_path):
     path.write_text("{not json")
     with pytest.raises(rec.RecordFormatError, match="bad.json: not valid JSON"):
         rec.read_pairs(str(path))
+
+
+def test_tree_json_round_trip():
+    tree = small_tree()
+    assert rec.tree_from_json(json.loads(json.dumps(rec.tree_to_json(tree)))) == tree
