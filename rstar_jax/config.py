@@ -43,6 +43,50 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh ('data', 'fsdp', 'tensor'): sizes within a slice (ICI) and across slices (DCN).
+
+    One of `data`, `fsdp`, `tensor` may be -1: it takes the devices the others leave.
+    The DCN sizes multiply the ICI ones (multi-slice); all 1 means a single slice.
+    """
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    dcn_data: int = 1
+    dcn_fsdp: int = 1
+    dcn_tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, data and bookkeeping of one training run (SFT or PPM; spec §5-6 defaults)."""
+
+    learning_rate: float = 7e-6
+    schedule: str = "linear"  # "linear", "cosine" or "constant", after `warmup_steps` of linear warmup
+    warmup_steps: int = 0
+    weight_decay: float = 0.1
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0  # global-norm clipping; 0 disables it
+    batch_size: int = 128  # sequences (SFT) or pairs (PPM) per optimizer step, over all hosts
+    grad_accum_steps: int = 1  # micro-batches per optimizer step; divides batch_size
+    num_epochs: int = 2
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides num_epochs)
+    max_length: int = 2048  # tokens per sequence; longer ones keep their beginning
+    min_bucket_length: int = 64  # batches are padded to a power of two >= this (bounded recompiles)
+    compute_dtype: str = "bfloat16"  # activations; parameters stay float32 (master weights)
+    remat: bool = False  # rematerialise decoder layers in the backward pass
+    eval_fraction: float = 0.0  # held-out share of the records (PPM: 0.05 in rStar)
+    eval_every: int = 0  # evaluate every n steps (0: only at the end)
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
 class CurriculumConfig:
     """Synthetic arithmetic word problems (data/curriculum.py): levels = number of operations."""
 
