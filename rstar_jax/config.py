@@ -98,3 +98,143 @@ class CurriculumConfig:
     seed_seed: int = 0  # each split draws from its own seed
     train_seed: int = 1
     test_seed: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """MCTS and step beam search (search/). Defaults: rStar's rounds 2-4 data generation (spec §3.9).
+
+    Presets: `data_generation(round)` (sample_mcts / sft_sample_mcts), `evaluation()`
+    (sft_eval_mcts), `beam_search()` (sft_eval_bs).
+    """
+
+    num_rollouts: int = 48  # `iterations`
+    num_candidates: int = 12  # `n_generate_sample`: samples per expansion
+    max_depth: int = 16  # steps; a child deeper than this is a TOO_MANY_STEPS terminal
+    errors_threshold: int = 1  # consecutive code errors that make a child terminal
+    c_puct: float = 2.0
+    selection: str = "uct"  # "uct" (the original) or "puct" (sampling priors as P)
+    leaves_per_tree: int = 1  # > 1: that many rollouts per tree at once, under virtual loss
+    virtual_loss: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1: off
+    max_step_tokens: int = 2048
+    stop: tuple[str, ...] = ("<end_of_step>", "<end_of_code>", "<end_of_answer>")
+    use_ppm: bool = True  # `need_value_func`: PPM values start Q of new steps
+    ground_truth_rewards: bool = True  # `is_sampling`: answers get +-1 from the gold answer
+    positive_reward: float = 1.0
+    negative_reward: float = -1.0
+    prompt: str = "sft"  # "sft" (rounds 2-4, evaluation) or "few_shot" (round-1 bootstrap)
+    max_nodes: int = 4096  # node slots per tree (rounded up to a power of two)
+    batch_size: int = 256  # problems searched together as one batch of trees
+    beam_width: int = 8  # `step_beam_width` (beam search only)
+    seed: int = 0
+
+    @classmethod
+    def data_generation(cls, round_index: int, **overrides: Any) -> SearchConfig:
+        """Round 1: few-shot bootstrap without a PPM (sample_mcts); rounds 2-4: sft_sample_mcts.
+
+        The paper used 8 rollouts x 5 candidates in round 1 and 16 x 8 later; pass
+        num_rollouts / num_candidates to match it instead of the released code.
+        """
+        if round_index == 1:
+            bootstrap = dict(
+                temperature=0.7, errors_threshold=2, use_ppm=False, prompt="few_shot",
+                stop=("<end_of_step>", "<end_of_code>", "<end_of_output>", "<end_of_answer>"),
+            )
+            return cls(**{**bootstrap, **overrides})
+        return cls(**overrides)
+
+    @classmethod
+    def evaluation(cls, **overrides: Any) -> SearchConfig:
+        """sft_eval_mcts: 12 rollouts x 32 candidates, PPM scores answers, no ground truth."""
+        return cls(**{**dict(num_rollouts=12, num_candidates=32, ground_truth_rewards=False), **overrides})
+
+    @classmethod
+    def beam_search(cls, **overrides: Any) -> SearchConfig:
+        """sft_eval_bs: step beam search, width 8, 8 samples per beam node."""
+        return cls(**{**dict(num_candidates=8, ground_truth_rewards=False), **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Benchmark evaluation (evaluate.py; spec §7). Defaults: the original's greedy eval."""
+
+    methods: tuple[str, ...] = ("greedy",)  # of "greedy", "sample", "best_of_n", "mcts", "beam"
+    prompt_format: str = "rstar"  # "rstar" (code-augmented steps) or "chat" (chat template, \boxed{})
+    num_samples: int = 8  # solutions per problem for "sample" and "best_of_n"
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # k of maj@k, pass@k, ... (those <= candidates)
+    num_runs: int = 1  # independent MCTS runs (seed, seed + 1, ...), one answer each
+    top_n: int = 4  # the top-K answers by PPM score that vote across runs (spec §3.7)
+    step_score: str = "min"  # best-of-n solution score from its step scores: "min", "last" or "mean"
+    temperature: float = 1.0  # sampled methods; greedy is always 0
+    top_p: float = 1.0
+    top_k: int = -1  # -1: off
+    max_new_tokens: int = 4096  # per generation call (the greedy format emits a whole code block)
+    max_depth: int = 2  # generation calls per sampled solution: the code block, then the answer
+    batch_size: int = 64  # problems per batch; each batch is one resumable write
+    max_problems: int = 0  # > 0: only the first n problems of each set
+    exec_workers: int = 4
+    exec_timeout_s: float = 30.0  # per program, as the original's interpreter
+    seed: int = 0
+    paper_round: int = 4  # the round whose paper numbers are shown beside ours
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundConfig:
+    """One round of self-evolution (evolve.py; spec §1.2): how its training problems are searched."""
+
+    search: SearchConfig = SearchConfig(use_ppm=False)  # `use_ppm`: PPM-augmented (rounds 3-4)
+    # Further searches, each with a new seed, of the problems still without a correct trajectory:
+    # rollouts per pass (the paper: one more 16-rollout pass; round 4 also 64 and 128).
+    unsolved_rollouts: tuple[int, ...] = (16,)
+
+
+def _tiny_search(use_ppm: bool, **overrides: Any) -> SearchConfig:
+    """Data-generation search of the tiny CPU default: few rollouts, short steps, small trees."""
+    return SearchConfig(**{**dict(num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48,
+                                  max_nodes=256, batch_size=64, use_ppm=use_ppm), **overrides})
+
+
+_TINY_TRAIN = TrainConfig(learning_rate=2e-3, schedule="cosine", warmup_steps=20, weight_decay=0.0,
+                          batch_size=32, num_epochs=4, max_length=320, min_bucket_length=64,
+                          compute_dtype="float32", checkpoint_every=200, log_every=20)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolveConfig:
+    """The self-evolution run (evolve.py). Defaults: the tiny CPU run on the synthetic curriculum
+    (experiments/tiny_cpu.gin restates them), with the paper's schedule: rounds 1-2 terminal-guided,
+    rounds 3-4 PPM-augmented, a second pass for unsolved problems, round 4's extra passes."""
+
+    rounds: tuple[RoundConfig, ...] = (
+        RoundConfig(_tiny_search(False), (4,)),
+        RoundConfig(_tiny_search(False), (4,)),
+        RoundConfig(_tiny_search(True), (4,)),
+        RoundConfig(_tiny_search(True), (4, 8)),
+    )
+    # From-scratch policy (vocab_size and special token ids come from the trained tokenizer).
+    model: ModelConfig = ModelConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=3,
+                                     num_attention_heads=4, num_key_value_heads=2,
+                                     max_position_embeddings=512, tie_word_embeddings=True)
+    tokenizer_vocab: int = 400
+    seed_train: TrainConfig = _TINY_TRAIN  # round 0: the seed set -> bootstrap policy
+    policy_train: TrainConfig = _TINY_TRAIN  # every round, from the base model
+    ppm_train: TrainConfig = dataclasses.replace(_TINY_TRAIN, learning_rate=5e-4, num_epochs=2)
+    sampler: SamplerConfig = SamplerConfig(max_batch=64, max_len=512, chunk_tokens=16)
+    scorer: ScorerConfig = ScorerConfig(max_batch=64, max_len=512)
+    evaluation: EvalConfig = EvalConfig(methods=("greedy", "mcts"), max_new_tokens=320, ks=(1,),
+                                        batch_size=64, exec_workers=2, exec_timeout_s=5.0)
+    eval_search: SearchConfig = SearchConfig.evaluation(
+        num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48, max_nodes=256, batch_size=64)
+    mesh: MeshConfig = MeshConfig()
+    sft_per_problem: int = 2  # top-n correct trajectories per problem (spec §4.1)
+    seed_in_sft: bool = True  # the seed set's worked solutions join every round's SFT data
+    min_step_margin: float = 0.5  # PPM step-pair filters (spec §4.2)
+    min_edit_distance: int = 20
+    ppm_heldout_fraction: float = 0.05  # pairs kept out of PPM training to measure its accuracy
+    search_chunk: int = 64  # problems per resumable search write
+    exec_workers: int = 2
+    exec_timeout_s: float = 5.0
+    seed: int = 0

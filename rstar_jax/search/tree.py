@@ -1,0 +1,97 @@
+"""A batch of B search trees as one fixed-shape pytree (after mctx's `Tree`, adapted to LLM steps).
+
+Node 0 is the root of every tree; `-1` means "no node" (no parent, no child, no leaf). Slots at
+index >= `node_count` are free. Step text, code and outputs live on the host, keyed by
+(tree, node); see `search/io.py`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+ROOT = 0
+NO_NODE = -1
+
+
+class NodeKind(enum.IntEnum):
+    """What a node is; every kind but STEP is terminal when the node is created (spec §3.6)."""
+
+    STEP = 0  # an ordinary reasoning / code step
+    ANSWER = 1  # a valid final answer (the step text contains "boxed")
+    CODE_ERRORS = 2  # too many consecutive code errors (TOO_MANY_CODE_ERRORS)
+    TOO_DEEP = 3  # depth > max_depth (TOO_MANY_STEPS)
+
+
+@struct.dataclass
+class Tree:
+    """B trees of at most N nodes with at most K children each.
+
+    `visit_count` N and `value_sum` W give Q = W/N (0 when N = 0); `value` is the first value a
+    node was ever updated with (spec §3.1). `terminal` starts as `kind != STEP` and also turns on
+    for nodes whose children are all terminal (set by `select`).
+    """
+
+    parent: jax.Array  # int32[B, N]
+    children: jax.Array  # int32[B, N, K], in generation order, -1 padded
+    depth: jax.Array  # int32[B, N], root 0
+    visit_count: jax.Array  # int32[B, N]
+    value_sum: jax.Array  # float32[B, N]
+    value: jax.Array  # float32[B, N]
+    ppm_value: jax.Array  # float32[B, N], tanh(raw / scale) of the PPM; NaN when never scored
+    prior: jax.Array  # float32[B, N], sampling prior among siblings (used by PUCT)
+    kind: jax.Array  # int8[B, N], a NodeKind
+    terminal: jax.Array  # bool[B, N]
+    code_error: jax.Array  # bool[B, N], this step's code raised (or printed "error")
+    consecutive_errors: jax.Array  # int32[B, N]
+    node_count: jax.Array  # int32[B]
+
+    @classmethod
+    def init(cls, batch: int, max_nodes: int, num_children: int) -> Tree:
+        """B trees holding only their root."""
+        shape = (batch, max_nodes)
+        return cls(
+            parent=jnp.full(shape, NO_NODE, jnp.int32),
+            children=jnp.full((*shape, num_children), NO_NODE, jnp.int32),
+            depth=jnp.zeros(shape, jnp.int32),
+            visit_count=jnp.zeros(shape, jnp.int32),
+            value_sum=jnp.zeros(shape, jnp.float32),
+            value=jnp.zeros(shape, jnp.float32),
+            ppm_value=jnp.full(shape, jnp.nan, jnp.float32),
+            prior=jnp.ones(shape, jnp.float32),
+            kind=jnp.zeros(shape, jnp.int8),
+            terminal=jnp.zeros(shape, bool),
+            code_error=jnp.zeros(shape, bool),
+            consecutive_errors=jnp.zeros(shape, jnp.int32),
+            node_count=jnp.ones((batch,), jnp.int32),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.parent.shape[0]
+
+    @property
+    def max_nodes(self) -> int:
+        return self.parent.shape[1]
+
+    @property
+    def num_children(self) -> int:
+        return self.children.shape[2]
+
+    @property
+    def expanded(self) -> jax.Array:
+        """bool[B, N]: the node has at least one child."""
+        return self.children[..., 0] != NO_NODE
+
+    @property
+    def q_value(self) -> jax.Array:
+        """float32[B, N]: W / N, or 0 for unvisited nodes."""
+        return jnp.where(self.visit_count > 0, self.value_sum / jnp.maximum(self.visit_count, 1), 0.0)
+
+    @property
+    def valid_answer(self) -> jax.Array:
+        """bool[B, N]: the node is a final-answer step."""
+        return self.kind == NodeKind.ANSWER
