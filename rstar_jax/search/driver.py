@@ -26,8 +26,8 @@ class Proposal:
     """The kept candidates of every leaf, as [B, L, K] arrays in generation order."""
 
     exists: np.ndarray  # bool: a kept candidate sits in this slot
-    is_answer: np.ndarray  # bool: its step is a final answer
-    code_error: np.ndarray  # bool: its code failed ("error" in the output, spec §2.6)
+    step_kind: np.ndarray  # int8 NodeKind: STEP, ANSWER or UNPARSABLE
+    code_error: np.ndarray  # bool: its code failed (spec §2.6)
     prior: np.ndarray  # float32: sampling prior among siblings (PUCT only)
 
 
@@ -71,7 +71,7 @@ def mcts_loop(
         while (leaves != NO_NODE).any():
             proposal = propose(leaves)
             tree, ids, kinds = kernels.expand(
-                tree, jnp.asarray(leaves), jnp.asarray(proposal.exists), jnp.asarray(proposal.is_answer),
+                tree, jnp.asarray(leaves), jnp.asarray(proposal.exists), jnp.asarray(proposal.step_kind, jnp.int8),
                 jnp.asarray(proposal.code_error), jnp.asarray(proposal.prior, jnp.float32), **expand_kw,
             )
             ids, kinds = np.asarray(ids), np.asarray(kinds)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rstar_jax.search.tree import NO_NODE, NodeKind, Tree
+from rstar_jax.search.tree import INVALID_KINDS, NO_NODE, NodeKind, Tree
 
 
 def _child_scores(tree: Tree, node, visit, wsum, c: float, puct: bool) -> jax.Array:
@@ -110,7 +110,7 @@ def select(
     return tree.replace(terminal=terminal), leaves
 
 
-def _expand_one(tree: Tree, leaf_l, exists_lk, answer_lk, error_lk, prior_lk, max_depth, threshold):
+def _expand_one(tree: Tree, leaf_l, exists_lk, step_kind_lk, error_lk, prior_lk, max_depth, threshold):
     """Writes the candidates of each leaf into free slots, in order, as far as they fit."""
     num_nodes = tree.parent.shape[-1]
     ok_lk = exists_lk & (leaf_l != NO_NODE)[:, None]
@@ -124,8 +124,8 @@ def _expand_one(tree: Tree, leaf_l, exists_lk, answer_lk, error_lk, prior_lk, ma
     depth = tree.depth[parent] + 1
     consecutive = jnp.where(error_lk, tree.consecutive_errors[parent] + 1, 0)
     kind = jnp.select(
-        [answer_lk, error_lk & (consecutive >= threshold), depth > max_depth],
-        [NodeKind.ANSWER, NodeKind.CODE_ERRORS, NodeKind.TOO_DEEP],
+        [step_kind_lk != NodeKind.STEP, error_lk & (consecutive >= threshold), depth > max_depth],
+        [step_kind_lk, NodeKind.CODE_ERRORS, NodeKind.TOO_DEEP],
         NodeKind.STEP,
     ).astype(jnp.int8)
 
@@ -159,7 +159,7 @@ def expand(
     tree: Tree,
     leaves_bl: jax.Array,
     exists_blk: jax.Array,
-    is_answer_blk: jax.Array,
+    step_kind_blk: jax.Array,
     code_error_blk: jax.Array,
     prior_blk: jax.Array,
     *,
@@ -168,13 +168,13 @@ def expand(
 ) -> tuple[Tree, jax.Array, jax.Array]:
     """Adds the kept candidates of each leaf as its children, with their flags (spec §2.6, §3.3).
 
-    A child is an ANSWER if its step is a final answer; CODE_ERRORS if its code failed and the
-    consecutive-error count reaches `errors_threshold`; TOO_DEEP if its depth exceeds `max_depth`;
-    otherwise a STEP. Candidates that do not fit get id -1. Returns (tree, child ids int32[B, L, K],
+    `step_kind_blk` says what the parser made of each sample: STEP, ANSWER or UNPARSABLE. A STEP
+    child becomes CODE_ERRORS if its code failed and the consecutive-error count reaches
+    `errors_threshold`, else TOO_DEEP if its depth exceeds `max_depth`. Candidates that do not fit get id -1. Returns (tree, child ids int32[B, L, K],
     child kinds int8[B, L, K]).
     """
     tree, ids = jax.vmap(_expand_one, in_axes=(0, 0, 0, 0, 0, 0, None, None))(
-        tree, leaves_bl, exists_blk, is_answer_blk, code_error_blk, prior_blk, max_depth,
+        tree, leaves_bl, exists_blk, step_kind_blk, code_error_blk, prior_blk, max_depth,
         errors_threshold,
     )
     kinds = jnp.take_along_axis(tree.kind, jnp.maximum(ids, 0).reshape(ids.shape[0], -1), axis=1)
@@ -187,7 +187,7 @@ def _backup_one(tree: Tree, leaf_l, child_lk, reward_lk, ppm_lk, negative_reward
     has = child_lk != NO_NODE
     kind = tree.kind[jnp.maximum(child_lk, 0)]
     answer = has & (kind == NodeKind.ANSWER)
-    invalid = has & ((kind == NodeKind.CODE_ERRORS) | (kind == NodeKind.TOO_DEEP))
+    invalid = has & jnp.isin(kind, jnp.array(INVALID_KINDS, jnp.int8))
     scored_step = has & (kind == NodeKind.STEP) & ~jnp.isnan(ppm_lk)
     own = jnp.where(answer, reward_lk, jnp.where(invalid, negative_reward, ppm_lk))
     updated = answer | invalid | scored_step
@@ -225,7 +225,7 @@ def backup(
     """Gives every new child its first update and backs answer rewards up (spec §3.5).
 
     ANSWER children: `update_recursive(reward)` to the root (reward = +-1 from the ground truth
-    when generating data, the PPM value when evaluating). CODE_ERRORS / TOO_DEEP children:
+    when generating data, the PPM value when evaluating). Invalid terminals (INVALID_KINDS):
     `update(negative_reward)` on the node only. STEP children with a PPM value (not NaN):
     `update(ppm_value)` on the node only, so they start at N = 1, W = v.
     """

@@ -24,6 +24,11 @@ class NodeKind(enum.IntEnum):
     ANSWER = 1  # a valid final answer (the step text contains "boxed")
     CODE_ERRORS = 2  # too many consecutive code errors (TOO_MANY_CODE_ERRORS)
     TOO_DEEP = 3  # depth > max_depth (TOO_MANY_STEPS)
+    UNPARSABLE = 4  # a sample that is neither code nor an answer (NO_VALID_CHILD)
+
+
+# Terminals that are not answers: they get the negative reward on themselves only (spec §3.5).
+INVALID_KINDS = (NodeKind.CODE_ERRORS, NodeKind.TOO_DEEP, NodeKind.UNPARSABLE)
 
 
 @struct.dataclass

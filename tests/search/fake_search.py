@@ -20,16 +20,19 @@ def run_fake_kernels(num_trees: int, config: SearchConfig, seed: int, capacity: 
 
     def propose(leaves: np.ndarray) -> Proposal:
         shape = (num_trees, num_slots, k)
-        exists, is_answer, error = (np.zeros(shape, bool) for _ in range(3))
+        exists, error = np.zeros(shape, bool), np.zeros(shape, bool)
+        step_kind = np.full(shape, NodeKind.STEP, np.int8)
         prior = np.ones(shape, np.float32)
         last.clear()
         for b, l in zip(*(idx.tolist() for idx in np.nonzero(leaves != NO_NODE))):
             for j, cand in enumerate(fake_candidates(seed, b, paths[b, int(leaves[b, l])], k)):
                 if cand is not None:
                     last[b, l, j] = cand
-                    exists[b, l, j], is_answer[b, l, j] = True, cand.is_answer
+                    exists[b, l, j] = True
+                    step_kind[b, l, j] = (NodeKind.ANSWER if cand.is_answer else
+                                          NodeKind.UNPARSABLE if cand.unparsable else NodeKind.STEP)
                     error[b, l, j], prior[b, l, j] = cand.code_error, cand.prior
-        return Proposal(exists, is_answer, error, prior)
+        return Proposal(exists, step_kind, error, prior)
 
     def score(leaves, ids, kinds):
         rewards = np.full(ids.shape, np.nan, np.float32)

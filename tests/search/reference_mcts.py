@@ -3,8 +3,8 @@ generator, to check the jitted kernels against.
 
 The fake generator decides, from a hash of (seed, tree, path), what the K samples of an expansion
 turn into after post-processing: dropped (duplicate, or not the first answer), a final answer
-(correct or not), a code step that failed, or a plain step, plus a PPM value. Values are
-multiples of 1/8 so float32 sums are exact.
+(correct or not), an unparsable sample, a code step that failed, or a plain step, plus a PPM
+value. Values are multiples of 1/8 so float32 sums are exact.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class FakeCandidate:
     is_answer: bool
     correct: bool
     code_error: bool
+    unparsable: bool
     ppm: float
     prior: float
 
@@ -46,7 +47,8 @@ def fake_candidates(seed: int, tree_id: int, path: tuple[int, ...], k: int) -> l
             out.append(None)
             continue
         answered |= is_answer
-        out.append(FakeCandidate(is_answer, bool(correct), not is_answer and kind > 0.75, float(ppm), float(prior)))
+        code_error, unparsable = not is_answer and kind > 0.75, not is_answer and 0.7 < kind <= 0.75
+        out.append(FakeCandidate(is_answer, bool(correct), code_error, unparsable, float(ppm), float(prior)))
     if answered:  # spec §3.3: when a sample ends the answer, only the first such sample is kept
         out = [c if c is not None and c.is_answer else None for c in out]
     return out
@@ -133,6 +135,9 @@ class RefTree:
                 child.terminal, child.kind = True, NodeKind.ANSWER
                 if cfg.ground_truth_rewards:  # eval_final_answer: backed up at creation
                     child.update_recursive(cfg.positive_reward if cand.correct else cfg.negative_reward)
+            elif cand.unparsable:
+                child.terminal, child.kind = True, NodeKind.UNPARSABLE
+                child.update(cfg.negative_reward)
             elif cand.code_error and child.consecutive_errors >= cfg.errors_threshold:
                 child.terminal, child.kind = True, NodeKind.CODE_ERRORS
                 child.update(cfg.negative_reward)

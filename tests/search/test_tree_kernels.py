@@ -70,7 +70,7 @@ def test_virtual_loss_slots_pick_distinct_leaves():
     # Selection on a fresh two-level tree: three slots from the root reach three different leaves.
     t = Tree.init(1, 16, 3)
     t, ids, _ = kernels.expand(
-        t, jnp.array([[0, -1, -1]]), jnp.ones((1, 3, 3), bool), jnp.zeros((1, 3, 3), bool),
+        t, jnp.array([[0, -1, -1]]), jnp.ones((1, 3, 3), bool), jnp.zeros((1, 3, 3), jnp.int8),
         jnp.zeros((1, 3, 3), bool), jnp.ones((1, 3, 3)), max_depth=4, errors_threshold=1,
     )
     t = kernels.backup(t, jnp.array([[0, -1, -1]]), ids, jnp.full((1, 3, 3), jnp.nan),
@@ -84,7 +84,7 @@ def _two_level_tree():
     """Root with three children: PPM values 0.5, 0.25, 0.5 (rounds 3-4 initialisation)."""
     t = Tree.init(1, 16, 3)
     leaves = jnp.array([[0]])
-    t, ids, _ = kernels.expand(t, leaves, jnp.ones((1, 1, 3), bool), jnp.zeros((1, 1, 3), bool),
+    t, ids, _ = kernels.expand(t, leaves, jnp.ones((1, 1, 3), bool), jnp.zeros((1, 1, 3), jnp.int8),
                                jnp.zeros((1, 1, 3), bool), jnp.ones((1, 1, 3)), max_depth=16, errors_threshold=1)
     return kernels.backup(t, leaves, ids, jnp.full((1, 1, 3), jnp.nan), jnp.array([[[0.5, 0.25, 0.5]]]))
 
@@ -103,7 +103,7 @@ def test_q_after_backups_and_uct_by_hand():
     # Node 1 expands: an answer child (+1, ground truth) and a step with PPM 0.75.
     leaves = jnp.array([[1]])
     t, ids, kinds = kernels.expand(t, leaves, jnp.array([[[True, True, False]]]),
-                                   jnp.array([[[False, True, False]]]), jnp.zeros((1, 1, 3), bool),
+                                   jnp.array([[[0, 1, 0]]], jnp.int8), jnp.zeros((1, 1, 3), bool),
                                    jnp.ones((1, 1, 3)), max_depth=16, errors_threshold=1)
     assert np.asarray(kinds).tolist() == [[[NodeKind.STEP, NodeKind.ANSWER, -1]]]
     t = kernels.backup(t, leaves, ids, jnp.array([[[jnp.nan, 1.0, jnp.nan]]]), jnp.array([[[0.75, jnp.nan, jnp.nan]]]))
@@ -133,14 +133,15 @@ def test_code_error_threshold_and_depth_limit():
     kw = dict(max_depth=2, errors_threshold=2)
     two = jnp.array([[[True, True, False]]])
     no = jnp.zeros((1, 1, 3), bool)
+    steps = jnp.zeros((1, 1, 3), jnp.int8)
     err = jnp.array([[[True, False, False]]])
     prior = jnp.ones((1, 1, 3))
-    t, ids, kinds = kernels.expand(t, jnp.array([[0]]), two, no, err, prior, **kw)
+    t, ids, kinds = kernels.expand(t, jnp.array([[0]]), two, steps, err, prior, **kw)
     assert np.asarray(kinds).tolist() == [[[NodeKind.STEP, NodeKind.STEP, -1]]]  # 1 error < threshold 2
-    t, ids, kinds = kernels.expand(t, jnp.array([[1]]), two, no, err, prior, **kw)
+    t, ids, kinds = kernels.expand(t, jnp.array([[1]]), two, steps, err, prior, **kw)
     assert np.asarray(kinds).tolist() == [[[NodeKind.CODE_ERRORS, NodeKind.STEP, -1]]]
     assert np.asarray(t.consecutive_errors[0, 3:5]).tolist() == [2, 0]
-    t, ids, kinds = kernels.expand(t, jnp.array([[4]]), two, err, no, prior, **kw)
+    t, ids, kinds = kernels.expand(t, jnp.array([[4]]), two, err.astype(jnp.int8), no, prior, **kw)
     assert np.asarray(kinds).tolist() == [[[NodeKind.ANSWER, NodeKind.TOO_DEEP, -1]]]  # depth 3 > 2
     t = kernels.backup(t, jnp.array([[4]]), ids, jnp.array([[[-1.0, jnp.nan, jnp.nan]]]), jnp.full((1, 1, 3), jnp.nan))
     # The wrong answer goes up to the root; the TOO_DEEP node gets -1 on itself only.
@@ -152,9 +153,9 @@ def test_code_error_threshold_and_depth_limit():
 
 def test_full_tree_is_not_corrupted():
     t = Tree.init(2, 4, 3)
-    t, ids, _ = kernels.expand(t, jnp.array([[0], [0]]), jnp.ones((2, 1, 3), bool), jnp.zeros((2, 1, 3), bool),
+    t, ids, _ = kernels.expand(t, jnp.array([[0], [0]]), jnp.ones((2, 1, 3), bool), jnp.zeros((2, 1, 3), jnp.int8),
                                jnp.zeros((2, 1, 3), bool), jnp.ones((2, 1, 3)), max_depth=16, errors_threshold=1)
-    t, ids, _ = kernels.expand(t, jnp.array([[1], [-1]]), jnp.ones((2, 1, 3), bool), jnp.zeros((2, 1, 3), bool),
+    t, ids, _ = kernels.expand(t, jnp.array([[1], [-1]]), jnp.ones((2, 1, 3), bool), jnp.zeros((2, 1, 3), jnp.int8),
                                jnp.zeros((2, 1, 3), bool), jnp.ones((2, 1, 3)), max_depth=16, errors_threshold=1)
     assert np.asarray(ids).tolist() == [[[-1, -1, -1]], [[-1, -1, -1]]]
     assert np.asarray(t.node_count).tolist() == [4, 4]
