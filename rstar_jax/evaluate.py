@@ -1,0 +1,121 @@
+"""`rstar-jax eval`: benchmark a policy (and PPM) on rStar problem sets, every set x method.
+
+Writes to the workdir, per set and method, `<set>/<method>/predictions.jsonl` (question, gold,
+every candidate with its answer, score, steps and correctness), then `summary.md` / `summary.json`
+(our number beside the paper's) and `<set>/<method>/accuracy_vs_k.png` when several k were run.
+Resumable (finished problems are skipped on restart) and sharded over hosts: each process
+evaluates its slice of every set, process 0 merges the shards and writes the summary.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+from tqdm import tqdm
+
+from rstar_jax.config import EvalConfig, MeshConfig, SamplerConfig, ScorerConfig, SearchConfig
+from rstar_jax.data.problems import Problem, load_problem_sets
+from rstar_jax.evaluation import reporting
+from rstar_jax.evaluation.methods import METHOD_FNS, Models
+from rstar_jax.evaluation.results import ShardWriter, grade, merge_shards
+from rstar_jax.verify.grader import is_equivalent
+
+
+def evaluate(
+    workdir: str,
+    problems: str,
+    policy_path: str,
+    ppm_path: str | None = None,
+    config: EvalConfig = EvalConfig(),
+    search: SearchConfig = SearchConfig.evaluation(),
+    sampler: SamplerConfig = SamplerConfig(),
+    scorer: ScorerConfig = ScorerConfig(),
+    mesh: MeshConfig | None = None,
+) -> list[dict[str, Any]]:
+    """Loads the policy (and PPM) from HF directories and evaluates every set of `problems`.
+
+    `problems` is a problem file or a directory of them; returns the summary rows.
+    """
+    # Model code is imported here so that metrics and reports need no model stack.
+    from rstar_jax.inference.sampler import Sampler
+    from rstar_jax.inference.scorer import PPMScorer
+    from rstar_jax.models.hf import load_hf, load_ppm_hf
+    from rstar_jax.parallel.mesh import make_mesh
+    from rstar_jax.verify.executor import Executor
+
+    unknown = sorted(set(config.methods) - set(METHOD_FNS))
+    if unknown:
+        raise ValueError(f"EvalConfig.methods: unknown {unknown}; known: {sorted(METHOD_FNS)}")
+    sets = load_problem_sets(problems)
+    device_mesh = make_mesh(mesh) if mesh is not None else None
+    model, tokenizer = load_hf(policy_path, mesh=device_mesh)
+    policy = Sampler(model, tokenizer, sampler, mesh=device_mesh)
+    ppm = None
+    if ppm_path:
+        ppm_model, _ = load_ppm_hf(ppm_path, mesh=device_mesh)
+        ppm = PPMScorer(ppm_model, tokenizer, scorer)
+    with Executor(num_workers=config.exec_workers, timeout_s=config.exec_timeout_s) as executor:
+        models = Models(policy=policy, executor=executor, ppm=ppm, tokenizer=tokenizer, search=search)
+        return evaluate_sets(workdir, sets, models, config)
+
+
+def evaluate_sets(
+    workdir: str,
+    sets: Mapping[str, Sequence[Problem]],
+    models: Models,
+    config: EvalConfig,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluates this process's slice of every set with every method; process 0 reports.
+
+    Returns the summary rows on process 0 (empty elsewhere).
+    """
+    index = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    for method in config.methods:
+        for name, problems in sets.items():
+            _evaluate_slice(workdir, name, method, _head(problems, config), models, config, index, count)
+    if count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("rstar_jax.evaluate: all shards written")
+    if index != 0:
+        return []
+    rows = []
+    for method in config.methods:
+        for name, problems in sets.items():
+            directory = os.path.join(workdir, name, method)
+            records = merge_shards(directory, len(_head(problems, config)), count)
+            if records is None:
+                raise RuntimeError(f"{directory}: some shard is incomplete; rerun the evaluation to finish it")
+            row = reporting.summarize(name, method, records, config.ks, config.top_n, config.paper_round)
+            reporting.plot_accuracy_vs_k(os.path.join(directory, "accuracy_vs_k.png"), row)
+            rows.append(row)
+    reporting.write_summary(workdir, rows)
+    return rows
+
+
+def _head(problems: Sequence[Problem], config: EvalConfig) -> Sequence[Problem]:
+    return problems[: config.max_problems] if config.max_problems > 0 else problems
+
+
+def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Problem], models: Models,
+                    config: EvalConfig, index: int, count: int) -> None:
+    """This process's problems (every count-th one), in resumable batches."""
+    writer = ShardWriter(os.path.join(workdir, name, method), index, count)
+    mine = range(index, len(problems), count)
+    todo = [p for p in mine if p not in writer.done]
+    fn = METHOD_FNS[method]
+    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{name}/{method}", unit="problem") as bar:
+        for start in range(0, len(todo), config.batch_size):
+            positions = todo[start : start + config.batch_size]
+            batch = [problems[p] for p in positions]
+            candidates = fn(batch, models, config)
+            writer.append(grade(problem, p, method, cands, is_equivalent)
+                          for problem, p, cands in zip(batch, positions, candidates, strict=True))
+            bar.update(len(batch))

@@ -1,0 +1,91 @@
+"""Evaluation methods: each turns a batch of problems into candidate solutions per problem.
+
+greedy     one temperature-0 solution (the original's `sft_eval_greedy`), pass@1
+sample     `num_samples` sampled solutions: maj@k and pass@k
+best_of_n  sampled solutions ranked by the PPM (per-step min, last step or mean)
+mcts       `num_runs` MCTS searches with distinct seeds, one answer per run (the leaf with the
+           highest PPM value, spec §3.7); several runs are combined by top-K vote in the metrics
+beam       step-level beam search, its answers ranked by PPM value (spec §3.8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rstar_jax.config import EvalConfig
+from rstar_jax.data.problems import Problem
+from rstar_jax.evaluation import metrics
+from rstar_jax.evaluation.results import Candidate
+from rstar_jax.evaluation.solutions import Policy, Sampling, chat_solutions, rstar_solutions
+from rstar_jax.search import step_format
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """What the methods run on: a policy with the Sampler interface, and what some methods add."""
+
+    policy: Policy
+    executor: Any  # rstar_jax.verify.executor.Executor
+    ppm: Any = None  # rstar_jax.inference.scorer.PPMScorer: best_of_n, mcts, beam
+    tokenizer: Any = None  # chat prompts
+    search: Any = None  # rstar_jax.config.SearchConfig: mcts, beam
+
+
+def greedy(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
+    return _solutions(problems, models, config, num_samples=1, temperature=0.0)
+
+
+def sample(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
+    return _solutions(problems, models, config, num_samples=config.num_samples, temperature=config.temperature)
+
+
+def best_of_n(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
+    """Sampled solutions with PPM scores: each step prefix scored, reduced by `config.step_score`."""
+    _require(models.ppm, "best_of_n needs a PPM (ppm_path)")
+    solutions = sample(problems, models, config)
+    texts, owners = [], []
+    for p, (problem, candidates) in enumerate(zip(problems, solutions, strict=True)):
+        for c, candidate in enumerate(candidates):
+            if candidate.answer is None:
+                continue  # never ranked, no need to score
+            steps = split_steps(candidate.steps)
+            texts += [step_format.policy_prompt(problem.question, "".join(steps[: i + 1])) for i in range(len(steps))]
+            owners += [(p, c)] * len(steps)
+    _, values = models.ppm.score(texts) if texts else (None, [])
+    step_values: dict[tuple[int, int], list[float]] = {}
+    for owner, value in zip(owners, values, strict=True):
+        step_values.setdefault(owner, []).append(float(value))
+    return [
+        [dataclasses.replace(cand, step_scores=tuple(step_values[(p, c)]),
+                             score=metrics.reduce_step_scores(step_values[(p, c)], config.step_score))
+         if (p, c) in step_values else cand for c, cand in enumerate(candidates)]
+        for p, candidates in enumerate(solutions)
+    ]
+
+
+def split_steps(steps: Sequence[str]) -> list[str]:
+    """Reasoning steps of a solution: generated chunks cut after each `<end_of_step>` (spec §2.2)."""
+    pieces = re.compile(f"(?<={re.escape(step_format.STEP_END)})")
+    return [piece for step in steps for piece in pieces.split(step) if piece]
+
+
+def _solutions(problems, models: Models, config: EvalConfig, *, num_samples: int, temperature: float):
+    questions = [p.question for p in problems]
+    sampling = Sampling(config.max_new_tokens, temperature, config.top_p, config.top_k, config.seed)
+    if config.prompt_format == "chat":
+        _require(models.tokenizer, "chat prompts need the policy's tokenizer")
+        return chat_solutions(questions, models.policy, models.tokenizer, sampling, num_samples=num_samples)
+    return rstar_solutions(questions, models.policy, models.executor, sampling, num_samples=num_samples,
+                           max_depth=config.max_depth)
+
+
+def _require(value: Any, message: str) -> None:
+    if value is None:
+        raise ValueError(message)
+
+
+METHOD_FNS: dict[str, Callable[[Sequence[Problem], Models, EvalConfig], list[list[Candidate]]]] = {
+    "greedy": greedy, "sample": sample, "best_of_n": best_of_n,
+}

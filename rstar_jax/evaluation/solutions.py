@@ -1,0 +1,123 @@
+"""Whole solutions sampled step by step from a policy (no tree): the greedy / sampling methods.
+
+rStar format (the original's greedy mode, spec §3.9 `sft_eval_greedy`): each generation call stops
+at `<end_of_code>` or `<end_of_answer>`, so a solution is one code block, its execution output and
+an answer step. A step that ends the block is executed (the whole block, `build_program`) and its
+output appended, exactly as in search; a step that stops on `<end_of_step>` is kept and continued.
+
+Chat format (models not trained on rStar's format): the tokenizer's chat template with a
+"put the final answer in \\boxed{}" instruction, one call, the answer extracted from the text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from rstar_jax.evaluation.results import Candidate
+from rstar_jax.search import step_format
+from rstar_jax.verify import grader
+
+CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class Policy(Protocol):
+    """What the evaluation needs of a policy: the `Sampler.sample` interface."""
+
+    def sample(self, prompts: list[str], num_samples: int, *, max_new_tokens: int, stop: Sequence[str],
+               temperature: float, top_p: float, top_k: int, seed: int) -> list[list[Any]]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of one generation call (vLLM conventions: temperature 0 is greedy)."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int = 0
+
+    def kwargs(self, call: int) -> dict[str, Any]:
+        """Keyword arguments of `Policy.sample`; every call of a rollout gets its own seed."""
+        return dict(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                    top_k=self.top_k, seed=self.seed + call)
+
+
+@dataclasses.dataclass
+class _Partial:
+    steps: list[str] = dataclasses.field(default_factory=list)
+    result: Candidate | None = None
+
+
+def rstar_solutions(
+    questions: Sequence[str], policy: Policy, executor, sampling: Sampling, *, num_samples: int,
+    max_depth: int, stop: Sequence[str] = step_format.GREEDY_STOP,
+) -> list[list[Candidate]]:
+    """`num_samples` rStar-format solutions per question, at most `max_depth` generation calls each."""
+    partials = [[_Partial() for _ in range(num_samples)] for _ in questions]
+    for depth in range(max_depth):
+        if depth == 0:  # one prompt per question, forked into num_samples samples
+            prompts = [step_format.policy_prompt(q) for q in questions]
+            outputs = policy.sample(prompts, num_samples, stop=list(stop), **sampling.kwargs(0))
+            pending = [(partials[q][s], questions[q], c) for q, cs in enumerate(outputs) for s, c in enumerate(cs)]
+        else:
+            active = [(p, questions[q]) for q, ps in enumerate(partials) for p in ps if p.result is None]
+            if not active:
+                break
+            prompts = [step_format.policy_prompt(q, "".join(p.steps)) for p, q in active]
+            outputs = policy.sample(prompts, 1, stop=list(stop), **sampling.kwargs(depth))
+            pending = [(p, q, cs[0]) for (p, q), cs in zip(active, outputs, strict=True)]
+        _advance([(p, c) for p, _, c in pending], executor)
+    unfinished = Candidate(answer=None, steps=(), finish="too_many_steps")
+    return [[dataclasses.replace(p.result or dataclasses.replace(unfinished, steps=tuple(p.steps)), run=s)
+             for s, p in enumerate(ps)] for ps in partials]
+
+
+def _advance(pending: Sequence[tuple[_Partial, Any]], executor) -> None:
+    """Appends one generated step to each partial solution; executes the steps that close a block."""
+    to_run: list[tuple[_Partial, str, str]] = []
+    for partial, completion in pending:
+        text = completion.text  # the matched stop string is kept
+        parsed = step_format.parse_step(text)
+        if parsed.kind == "answer":
+            partial.steps.append(text)
+            partial.result = Candidate(answer=parsed.answer, steps=tuple(partial.steps), finish="answer")
+        elif parsed.kind == "code" and step_format.CODE_END in text:
+            to_run.append((partial, text, step_format.build_program(partial.steps, text)))
+        elif parsed.kind == "code" and completion.stop_string == step_format.STEP_END:
+            partial.steps.append(text)
+        else:  # unparsable, or the model stopped (EOS / length) without an answer
+            partial.steps.append(text)
+            partial.result = Candidate(answer=None, steps=tuple(partial.steps), finish=completion.finish_reason)
+    results = executor.run([program for _, _, program in to_run])
+    for (partial, text, _), result in zip(to_run, results, strict=True):
+        partial.steps.append(step_format.wrap_output(text, _observation(result)))
+
+
+def _observation(result) -> str:
+    """What the model sees after its code: the printed output, or the "ExcType: message" error."""
+    return result.output if result.error is None else result.error
+
+
+def chat_prompt(tokenizer, question: str) -> str:
+    """A plain chat-template prompt for models that do not know rStar's format (spec §8, issue #30)."""
+    messages = [{"role": "system", "content": CHAT_INSTRUCTION}, {"role": "user", "content": question}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def chat_solutions(
+    questions: Sequence[str], policy: Policy, tokenizer, sampling: Sampling, *, num_samples: int
+) -> list[list[Candidate]]:
+    """`num_samples` free-form solutions per question, answers from `\\boxed{}` / "The answer is"."""
+    outputs = policy.sample([chat_prompt(tokenizer, q) for q in questions], num_samples, stop=[],
+                            **sampling.kwargs(0))
+    solutions = []
+    for completions in outputs:
+        solutions.append([])
+        for s, c in enumerate(completions):
+            answer = grader.extract_answer(c.text)
+            finish = "answer" if answer is not None else "no_answer"
+            solutions[-1].append(Candidate(answer=answer, steps=(c.text,), finish=finish, run=s))
+    return solutions
