@@ -3,6 +3,15 @@
 Special tokens, stop strings and prompt templates. Rendering and parsing of steps live here too.
 """
 
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from typing import Literal
+
+from rstar_jax.verify.grader import extract_answer
+
 CODE = "<code>"
 STEP_END = "<end_of_step>"
 CODE_END = "<end_of_code>"
@@ -35,3 +44,219 @@ NO_VALID_CHILD = "Fail to generate parsable text for next step."
 SEARCH_STOP = (STEP_END, CODE_END, ANSWER_END)
 BOOTSTRAP_STOP = (STEP_END, CODE_END, OUTPUT_END, ANSWER_END)
 GREEDY_STOP = (CODE_END, ANSWER_END)
+
+# --------------------------------------------------------------------------------------------
+# Prompt templates (spec §2.3).
+# --------------------------------------------------------------------------------------------
+
+_INSTRUCTION = "Let's think step by step and solve the problem with code."
+# Inference adds the step delimiter "\n" to the question, so the policy sees two newlines before
+# <|assistant|>; SFT/PPM training data has one (spec §2.3). Both are kept exactly.
+POLICY_TEMPLATE = USER + ":\n{question}\n\n" + ASSISTANT + ": " + _INSTRUCTION
+SFT_TEMPLATE = USER + ":\n{question}\n" + ASSISTANT + ": " + _INSTRUCTION
+
+
+def policy_prompt(question: str, steps_text: str = "") -> str:
+    """The prompt the policy continues during search and evaluation: template + steps so far."""
+    return POLICY_TEMPLATE.format(question=question) + steps_text
+
+
+def sft_prompt(question: str) -> str:
+    """The prompt of SFT examples and PPM pairs (one newline before `<|assistant|>`)."""
+    return SFT_TEMPLATE.format(question=question)
+
+
+FEWSHOT_INSTRUCTIONS = """\
+You are a powerful agent with broad math knowledge and great python programming skills. You need to use python interpreter to do accurate calculation on math equations.
+
+!!! Remember:
+1. Use code solve the problem step by step. The solution should include three parts: <code>, <output>, and <answer>.
+2. All calculations should be done in python code. Provide concise reasoning and thinking in the comments of the code.
+3. The most related python packages include `math`, `sympy`, `scipy`, and `numpy`.
+4. Please use the following template:
+
+Question: the input question
+
+<code>
+# Step 1: a short explanation of this step
+python code of this step
+<end_of_step>
+
+# Step 2: a short explanation of this step
+python code of this step
+<end_of_step>
+
+# Now print the final answer
+print(final_answer)
+<end_of_code>
+<output>the output of the code<end_of_output>
+<answer>a concise final answer in \\boxed{}<end_of_answer>
+"""
+
+# Two demonstrations in the format above (after the original's Terrell-weights and sympy-equation
+# examples, spec §2.3), written for this project.
+FEWSHOT_EXAMPLES = (
+    """\
+Question: Terrell usually lifts two 20-pound weights 12 times. If he uses two 15-pound weights instead, how many times must Terrell lift them in order to lift the same total weight?
+
+<code>
+# Step 1: Total weight lifted with the two 20-pound weights
+total_weight = 2 * 20 * 12
+<end_of_step>
+
+# Step 2: Weight lifted per repetition with the two 15-pound weights
+weight_per_lift = 2 * 15
+<end_of_step>
+
+# Step 3: Repetitions needed to lift the same total weight
+lifts = total_weight // weight_per_lift
+<end_of_step>
+
+# Now print the final answer
+print(lifts)
+<end_of_code>
+<output>16<end_of_output>
+<answer>Terrell must lift the 15-pound weights \\boxed{16} times.<end_of_answer>
+""",
+    """\
+Question: Solve for $x$: $3(x - 2) = 14$.
+
+<code>
+# Step 1: Define the unknown and the equation
+from sympy import symbols, Eq, solve
+x = symbols('x')
+equation = Eq(3 * (x - 2), 14)
+<end_of_step>
+
+# Step 2: Solve the equation for x
+solution = solve(equation, x)[0]
+<end_of_step>
+
+# Now print the final answer
+print(solution)
+<end_of_code>
+<output>20/3<end_of_output>
+<answer>The solution is $x = \\boxed{\\frac{20}{3}}$.<end_of_answer>
+""",
+)
+
+
+def fewshot_prompt(question: str, examples: Sequence[str], rng: random.Random,
+                   steps_text: str = "") -> str:
+    """Round-1 bootstrap prompt: instructions, the demonstrations in random order, the question.
+
+    Assembled as the original's `mcts_prompt.json` (spec §2.3); pass `FEWSHOT_EXAMPLES` for the
+    built-in demonstrations.
+    """
+    shuffled = rng.sample(list(examples), len(examples))
+    header = "\n".join([FEWSHOT_INSTRUCTIONS,
+                        f"The following are {len(examples)} demonstration examples.",
+                        *shuffled, ""])
+    return header + "\nNow! It's your turn.\nQuestion: " + question + "\n" + steps_text
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering steps (spec §2.2). A trajectory is one code block split into steps; only the step that
+# closes the block carries the interpreter output.
+# --------------------------------------------------------------------------------------------
+
+STEP_DELIM = "\n"
+
+
+def render_code_step(code: str, *, first: bool = False) -> str:
+    """An intermediate code step: `<code>` opens the first one, "\\n\\n" separates the others."""
+    return (CODE + "\n" if first else "\n\n") + code.strip("\n") + "\n" + STEP_END
+
+
+def render_last_code_step(code: str, observation: str, *, first: bool = False) -> str:
+    """The step that closes the code block, followed by its interpreter output."""
+    step = (CODE + "\n" if first else "\n\n") + code.strip("\n") + "\n" + CODE_END
+    return wrap_output(step, observation)
+
+
+def render_answer_step(text: str) -> str:
+    """The final-answer step; `text` should contain the `\\boxed{}` answer."""
+    return STEP_DELIM + ANSWER + text + ANSWER_END
+
+
+def wrap_output(step: str, observation: str) -> str:
+    """Append the interpreter output to a step, closing the code block if the step did not.
+
+    The original writes `step (+ <end_of_code> if missing) + "\\n<output>{obs}<end_of_output>"`
+    both for the block's last step and for a step that ends a branch with a code error (§2.6).
+    """
+    if not step.endswith(CODE_END):
+        step += CODE_END
+    return step + STEP_DELIM + OUTPUT + observation + OUTPUT_END
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing generated steps (spec §2.4), with the original's quirks decided:
+# - The final answer is the content of the LAST `\boxed{}` of the answer text; the original cut the
+#   text at the first ".\n" first, which lost boxes after an explanatory sentence. We do not cut.
+# - A step is an answer only when it carries `<answer>`, or, without any step-format marker, a
+#   `\boxed{}` (few-shot bootstrap models). Code that merely prints the word "boxed" stays code;
+#   the original made it terminal.
+# - `<answer>` without a `\boxed{}`, and text with neither a stop marker nor a box (e.g. cut by the
+#   length limit), are 'unparsable'; so is a code step without any code.
+# - Whether a code step failed is decided by the executor (the code raised or timed out,
+#   `ExecResult.error is not None`), not by the word "error" in its output as in the original.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedStep:
+    """One generated step: its kind, its Python code (code steps), its final answer (answers)."""
+
+    kind: Literal["code", "answer", "unparsable"]
+    code: str | None = None
+    answer: str | None = None
+
+
+UNPARSABLE = ParsedStep("unparsable")
+
+
+def parse_step(text: str) -> ParsedStep:
+    """Classify a generated step (stop string included) as code, final answer or unparsable."""
+    if ANSWER in text:
+        answer_text = text.split(ANSWER, 1)[1].split(ANSWER_END, 1)[0]
+        answer = extract_answer(answer_text, fallbacks=False)
+        return ParsedStep("answer", answer=answer) if answer is not None else UNPARSABLE
+    is_code = CODE in text or text.rstrip().endswith((STEP_END, CODE_END))
+    if is_code:
+        code = text.split(OUTPUT, 1)[0]
+        for marker in (CODE, STEP_END, CODE_END):
+            code = code.replace(marker, "")
+        code = code.strip("\n").rstrip()
+        return ParsedStep("code", code=code) if code.strip() else UNPARSABLE
+    answer = extract_answer(text, fallbacks=False)
+    return ParsedStep("answer", answer=answer) if answer is not None else UNPARSABLE
+
+
+def extract_program(text: str) -> str:
+    """The Python program in a piece of trajectory text (the original's `extract_program`).
+
+    `<end_of_step>` markers are removed; lines between a `<code>` line and an `<end_of_code>` line
+    are kept (marker lines dropped whole, each `<code>` line becomes a "# ========" separator);
+    text without any `<code>` line is all code.
+    """
+    text = text.replace(STEP_END, "")
+    program, inside = [], False
+    for line in text.split("\n"):
+        if CODE in line:
+            program.append("\n# ========\n")
+            inside = True
+        elif CODE_END in line:
+            inside = False
+        elif inside:
+            program.append(line + "\n")
+    return ("".join(program) or text).strip()
+
+
+def build_program(prev_step_texts: Sequence[str], step_text: str) -> str:
+    """The program that verifies a candidate step: the current code block so far plus the step.
+
+    `prev_step_texts` are the texts of the steps since the last closed code block (the caller
+    walks up the tree, as the original's `collect_action_inputs`).
+    """
+    return extract_program("".join(prev_step_texts) + step_text)

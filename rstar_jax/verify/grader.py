@@ -1,0 +1,265 @@
+"""Final answers: extraction from generated text and time-limited equivalence with the gold answer.
+
+`is_equivalent` is math-verify (HF's sympy/latex2sympy verifier, tried in both argument orders)
+after the normalisations the original's checker stack adds (spec §7): `\\text{}` and units,
+degrees, `\\%` and `$`, `\\dfrac`/`\\tfrac`, thousands separators, `x = 3` against `3`, multiple
+choice letters, a relative tolerance of 1e-4 (percentage-lenient when either side is a percentage;
+integers must match exactly, unlike the original, so 10000 and 10001 stay different).
+Every check runs under a deadline: a SIGALRM timer on the main thread, a killable helper process
+from other threads, because math-verify's own signal-based timeouts only work on the main thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing
+import re
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+
+DEFAULT_TIMEOUT_S = 5.0
+REL_TOL = 1e-4
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+_FALLBACK_PATTERNS = (
+    re.compile(r"final answer is[:\s]*(.+)", re.IGNORECASE | re.DOTALL),
+    re.compile(r"the answer is[:\s]*(.+)", re.IGNORECASE | re.DOTALL),
+    re.compile(r"answer:\s*(.+)", re.IGNORECASE | re.DOTALL),
+)
+
+
+def extract_answer(text: str, *, fallbacks: bool = True) -> str | None:
+    """The content of the last `\\boxed{...}`/`\\fbox{...}` (brace-matched) in `text`.
+
+    Without a box and with `fallbacks`, the phrase after the last "final answer is", "the answer
+    is" or "answer:" up to the end of its sentence (for models not trained on rStar's format).
+    """
+    starts = [(m.start(), m.end()) for cmd in _BOX_COMMANDS for m in re.finditer(re.escape(cmd), text)]
+    for start, end in sorted(starts, reverse=True):
+        content = _box_content(text, end)
+        if content is not None:
+            return content.strip()
+    if not fallbacks:
+        return None
+    for pattern in _FALLBACK_PATTERNS:
+        matches = list(pattern.finditer(text))
+        if matches:
+            phrase = re.split(r"\.\s|\n", matches[-1].group(1), maxsplit=1)[0]
+            phrase = phrase.strip().strip("$").rstrip(".").strip()
+            if phrase:
+                return phrase
+    return None
+
+
+def _box_content(text: str, pos: int) -> str | None:
+    """Content of the box whose command ends at `pos`: `{...}` brace-matched, or `\\boxed 5`."""
+    if pos < len(text) and text[pos] == " ":
+        token = re.match(r" +([^\s$]+)", text[pos:])
+        return token.group(1) if token else None
+    if pos >= len(text) or text[pos] != "{":
+        return None
+    depth = 0
+    for i in range(pos, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[pos + 1:i]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation (the parts of the original's `strip_string`/`math_equal` that math-verify lacks).
+# --------------------------------------------------------------------------------------------
+
+_UNITS = (
+    "square units|square feet|square inches|square meters|square centimeters|sq units|units|unit|"
+    "cm|mm|km|m|meters|meter|kg|g|mg|inches|inch|feet|foot|ft|yards|yard|miles|mile|mph|"
+    "hours|hour|minutes|minute|seconds|second|days|day|weeks|week|years|year|"
+    "degrees|degree|dollars|dollar|cents|cent|points|point|people|students|pounds|pound"
+)
+_TRAILING_TEXT = re.compile(r"^(.*?\S)\s*\\(?:text|mbox|mathrm)\{[^{}]*\}\s*$", re.DOTALL)
+_TRAILING_UNIT = re.compile(rf"^([-+]?[\d.,/]*\d)\s*(?:{_UNITS})\.?$", re.IGNORECASE)
+_WRAPPER = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\{([^{}]*)\}")
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_CHOICE = re.compile(r"^\(?([A-E])\)?$")
+_EQUATION_LHS = re.compile(r"^\s*([a-zA-Z](?:_\{?\w+\}?)?)\s*=\s*(?!.*=)(.+)$", re.DOTALL)
+
+
+def _normalise(answer: str) -> tuple[str, bool]:
+    """A canonical string for `answer`, and whether it was written as a percentage."""
+    s = answer.strip()
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\left\b|\\right\b", "", s)
+    s = re.sub(r"\\[,!;: ]|~|\{,\}", lambda m: "," if m.group() == "{,}" else "", s)
+    s = re.sub(r"\^\s*\{?\\circ\}?|°|\\degree", "", s)
+    s = s.replace("\\$", "").replace("$", "")
+    percent = "%" in s
+    s = s.replace("\\%", "").replace("%", "")
+    while (m := _TRAILING_TEXT.match(s)) and not _CHOICE.match(m.group(1).strip()):
+        s = m.group(1)
+    s = _WRAPPER.sub(r"\1", s).strip()
+    if m := _TRAILING_UNIT.match(s):
+        s = m.group(1)
+    s = s.rstrip(".").strip()
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
+    return s, percent
+
+
+def _choice(answer: str) -> str | None:
+    """The option letter A-E a multiple-choice answer names, if it names exactly one."""
+    s = _WRAPPER.sub(r"\1", answer).strip().strip("$").strip()
+    if m := _CHOICE.match(s):
+        return m.group(1)
+    letters = re.findall(r"\(([A-E])\)|\b([A-E])\b", s)
+    found = {a or b for a, b in letters}
+    return found.pop() if len(found) == 1 else None
+
+
+def _split_equation(s: str) -> tuple[str | None, str]:
+    """`x = 3` -> ('x', '3'); anything else -> (None, s)."""
+    m = _EQUATION_LHS.match(s)
+    return (m.group(1), m.group(2).strip()) if m else (None, s)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison.
+# --------------------------------------------------------------------------------------------
+
+
+class _DropTimerWarning(logging.Filter):
+    """math-verify warns once that its timers are off; ours replace them (see `_deadline`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropTimerWarning())
+
+
+def _parse(s: str) -> list:
+    from math_verify import parse  # heavy (sympy, antlr): imported only when grading
+
+    # Our deadline covers the whole check, so math-verify's own timers stay off.
+    return parse("\\boxed{" + s + "}", parsing_timeout=None)
+
+
+def _numbers_close(a, b, percent: bool) -> bool:
+    """Numeric equality: exact for integers, relative 1e-4 otherwise (and x100, /100 if percent)."""
+    import sympy
+
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_number and b.is_number):
+        return False
+    if a.is_Integer and b.is_Integer:
+        return a == b
+    try:
+        x, y = complex(sympy.N(a, 20)), complex(sympy.N(b, 20))
+    except (TypeError, ValueError, OverflowError):
+        return False
+    scales = (1.0, 100.0, 0.01) if percent else (1.0,)
+    return any(math.isclose(x.real, y.real * k, rel_tol=REL_TOL, abs_tol=1e-12)
+               and math.isclose(x.imag, y.imag * k, rel_tol=REL_TOL, abs_tol=1e-12) for k in scales)
+
+
+def _math_equal(pred: str, gold: str, percent: bool) -> bool:
+    """math-verify in both orders, then the numeric tolerance on the parsed values."""
+    from math_verify import verify
+
+    p, g = _parse(pred), _parse(gold)
+    if not p or not g:
+        return False
+    if verify(g, p, timeout_seconds=None) or verify(p, g, timeout_seconds=None):
+        return True
+    return _numbers_close(p[0], g[0], percent)
+
+
+def _equivalent_one(pred: str, gold: str) -> bool:
+    if pred.strip() == gold.strip():
+        return True
+    gold_choice = _CHOICE.match(_WRAPPER.sub(r"\1", gold).strip().strip("$").strip())
+    if gold_choice:
+        return _choice(pred) == gold_choice.group(1)
+    (p, p_pct), (g, g_pct) = _normalise(pred), _normalise(gold)
+    if p == g and p:
+        return True
+    (p_var, p_rhs), (g_var, g_rhs) = _split_equation(p), _split_equation(g)
+    if p_var and g_var:
+        if p_var != g_var:
+            return False
+    elif p_var or g_var:  # `x = 3` against `3`: compare the right-hand side
+        p, g = p_rhs, g_rhs
+    return bool(p and g) and _math_equal(p, g, p_pct or g_pct)
+
+
+def _equivalent(pred: str | None, golds: Sequence[str]) -> bool:
+    return pred is not None and any(_equivalent_one(pred, g) for g in golds)
+
+
+# --------------------------------------------------------------------------------------------
+# Deadlines.
+# --------------------------------------------------------------------------------------------
+
+
+class _Deadline(BaseException):
+    """Raised by the timer; a BaseException so sympy's and math-verify's `except Exception` don't
+    swallow it."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """SIGALRM after `seconds`, repeating every 50 ms in case library code swallows one."""
+
+    armed = True
+
+    def on_alarm(signum, frame):
+        if armed:
+            raise _Deadline
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
+    try:
+        yield
+    finally:
+        try:
+            armed = False
+        finally:  # runs even if the alarm fired just before `armed = False`
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _check_in_helper(pred: str | None, golds: list[str], timeout_s: float) -> bool:
+    """Run the check in a helper process (off the main thread signals are unavailable)."""
+    global _pool
+    with _pool_lock:  # one helper, one check at a time
+        if _pool is None:
+            _pool = multiprocessing.get_context("spawn").Pool(1)
+        job = _pool.apply_async(is_equivalent, (pred, golds, timeout_s))
+        try:
+            return job.get(timeout=timeout_s + 30)  # + the helper's start-up
+        except multiprocessing.TimeoutError:
+            _pool.terminate()  # stuck in C code that ignores the alarm
+            _pool.join()
+            _pool = None
+            return False
+
+
+def is_equivalent(pred: str | None, gold: str | Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether the predicted answer equals the gold answer (any of them, if a list).
+
+    False when `pred` is None or the check exceeds `timeout_s`. Safe on any thread.
+    """
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    if threading.current_thread() is not threading.main_thread():
+        return _check_in_helper(pred, golds, timeout_s)
+    try:
+        with _deadline(timeout_s):
+            return _equivalent(pred, golds)
+    except _Deadline:
+        return False

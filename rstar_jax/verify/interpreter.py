@@ -1,0 +1,155 @@
+"""rStar's Python-tool semantics (spec §2.5): what a program's "output" is, run in-process.
+
+The executor's workers call `run_program`; it is pure Python so the output rules can be tested
+without processes. Output rules, as in the original:
+- 0 or 1 top-level print statements: run all statements but the last with stdout discarded, then
+  the last one with stdout captured; the output is its value if it is an expression with a
+  non-None value, else the captured stdout (so `x=5; print(x); y=3` gives '').
+- 2+ print statements: run segment by segment up to each print, and for each write
+  `"{print arguments}: {stdout}"` (e.g. `"a is:", a: a is: 1`), as the released SFT data shows.
+- A float output is rounded to 4 places when that is shorter; output over 1024 characters keeps
+  the first and last 512; the result is stripped. Errors become `"ExcType: message"`.
+One deliberate difference: when evaluating the last expression raises, the original executed the
+statement a second time; we report the error without running it twice.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import re
+import signal
+
+MAX_OUTPUT_CHARS = 1024
+_KEEP = MAX_OUTPUT_CHARS // 2
+_PRINT_ARGS = re.compile(r"print\((.*?)\)")
+_SANITIZE_HEAD = re.compile(r"^(\s|`)*(?i:python)?\s*")
+_SANITIZE_TAIL = re.compile(r"(\s|`)*$")
+
+
+class Timeout(BaseException):
+    """Raised into the program when its time is up; a BaseException so `except Exception` in the
+    program does not swallow it."""
+
+
+def timeout_message(timeout_s: float) -> str:
+    return f"TimeoutError: Execution of the code snippet has timed out for exceeding {timeout_s:g} seconds."
+
+
+class CappedOutput(io.TextIOBase):
+    """A stdout replacement that keeps the head and tail of what is written, so printing gigabytes
+    costs no memory; `getvalue()` is already cut to first 512 + '...' + last 512 when too long."""
+
+    def __init__(self) -> None:
+        self._head: list[str] = []
+        self._head_len = 0
+        self._tail = ""
+        self._total = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        self._total += len(s)
+        if self._head_len <= MAX_OUTPUT_CHARS:
+            self._head.append(s)
+            self._head_len += len(s)
+        self._tail = (self._tail + s)[-_KEEP:]
+        return len(s)
+
+    def getvalue(self) -> str:
+        head = "".join(self._head)
+        if self._total <= MAX_OUTPUT_CHARS:
+            return head
+        return head[:_KEEP] + "..." + self._tail
+
+
+def format_output(text: str) -> str:
+    """The original's `truncate_string` + strip: 4-place floats, head/tail cut at 1024 chars."""
+    try:
+        rounded = f"{round(float(text), 4)}\n"
+        if len(rounded) < len(text):
+            text = rounded
+    except (ValueError, OverflowError):
+        pass
+    if len(text) > MAX_OUTPUT_CHARS:
+        text = text[:_KEEP] + "..." + text[-_KEEP:]
+    return text.strip()
+
+
+def sanitize(code: str) -> str:
+    """Strip leading backticks/whitespace/"python" and trailing backticks/whitespace."""
+    return _SANITIZE_TAIL.sub("", _SANITIZE_HEAD.sub("", code))
+
+
+def _contains_print(node: ast.AST) -> bool:
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        func = node.value.func
+        if isinstance(func, ast.Name) and func.id == "print":
+            return True
+    if isinstance(node, (ast.If, ast.While, ast.For, ast.FunctionDef)):
+        return any(_contains_print(child) for child in node.body + getattr(node, "orelse", []))
+    return False
+
+
+def _exec(nodes: list[ast.stmt], namespace: dict, stdout: io.TextIOBase) -> None:
+    code = compile(ast.Module(nodes, type_ignores=[]), "<string>", "exec")
+    with contextlib.redirect_stdout(stdout):
+        exec(code, namespace)
+
+
+def run_program(code: str, namespace: dict) -> str:
+    """The raw (unformatted) output of `code` run in `namespace`; exceptions propagate."""
+    code = sanitize(code)
+    tree = ast.parse(code, "<string>")
+    body = tree.body
+    if not body:
+        return ""
+    prints = [i for i, node in enumerate(body) if _contains_print(node)]
+    if len(prints) <= 1:
+        if len(body) > 1:
+            _exec(body[:-1], namespace, CappedOutput())
+        out = CappedOutput()
+        last = body[-1]
+        if isinstance(last, ast.Expr):
+            with contextlib.redirect_stdout(out):
+                value = eval(compile(ast.Expression(last.value), "<string>", "eval"), namespace)
+            return out.getvalue() if value is None else str(value)
+        _exec([last], namespace, out)
+        return out.getvalue()
+    pieces, start = [], 0
+    for i in prints:
+        out = CappedOutput()
+        _exec(body[start:i + 1], namespace, out)
+        source = ast.get_source_segment(code, body[i]) or ""
+        pieces.append(f"{' '.join(_PRINT_ARGS.findall(source))}: {out.getvalue()}")
+        start = i + 1
+    if start < len(body):
+        out = CappedOutput()
+        _exec(body[start:], namespace, out)
+        pieces.append(out.getvalue())
+    return "".join(pieces)
+
+
+def _on_alarm(signum, frame):
+    raise Timeout
+
+
+def execute(code: str, namespace: dict, timeout_s: float) -> tuple[str, str | None, bool]:
+    """Run `code` with a SIGALRM deadline; returns (output, error, timed_out), all formatted."""
+    if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # first call, or a program replaced it
+        signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        try:
+            output = run_program(code, namespace)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except Timeout:
+        return "", timeout_message(timeout_s), True
+    except BaseException as e:  # the program's own failure, SystemExit and KeyboardInterrupt included
+        return "", format_output(f"{type(e).__name__}: {e}"), False
+    return format_output(output), None, False
