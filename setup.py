@@ -22,6 +22,7 @@ setup(
         "safetensors>=0.6",
         "numpy>=2.0",
         "sympy>=1.13",
+        "scipy>=1.11",  # warm in the executor workers; programs use it
         "editdistance>=0.8",  # PPM pair filter, as the original
         "math-verify>=0.9",
         "gin-config>=0.5",
@@ -32,6 +33,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "psutil>=5.9",  # executor tests: no stray or zombie processes
             "torch==2.13.0",  # only to run HF reference models in parity tests
             "nbclient>=0.10",
             "nbformat>=5.10",
