@@ -3,22 +3,58 @@
 `mcts_loop` advances all B trees in lockstep through the select -> propose -> expand -> score ->
 backup phases; what a "proposal" is (model samples, executed code, graded answers) is up to the
 two callbacks, so the same loop runs on a fake step generator in tests and on the real policy in
-`run_mcts`.
+`run_mcts`, whose callbacks come from `StepExpander`: one batched sampler call, one batched
+executor call and one batched PPM call per phase, for all leaves of all trees.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from rstar_jax.config import SearchConfig
+from rstar_jax.data.problems import Problem
 from rstar_jax.search import kernels
-from rstar_jax.search.tree import NO_NODE, ROOT, Tree
+from rstar_jax.search import step_format as sf
+from rstar_jax.search.io import SENTINELS, NodeRecord, SearchResult, concat
+from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
+from rstar_jax.verify.grader import is_equivalent
+
+
+class Sample(Protocol):
+    """What the driver reads of a sampled step (`inference.sampler.Completion`)."""
+
+    text: str
+    token_ids: list[int]
+    logprob_sum: float
+    stop_string: str | None
+
+
+class StepGenerator(Protocol):
+    """The policy: `inference.sampler.Sampler`, or a fake in tests."""
+
+    def sample(self, prompts: Sequence[str], num_samples: int, *, max_new_tokens: int, stop: Sequence[str],
+               temperature: float, top_p: float, top_k: int, seed: int) -> list[list[Sample]]: ...
+
+
+class ValueModel(Protocol):
+    """The PPM: `inference.scorer.PPMScorer`; `score` returns (raw, tanh(raw / scale))."""
+
+    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class CodeRunner(Protocol):
+    """The sandbox: `verify.executor.Executor`; results have `output`, `error`, `timed_out`."""
+
+    def run(self, programs: Sequence[str]) -> list: ...
 
 
 @dataclasses.dataclass
@@ -98,3 +134,213 @@ def _within_budget(tree: Tree, leaves: np.ndarray, first_depth: np.ndarray, max_
     """Drops leaves the original's per-rollout step budget would not reach (see `mcts_loop`)."""
     depth = np.take_along_axis(np.asarray(tree.depth), np.maximum(leaves, 0), axis=1)
     return np.where(depth - first_depth < max_depth, leaves, NO_NODE).astype(np.int32)
+
+
+def bucket_nodes(n: int) -> int:
+    """Node slots per tree, rounded up to a power of two so runs share compilations."""
+    return 1 << max(n - 1, 1).bit_length()
+
+
+@dataclasses.dataclass
+class _Candidate:
+    """A kept sample of one leaf, parsed and verified, waiting for its node id."""
+
+    text: str
+    kind: NodeKind  # STEP (code), ANSWER or UNPARSABLE
+    code: str | None = None
+    output: str | None = None
+    error: bool = False
+    answer: str | None = None
+    correct: bool | None = None
+
+
+class StepExpander:
+    """Turns leaves into children: prompts, sampling, post-processing, execution, grading, PPM.
+
+    Holds the host side of a batch of trees (one `NodeRecord` per node) and serves `mcts_loop`'s
+    `propose` / `score` callbacks; beam search uses the same pieces.
+    """
+
+    def __init__(self, problems: Sequence[Problem], policy: StepGenerator, ppm: ValueModel | None,
+                 executor: CodeRunner, config: SearchConfig, num_slots: int):
+        self.problems, self.policy, self.ppm, self.executor = list(problems), policy, ppm, executor
+        self.config, self.num_slots = config, num_slots
+        self.nodes: list[list[NodeRecord]] = [[NodeRecord()] for _ in problems]
+        self.parents: list[list[int]] = [[NO_NODE] for _ in problems]
+        self._pending: dict[tuple[int, int, int], _Candidate] = {}
+        self._calls = 0
+
+    # -- text of the tree ---------------------------------------------------------------------
+    def path(self, b: int, node: int) -> list[int]:
+        ids = []
+        while node not in (ROOT, NO_NODE):
+            ids.append(node)
+            node = self.parents[b][node]
+        return ids[::-1]
+
+    def trajectory_text(self, b: int, node: int) -> str:
+        return "".join(self.nodes[b][i].text for i in self.path(b, node))
+
+    def prompt(self, b: int, node: int) -> str:
+        question, steps = self.problems[b].question, self.trajectory_text(b, node)
+        if self.config.prompt == "few_shot":
+            # Round 1 shows the demonstrations in a random order; fixed per tree here.
+            rng = random.Random(self.config.seed * 1_000_003 + b)
+            return sf.fewshot_prompt(question, sf.FEWSHOT_EXAMPLES, rng, steps)
+        return sf.policy_prompt(question, steps)
+
+    def _open_block(self, b: int, node: int) -> list[str]:
+        """Texts of the steps since the last closed code block (the original's
+        `collect_action_inputs`), skipping steps whose code timed out."""
+        texts = []
+        while node not in (ROOT, NO_NODE):
+            rec = self.nodes[b][node]
+            if sf.OUTPUT_END in rec.text or sf.CODE_END in rec.text:
+                break
+            if not (rec.output or "").startswith("TimeoutError"):
+                texts.append(rec.text)
+            node = self.parents[b][node]
+        return texts[::-1]
+
+    # -- propose: sample, post-process, parse, execute, grade --------------------------------
+    def propose(self, leaves: np.ndarray) -> Proposal:
+        cfg, k = self.config, self.config.num_candidates
+        shape = (len(self.problems), self.num_slots, k)
+        exists, error = np.zeros(shape, bool), np.zeros(shape, bool)
+        step_kind = np.full(shape, NodeKind.STEP, np.int8)
+        prior = np.ones(shape, np.float32)
+        rows = [(b, l) for b, l in zip(*(i.tolist() for i in np.nonzero(leaves != NO_NODE)))]
+        samples = self.policy.sample(
+            [self.prompt(b, int(leaves[b, l])) for b, l in rows], k, max_new_tokens=cfg.max_step_tokens,
+            stop=cfg.stop, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+            seed=cfg.seed * 1_000_003 + self._calls,
+        )
+        self._calls += 1
+        self._pending.clear()
+        programs: list[tuple[tuple[int, int, int], str]] = []
+        for (b, l), completions in zip(rows, samples):
+            kept = _postprocess(completions)
+            # PUCT prior: softmax over siblings of the mean token log-probability.
+            mean_logp = np.array([c.logprob_sum / max(len(c.token_ids), 1) for _, c in kept])
+            weights = np.exp(mean_logp - mean_logp.max())
+            for (j, c), p in zip(kept, weights / weights.sum()):
+                cand = self._parse(b, c.text)
+                if cand.kind == NodeKind.STEP:
+                    programs.append(((b, l, j), sf.build_program(self._open_block(b, int(leaves[b, l])), c.text)))
+                self._pending[b, l, j] = cand
+                exists[b, l, j], step_kind[b, l, j], prior[b, l, j] = True, cand.kind, p
+        for ((b, l, j), program), result in zip(programs, self.executor.run([p for _, p in programs])):
+            cand = self._pending[b, l, j]
+            cand.code, cand.error = program, result.error is not None
+            cand.output = result.error if cand.error else result.output
+            error[b, l, j] = cand.error
+        return Proposal(exists, step_kind, error, prior)
+
+    def _parse(self, b: int, text: str) -> _Candidate:
+        parsed = sf.parse_step(text)
+        if parsed.kind == "code":
+            return _Candidate(text, NodeKind.STEP)
+        if parsed.kind == "unparsable":
+            return _Candidate(text, NodeKind.UNPARSABLE)
+        golds = self.problems[b].golds
+        correct = is_equivalent(parsed.answer, list(golds)) if any(golds) else None
+        return _Candidate(text, NodeKind.ANSWER, answer=parsed.answer, correct=correct)
+
+    # -- commit the expansion: node records with their final text ----------------------------
+    def commit(self, leaves: np.ndarray, ids: np.ndarray, kinds: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Records the children `expand` created; returns their (b, l, j, node) in id order."""
+        created = []
+        for (b, l, j), cand in self._pending.items():
+            node = int(ids[b, l, j])
+            if node == NO_NODE:
+                continue
+            kind = NodeKind(int(kinds[b, l, j]))
+            text = cand.text
+            # Only the step closing the code block, or a branch killed by errors, shows the output.
+            if cand.code is not None and (sf.CODE_END in text or kind == NodeKind.CODE_ERRORS):
+                text = sf.wrap_output(text, cand.output)
+            answer = cand.answer if kind == NodeKind.ANSWER else SENTINELS.get(kind)
+            assert node == len(self.nodes[b]), "node ids are allocated in order"
+            self.nodes[b].append(NodeRecord(text, cand.code, cand.output, answer, cand.correct))
+            self.parents[b].append(int(leaves[b, l]))
+            created.append((b, l, j, node))
+        return sorted(created, key=lambda x: (x[0], x[3]))
+
+    def ppm_values(self, targets: Sequence[tuple[int, int]]) -> np.ndarray:
+        """PPM values of the trajectories ending at (tree, node), in one batched call."""
+        if not targets:
+            return np.zeros(0, np.float32)
+        texts = [sf.policy_prompt(self.problems[b].question, self.trajectory_text(b, n)) for b, n in targets]
+        return np.asarray(self.ppm.score(texts)[1], np.float32)
+
+    # -- mcts_loop's score callback ----------------------------------------------------------
+    def score(self, leaves: np.ndarray, ids: np.ndarray, kinds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        rewards = np.full(ids.shape, np.nan, np.float32)
+        ppm = np.full(ids.shape, np.nan, np.float32)
+        to_score = []
+        for b, l, j, node in self.commit(leaves, ids, kinds):
+            kind = kinds[b, l, j]
+            if kind == NodeKind.ANSWER and cfg.ground_truth_rewards:
+                rewards[b, l, j] = cfg.positive_reward if self.nodes[b][node].correct else cfg.negative_reward
+            elif (kind == NodeKind.ANSWER) or (kind == NodeKind.STEP and cfg.use_ppm):
+                to_score.append((b, l, j, node))
+        values = self.ppm_values([(b, node) for b, _, _, node in to_score])
+        for (b, l, j, _), v in zip(to_score, values):
+            ppm[b, l, j] = v
+            if kinds[b, l, j] == NodeKind.ANSWER:  # evaluation: the PPM scores answers (spec §3.5)
+                rewards[b, l, j] = v
+        return rewards, ppm
+
+
+def _postprocess(completions: Sequence[Sample]) -> list[tuple[int, Sample]]:
+    """Drops duplicate texts; if a sample ended the answer, keeps only the first such (spec §3.3)."""
+    kept, seen = [], set()
+    for j, c in enumerate(completions):
+        if c.text not in seen:
+            seen.add(c.text)
+            kept.append((j, c))
+    answers = [(j, c) for j, c in kept if c.stop_string == sf.ANSWER_END]
+    return answers[:1] or kept
+
+
+def _check(problems: Sequence[Problem], ppm: ValueModel | None, config: SearchConfig) -> None:
+    if (config.use_ppm or not config.ground_truth_rewards) and ppm is None:
+        raise ValueError("SearchConfig: use_ppm=True or ground_truth_rewards=False needs a PPM (ppm=None given)")
+    if config.selection not in ("uct", "puct"):
+        raise ValueError(f"SearchConfig.selection must be 'uct' or 'puct', got {config.selection!r}")
+    if config.prompt not in ("sft", "few_shot"):
+        raise ValueError(f"SearchConfig.prompt must be 'sft' or 'few_shot', got {config.prompt!r}")
+    if config.ground_truth_rewards:
+        missing = [p.index for p in problems if not any(p.golds)]
+        if missing:
+            raise ValueError(f"ground_truth_rewards=True needs gold answers; problems {missing[:5]} have none")
+
+
+def run_mcts(
+    problems: Sequence[Problem],
+    policy: StepGenerator,
+    ppm: ValueModel | None,
+    config: SearchConfig,
+    executor: CodeRunner,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """MCTS on every problem, `config.batch_size` trees at a time (spec §3).
+
+    Data generation (`ground_truth_rewards`): answers are rewarded +-1 against the gold answer.
+    Evaluation: the PPM scores answers. Per tree, `result.answer(b)` is the best-scored answer and
+    `result.pass_at_n(b)` says whether any answer was right.
+    """
+    _check(problems, ppm, config)
+    results = []
+    for start in range(0, len(problems), config.batch_size):
+        batch = list(problems[start:start + config.batch_size])
+        steps = StepExpander(batch, policy, ppm, executor, config, config.leaves_per_tree)
+        tree = Tree.init(len(batch), bucket_nodes(config.max_nodes), config.num_candidates)
+        if mesh is not None:
+            tree = tree.shard(mesh)
+        tree = mcts_loop(tree, config, steps.propose, steps.score, progress=progress)
+        results.append(SearchResult.from_tree(batch, tree, steps.nodes))
+    return concat(results)

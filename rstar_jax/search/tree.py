@@ -11,7 +11,9 @@ import enum
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 ROOT = 0
 NO_NODE = -1
@@ -73,6 +75,15 @@ class Tree:
             consecutive_errors=jnp.zeros(shape, jnp.int32),
             node_count=jnp.ones((batch,), jnp.int32),
         )
+
+    def shard(self, mesh: Mesh, axes: tuple[str, ...] = ("data", "fsdp")) -> Tree:
+        """Spreads the B trees over the mesh's data axes; the kernels keep this layout."""
+        names = tuple(a for a in axes if mesh.shape.get(a, 1) > 1)
+        size = int(np.prod([mesh.shape[a] for a in names]))
+        if self.batch_size % size:
+            raise ValueError(f"Tree.shard: {self.batch_size} trees do not split over mesh axes {names} "
+                             f"(size {size}); use a batch size divisible by it")
+        return jax.device_put(self, NamedSharding(mesh, PartitionSpec(names or None)))
 
     @property
     def batch_size(self) -> int:

@@ -1,0 +1,114 @@
+"""run_mcts / run_beam_search on a fake text policy with the real executor and grader; tree I/O."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from fake_search import check_consistent
+from fake_text import FakePolicy, FakePPM
+
+from rstar_jax.config import SearchConfig
+from rstar_jax.data.problems import Problem
+from rstar_jax.search import io, step_format as sf
+from rstar_jax.search.driver import _postprocess, run_mcts
+from rstar_jax.search.tree import NodeKind
+from rstar_jax.verify.executor import Executor
+
+PROBLEMS = [Problem(i, f"What is 3 + 4? (variant {i})", "7", "toy") for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(num_workers=2, timeout_s=5.0) as ex:
+        yield ex
+
+
+@pytest.fixture(scope="module")
+def searched(executor):
+    config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=4, max_depth=5, batch_size=2,
+                                          max_nodes=100)
+    policy, ppm = FakePolicy(), FakePPM()
+    return run_mcts(PROBLEMS, policy, ppm, config, executor, progress=False), policy, ppm
+
+
+def test_mcts_trees_are_consistent(searched):
+    result, policy, ppm = searched
+    assert len(result) == 3 and result.arrays["parent"].shape[1] == 128  # bucketed
+    tree = result.tree()
+    kinds = set()
+    for b in range(len(result)):
+        check_consistent(tree, b)
+        recs = result.nodes[b]
+        assert len(recs) == result.num_nodes(b)
+        for i, rec in enumerate(recs[1:], start=1):
+            kind = NodeKind(int(result.arrays["kind"][b, i]))
+            kinds.add(kind)
+            if kind == NodeKind.ANSWER:
+                assert rec.correct == (rec.answer == "7")
+                assert result.arrays["value"][b, i] == (1.0 if rec.correct else -1.0)
+            if kind == NodeKind.CODE_ERRORS:
+                assert rec.answer == sf.TOO_MANY_CODE_ERRORS and rec.text.endswith("Error: " + rec.output.split(": ", 1)[1] + sf.OUTPUT_END)
+            if kind == NodeKind.STEP:
+                assert not np.isnan(result.arrays["ppm_value"][b, i])  # PPM-initialised Q
+            if sf.CODE_END in rec.text and kind == NodeKind.STEP:
+                assert rec.text.endswith(sf.OUTPUT + "7" + sf.OUTPUT_END)
+        if result.pass_at_n(b):
+            assert result.answer(b) == "7"
+    assert {NodeKind.ANSWER, NodeKind.CODE_ERRORS, NodeKind.STEP} <= kinds
+    # one sampler call per phase covers every leaf of the batch
+    assert max(policy.calls) == 2
+
+
+def test_save_load_export(searched, tmp_path):
+    result = searched[0]
+    io.save(result, str(tmp_path / "s"))
+    back = io.load(str(tmp_path / "s"))
+    assert back.problems == result.problems and back.nodes == result.nodes
+    for k, v in result.arrays.items():
+        np.testing.assert_array_equal(back.arrays[k], v)
+    assert not [f for f in os.listdir(tmp_path / "s") if ".tmp" in f]
+    io.export_rstar_jsonl(result, str(tmp_path / "out.jsonl"))
+    lines = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
+    states = lines[0]["rstar"]
+    assert states["0"]["extra_info"] == "question: " + PROBLEMS[0].question
+    assert set(states["0"]) == {"text", "extra_info", "action", "action_input", "final_answer", "observation",
+                                "value", "q_value", "visit_count"}
+    assert "0.1" in states and all(t == "0" or t.rsplit(".", 1)[0] in states for t in states)
+    trajs = result.trajectories(0)
+    assert trajs and all(len(t.steps) == len(t.q_values) == len(t.nodes) for t in trajs)
+    step_tree = result.step_tree(0)
+    assert len(step_tree.nodes) == result.num_nodes(0)
+
+
+def test_load_names_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="trees.npz"):
+        io.load(str(tmp_path))
+
+
+def test_postprocess_dedups_and_keeps_first_answer():
+    from fake_text import FakeCompletion
+    a = FakeCompletion("x<end_of_step>", [1], "stop", 0.0, sf.STEP_END)
+    ans1 = FakeCompletion("<answer>\\boxed{1}<end_of_answer>", [1], "stop", 0.0, sf.ANSWER_END)
+    ans2 = FakeCompletion("<answer>\\boxed{2}<end_of_answer>", [1], "stop", 0.0, sf.ANSWER_END)
+    assert [j for j, _ in _postprocess([a, a])] == [0]
+    assert [j for j, _ in _postprocess([a, ans1, a, ans2])] == [1]
+
+
+def test_evaluation_mode_scores_answers_with_the_ppm(executor):
+    config = SearchConfig.evaluation(num_rollouts=3, num_candidates=3, max_depth=4, max_nodes=64)
+    result = run_mcts(PROBLEMS[:2], FakePolicy(), FakePPM(), config, executor, progress=False)
+    tree = result.tree()
+    for b in range(2):
+        check_consistent(tree, b)
+        ids = result.answer_nodes(b)
+        np.testing.assert_array_equal(result.arrays["value"][b, ids], result.arrays["ppm_value"][b, ids])
+        if len(ids):
+            assert result.best_answer_node(b) == ids[np.argmax(result.arrays["value"][b, ids])]
+
+
+def test_needs_a_ppm():
+    with pytest.raises(ValueError, match="needs a PPM"):
+        run_mcts(PROBLEMS, FakePolicy(), None, SearchConfig.evaluation(), executor=None)
