@@ -81,7 +81,7 @@ class SearchResult:
 
     @classmethod
     def from_tree(cls, problems: Sequence[Problem], tree: Tree, nodes: list[list[NodeRecord]]) -> SearchResult:
-        arrays = {name: np.asarray(jax.device_get(getattr(tree, name))) for name in _TREE_FIELDS}
+        arrays = {name: np.array(jax.device_get(getattr(tree, name))) for name in _TREE_FIELDS}
         return cls(list(problems), arrays, nodes)
 
     def __len__(self) -> int:

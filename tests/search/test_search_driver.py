@@ -112,3 +112,28 @@ def test_evaluation_mode_scores_answers_with_the_ppm(executor):
 def test_needs_a_ppm():
     with pytest.raises(ValueError, match="needs a PPM"):
         run_mcts(PROBLEMS, FakePolicy(), None, SearchConfig.evaluation(), executor=None)
+
+
+def test_beam_search_keeps_children_with_their_parents(executor):
+    from rstar_jax.search.beam import run_beam_search
+
+    config = SearchConfig.beam_search(num_candidates=3, beam_width=2, max_depth=4, max_nodes=64)
+    policy = FakePolicy()
+    result = run_beam_search(PROBLEMS[:2], policy, FakePPM(), config, executor, progress=False)
+    assert max(policy.calls) <= 2 * 2  # one call per step for all beam nodes of all problems
+    for b in range(2):
+        parents, recs = result.arrays["parent"][b], result.nodes[b]
+        chosen = np.flatnonzero(result.arrays["visit_count"][b, : result.num_nodes(b)])
+        for i in range(1, result.num_nodes(b)):
+            # A child's text continues its own parent's trajectory: its program starts with the
+            # parent's open code block.
+            if recs[i].code is not None and parents[i] != 0 and sf.CODE_END not in recs[parents[i]].text:
+                assert recs[parents[i]].code in recs[i].code
+            if int(result.arrays["kind"][b, i]) in (NodeKind.STEP, NodeKind.ANSWER):
+                assert not np.isnan(result.arrays["ppm_value"][b, i])
+        # every expanded node (but the root) was chosen into the beam
+        expanded = np.flatnonzero(result.arrays["children"][b, : result.num_nodes(b), 0] >= 0)
+        assert set(expanded[expanded > 0]) <= set(chosen)
+        if result.answer(b) is not None:
+            node = result.best_answer_node(b)
+            assert result.arrays["visit_count"][b, node] == 1
