@@ -31,7 +31,7 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     model_type: str = "qwen2"  # "qwen2" or "llama"
     bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None  # a list where HF lists several (Llama 3)
     pad_token_id: int | None = None
     dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
     param_dtype: str = "float32"
@@ -40,6 +40,13 @@ class ModelConfig:
     @property
     def resolved_head_dim(self) -> int:
         return self.head_dim or self.hidden_size // self.num_attention_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class PPMConfig:
+    """Process preference model head (models/ppm.py); the search-time scale is ScorerConfig's."""
+
+    dropout: float = 0.1  # value-head dropout while training (spec §5)
 
 
 @dataclasses.dataclass(frozen=True)

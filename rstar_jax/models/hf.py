@@ -1,0 +1,311 @@
+"""HF checkpoint directories <-> NNX models: the exchange format between pipeline stages.
+
+A directory holds config.json, model.safetensors (or shards + model.safetensors.index.json, or
+torch pytorch_model*.bin), generation_config.json and the tokenizer files; it loads in
+`transformers.AutoModelForCausalLM.from_pretrained`. A PPM is the backbone directory plus
+`value_head.safetensors` (the layout rStar's reward engine reads, in safetensors).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.flax
+import transformers
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from rstar_jax.config import ModelConfig, PPMConfig
+from rstar_jax.models.decoder import Decoder
+from rstar_jax.models.ppm import ProcessRewardModel
+from rstar_jax.models.tokenizer import load_tokenizer
+from rstar_jax.parallel.rules import DECODE_RULES, Rules
+from rstar_jax.parallel.sharding import state_shardings
+
+log = logging.getLogger(__name__)
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+_VALUE_HEAD_KEYS = ("summary.weight", "summary.bias")  # rStar's ValueHead.summary (torch Linear)
+
+
+# --- config.json ----------------------------------------------------------------------------
+
+def config_from_hf(hf: transformers.PretrainedConfig, *, dtype: str = "float32",
+                   param_dtype: str | None = None) -> ModelConfig:
+    """Our ModelConfig for an HF Qwen2 / Llama config (transformers normalises legacy rope keys)."""
+    where = f"config.json ({hf.name_or_path or 'in memory'})"
+    if hf.model_type not in ("qwen2", "llama"):
+        raise ValueError(f"{where}: model_type {hf.model_type!r} is not supported (qwen2, llama)")
+    if hf.hidden_act != "silu" or getattr(hf, "mlp_bias", False):
+        raise ValueError(f"{where}: only hidden_act='silu' without MLP bias is supported")
+    if getattr(hf, "use_sliding_window", False):
+        raise ValueError(f"{where}: sliding-window attention is not supported")
+    rope = dict(hf.rope_parameters)
+    rope_theta = rope.pop("rope_theta")
+    return ModelConfig(
+        vocab_size=hf.vocab_size,
+        hidden_size=hf.hidden_size,
+        intermediate_size=hf.intermediate_size,
+        num_hidden_layers=hf.num_hidden_layers,
+        num_attention_heads=hf.num_attention_heads,
+        num_key_value_heads=hf.num_key_value_heads,
+        head_dim=getattr(hf, "head_dim", None),
+        rms_norm_eps=hf.rms_norm_eps,
+        rope_theta=rope_theta,
+        rope_scaling=None if rope.get("rope_type", "default") == "default" else rope,
+        max_position_embeddings=hf.max_position_embeddings,
+        initializer_range=hf.initializer_range,
+        # HF Qwen2 always has q/k/v biases; Llama's are optional (and then include o_proj).
+        attention_bias=hf.model_type == "qwen2" or hf.attention_bias,
+        tie_word_embeddings=hf.tie_word_embeddings,
+        model_type=hf.model_type,
+        bos_token_id=hf.bos_token_id,
+        eos_token_id=hf.eos_token_id,
+        pad_token_id=hf.pad_token_id,
+        dtype=dtype,
+        param_dtype=param_dtype or dtype,
+    )
+
+
+def config_to_hf(config: ModelConfig) -> transformers.PretrainedConfig:
+    """The transformers config of our ModelConfig.
+
+    Qwen2 without q/k/v bias has no HF Qwen2 equivalent; it is exactly a bias-free Llama, so it is
+    exported as one.
+    """
+    is_qwen2 = config.model_type == "qwen2" and config.attention_bias
+    common = dict(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        head_dim=config.resolved_head_dim,
+        rms_norm_eps=config.rms_norm_eps,
+        rope_parameters={"rope_type": "default", **(config.rope_scaling or {}),
+                         "rope_theta": config.rope_theta},
+        max_position_embeddings=config.max_position_embeddings,
+        initializer_range=config.initializer_range,
+        tie_word_embeddings=config.tie_word_embeddings,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        dtype=config.param_dtype,
+    )
+    if is_qwen2:
+        return transformers.Qwen2Config(architectures=["Qwen2ForCausalLM"], **common)
+    return transformers.LlamaConfig(architectures=["LlamaForCausalLM"],
+                                    attention_bias=config.attention_bias, **common)
+
+
+# --- parameter names ------------------------------------------------------------------------
+
+def _param_specs(config: ModelConfig) -> Iterator[tuple[str, tuple, str]]:
+    """(HF tensor name, our parameter path, layout) for every parameter of the Decoder.
+
+    Layouts: 'copy' (same array), 'linear' (torch [out, in] = our kernel.T), 'in_heads'
+    (torch [H*Dh, D] <-> [D, H, Dh]), 'out_heads' (torch [D, H*Dh] <-> [H, Dh, D]),
+    'head_bias' ([H*Dh] <-> [H, Dh]).
+    """
+    yield "model.embed_tokens.weight", ("embed_tokens", "embedding"), "copy"
+    for i in range(config.num_hidden_layers):
+        hf, ours = f"model.layers.{i}", ("layers", i)
+        for name in ("q_proj", "k_proj", "v_proj"):
+            yield f"{hf}.self_attn.{name}.weight", (*ours, "self_attn", name, "kernel"), "in_heads"
+            if config.attention_bias:
+                yield f"{hf}.self_attn.{name}.bias", (*ours, "self_attn", name, "bias"), "head_bias"
+        yield f"{hf}.self_attn.o_proj.weight", (*ours, "self_attn", "o_proj", "kernel"), "out_heads"
+        if config.attention_bias and config.model_type == "llama":
+            yield f"{hf}.self_attn.o_proj.bias", (*ours, "self_attn", "o_proj", "bias"), "copy"
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            yield f"{hf}.mlp.{name}.weight", (*ours, "mlp", name, "kernel"), "linear"
+        for name in ("input_layernorm", "post_attention_layernorm"):
+            yield f"{hf}.{name}.weight", (*ours, name, "scale"), "copy"
+    yield "model.norm.weight", ("norm", "scale"), "copy"
+    if not config.tie_word_embeddings:
+        yield "lm_head.weight", ("lm_head", "kernel"), "linear"
+
+
+def _to_ours(layout: str, w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if layout in ("linear", "in_heads", "out_heads"):
+        w = w.T
+    return w.reshape(shape)
+
+
+def _to_hf(layout: str, a: np.ndarray) -> np.ndarray:
+    if layout == "in_heads":
+        return a.reshape(a.shape[0], -1).T
+    if layout == "out_heads":
+        return a.reshape(-1, a.shape[-1]).T
+    if layout == "linear":
+        return a.T
+    return a.reshape(-1) if layout == "head_bias" else a
+
+
+# --- tensor files ---------------------------------------------------------------------------
+
+def _weight_files(path: Path) -> list[Path]:
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (path / index).exists():
+            weight_map = json.loads((path / index).read_text())["weight_map"]
+            return [path / f for f in sorted(set(weight_map.values()))]
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (path / single).exists():
+            return [path / single]
+    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or "
+                            "pytorch_model.bin")
+
+
+def _read_tensors(file: Path) -> dict[str, np.ndarray]:
+    """All tensors of one safetensors / torch file as host numpy arrays (bf16 via ml_dtypes)."""
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: weight file not found")
+    if file.suffix == ".bin":
+        import torch  # optional: only legacy torch checkpoints need it
+
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        return {k: v.float().numpy() for k, v in state.items()}
+    with jax.default_device(jax.devices("cpu")[0]):  # stays on the host until sharded
+        return {k: np.asarray(v) for k, v in safetensors.flax.load_file(str(file)).items()}
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """A parameter as one host array, gathering shards from other hosts when needed."""
+    if not x.is_fully_addressable:
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(jax.device_get(x))
+
+
+def _write_dir_atomically(path: Path, write) -> None:
+    """Runs `write(tmp_dir)` and then swaps tmp_dir into `path` (replacing an old directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+def _fill(abstract: Decoder, tensors: dict[str, np.ndarray], config: ModelConfig, source: Path,
+          mesh: Mesh | None, rules: Rules) -> Decoder:
+    """Merges `abstract` (from nnx.eval_shape) with converted tensors, sharded when a mesh is given."""
+    graphdef, state = nnx.split(abstract)
+    shardings = state_shardings(state, mesh, rules) if mesh is not None else None
+    for hf_name, path, layout in _param_specs(config):
+        if hf_name not in tensors:
+            raise KeyError(f"{source}: tensor {hf_name!r} is missing")
+        variable = functools.reduce(lambda node, key: node[key], path, state)
+        w = _to_ours(layout, tensors.pop(hf_name), variable.shape).astype(variable.dtype)
+        target = (None if shardings is None else
+                  functools.reduce(lambda node, key: node[key], path, shardings).get_value())
+        variable.set_value(jax.device_put(w, target))
+    return nnx.merge(graphdef, state)
+
+
+def load_decoder(path: str | os.PathLike, *, mesh: Mesh | None = None,
+                 rules: Rules = DECODE_RULES, dtype: str = "float32",
+                 param_dtype: str | None = None) -> Decoder:
+    """The Decoder of an HF directory (no tokenizer); sharded by `rules` when a mesh is given."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path / 'config.json'}: not found (expected an HF model directory)")
+    config = config_from_hf(transformers.AutoConfig.from_pretrained(path, local_files_only=True),
+                            dtype=dtype, param_dtype=param_dtype)
+    tensors: dict[str, np.ndarray] = {}
+    for file in _weight_files(path):
+        tensors.update(_read_tensors(file))
+    with nnx.use_eager_sharding(False):
+        abstract = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+    model = _fill(abstract, tensors, config, path, mesh, rules)
+    # Tied checkpoints may still store lm_head.weight; older ones store rotary inv_freq buffers.
+    unused = [k for k in tensors if k != "lm_head.weight" and "rotary_emb" not in k]
+    if unused:
+        log.warning("%s: ignored %d unexpected tensors, e.g. %s", path, len(unused), unused[:3])
+    return model
+
+
+def load_hf(path: str | os.PathLike, *, mesh: Mesh | None = None, rules: Rules = DECODE_RULES,
+            dtype: str = "float32", param_dtype: str | None = None,
+            ) -> tuple[Decoder, transformers.PreTrainedTokenizerFast]:
+    """Loads an HF Qwen2 / Llama directory as (Decoder, tokenizer with rStar's special tokens).
+
+    With a mesh, each parameter is placed on its NamedSharding from `rules` (logical axis names).
+    The embeddings are not resized here: call `tokenizer.resize_embeddings` when adding tokens.
+    """
+    path = Path(path)
+    model = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
+    return model, load_tokenizer(path)
+
+
+def save_hf(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | None,
+            path: str | os.PathLike) -> None:
+    """Writes `model` (and the tokenizer's files) as an HF directory, atomically."""
+    config = model.config
+    params = nnx.state(model, nnx.Param)
+    tensors = {hf_name: jnp.asarray(_to_hf(layout, _to_host(params[ours].get_value())))
+               for hf_name, ours, layout in _param_specs(config)}
+    hf_config = config_to_hf(config)
+
+    def write(tmp: Path) -> None:
+        hf_config.save_pretrained(tmp)
+        transformers.GenerationConfig(bos_token_id=config.bos_token_id,
+                                      eos_token_id=config.eos_token_id,
+                                      pad_token_id=config.pad_token_id).save_pretrained(tmp)
+        safetensors.flax.save_file(tensors, str(tmp / "model.safetensors"),
+                                   metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+
+    if jax.process_index() == 0:
+        _write_dir_atomically(Path(path), write)
+
+
+def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
+                mesh: Mesh | None = None, rules: Rules = DECODE_RULES, dtype: str = "float32",
+                param_dtype: str | None = None, seed: int = 0,
+                ) -> tuple[ProcessRewardModel, transformers.PreTrainedTokenizerFast]:
+    """Loads a PPM saved by `save_ppm_hf`: the backbone directory plus `value_head.safetensors`.
+
+    `seed` seeds the value head's dropout stream (used only when training).
+    """
+    path = Path(path)
+    backbone = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
+    ppm = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(seed), backbone=backbone)
+    head_file = path / VALUE_HEAD_FILE
+    tensors = {k.removeprefix("v_head."): v for k, v in _read_tensors(head_file).items()}
+    for key in _VALUE_HEAD_KEYS:
+        if key not in tensors:
+            raise KeyError(f"{head_file}: tensor {key!r} is missing")
+    linear = ppm.value_head.linear
+    linear.kernel.set_value(jnp.asarray(tensors["summary.weight"].T, linear.kernel.dtype))
+    linear.bias.set_value(jnp.asarray(tensors["summary.bias"], linear.bias.dtype))
+    return ppm, load_tokenizer(path)
+
+
+def save_ppm_hf(ppm: ProcessRewardModel, tokenizer: transformers.PreTrainedTokenizerBase | None,
+                path: str | os.PathLike) -> None:
+    """Writes the PPM as an HF backbone directory plus `value_head.safetensors`."""
+    save_hf(ppm.backbone, tokenizer, path)
+    linear = ppm.value_head.linear
+    head = {"summary.weight": jnp.asarray(_to_host(linear.kernel.get_value()).T),  # torch [1, D]
+            "summary.bias": jnp.asarray(_to_host(linear.bias.get_value()))}
+    if jax.process_index() == 0:
+        safetensors.flax.save_file(head, str(Path(path) / VALUE_HEAD_FILE),
+                                   metadata={"format": "pt"})

@@ -1,0 +1,54 @@
+"""Process preference model: the policy decoder plus a scalar value head (spec §5)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rstar_jax.config import ModelConfig, PPMConfig
+from rstar_jax.models.decoder import Decoder
+
+
+def _tiny_normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """N(5e-7, 1e-6): rStar's value-head init, so every initial score is about 0."""
+    return 5e-7 + 1e-6 * jax.random.normal(key, shape, dtype)
+
+
+class ValueHead(nnx.Module):
+    """Dropout then Linear(hidden, 1), in fp32 whatever the backbone computes in."""
+
+    def __init__(self, hidden_size: int, dropout: float, *, rngs: nnx.Rngs):
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.linear = nnx.Linear(
+            hidden_size, 1, dtype=jnp.float32, param_dtype=jnp.float32,
+            kernel_init=nnx.with_partitioning(_tiny_normal, ("embed", None), eager_sharding=False),
+            bias_init=nnx.initializers.constant(1e-6), rngs=rngs)
+
+    def __call__(self, h_bd: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        return self.linear(self.dropout(h_bd.astype(jnp.float32), deterministic=deterministic))[:, 0]
+
+
+class ProcessRewardModel(nnx.Module):
+    """Scores a sequence by the value head at its last real token (raw score, no tanh)."""
+
+    def __init__(self, config: ModelConfig, ppm_config: PPMConfig = PPMConfig(), *,
+                 rngs: nnx.Rngs, backbone: Decoder | None = None):
+        """`backbone` (e.g. the round's SFT policy) is used as is; otherwise a fresh Decoder."""
+        self.ppm_config = ppm_config
+        self.backbone = backbone if backbone is not None else Decoder(config, rngs=rngs)
+        self.value_head = ValueHead(config.hidden_size, ppm_config.dropout, rngs=rngs)
+
+    def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array, attention_mask_bt: jax.Array,
+                 *, deterministic: bool = True) -> jax.Array:
+        """Raw scores [B] read at the last position whose mask is True (left or right padding)."""
+        mask_bt = attention_mask_bt.astype(bool)
+        h_btd, _ = self.backbone.hidden_states(tokens_bt, positions_bt, attention_mask_bt=mask_bt)
+        last_b = mask_bt.shape[1] - 1 - jnp.argmax(mask_bt[:, ::-1], axis=1)
+        h_bd = jnp.take_along_axis(h_btd, last_b[:, None, None], axis=1)[:, 0]
+        return self.value_head(h_bd, deterministic=deterministic)
+
+
+def search_value(raw: jax.Array, scale: float) -> jax.Array:
+    """The value used in search: tanh(raw / scale), in (-1, 1) (rStar: scale 5)."""
+    return jnp.tanh(raw / scale)
