@@ -18,9 +18,14 @@ from pathlib import Path
 import gin
 
 # command -> "module:function"
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "plan": "rstar_jax.planner:plan",
+    "evolve": "rstar_jax.evolve:evolve",
+}
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# `include` lines in gin files name other files relative to experiments/ (as t5x does).
+gin.add_config_file_search_path(str(EXPERIMENTS_DIR))
 
 
 class CommandLineError(Exception):

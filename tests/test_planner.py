@@ -1,0 +1,148 @@
+"""The memory planner: shipped paper-scale configs fit their targets; byte counts match real shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import gin
+import pytest
+
+from rstar_jax import cli, planner
+from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
+
+EXPERIMENTS = Path(cli.EXPERIMENTS_DIR)
+GIN_FILES = sorted(EXPERIMENTS.rglob("*.gin"))
+# Paper-scale experiments: the top-level files of experiments/paper/ (the rest are their parts).
+PAPER = sorted((EXPERIMENTS / "paper").glob("*.gin"))
+PAPER = [p for p in PAPER if "include 'paper/plan.gin'" in p.read_text()]
+# One kv head: the tensor axis cannot split it, so the rules must leave it replicated.
+TINY = ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                   num_attention_heads=4, num_key_value_heads=1, attention_bias=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("path", GIN_FILES, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_every_shipped_gin_file_parses(path):
+    """Real gin parser: includes and imports resolve, every binding names an existing parameter."""
+    gin.parse_config_file(str(path))
+
+
+def test_paper_experiments_cover_both_models_and_targets():
+    names = {p.stem for p in PAPER}
+    assert names >= {"qwen25_math_7b_v5p64", "qwen25_math_7b_8xh100",
+                     "qwen25_math_1p5b_v5p64", "qwen25_math_1p5b_8xh100"}
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_config_fits_its_named_target(path, tmp_path, capsys):
+    assert cli.main(["plan", "--gin_file", str(path), "--workdir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "plan.json").read_text())
+    named = re.search(r"TOPOLOGY = '([^']+)'", "".join(
+        (EXPERIMENTS / "paper" / "mesh" / f"{m}.gin").read_text()
+        for m in re.findall(r"include 'paper/mesh/(\w+)\.gin'", path.read_text())))[1]
+    assert record["topology"] == named
+    assert {p["name"] for p in record["phases"]} >= {"sft", "sample", "score"}
+    assert record["fits"], capsys.readouterr().out
+    assert "fits: every phase" in capsys.readouterr().out
+
+
+def test_too_small_target_names_the_knob(tmp_path, capsys):
+    path = EXPERIMENTS / "paper" / "qwen25_math_7b_8xh100.gin"
+    cli.main(["plan", "--gin_file", str(path), "--workdir", str(tmp_path), "--topology", "8xa100-40g"])
+    out = capsys.readouterr().out
+    assert "8 x A100 40GB" in out
+    assert re.search(r"does not fit: sft needs [\d.]+ GiB per device, 36.0 GiB usable; turn: raise "
+                     r"TrainConfig.grad_accum_steps \(now 8: 2 sequences of 4096 tokens", out)
+    assert "does not fit: sample" in out and "lower SamplerConfig.max_batch (now 256)" in out
+    assert not json.loads((tmp_path / "plan.json").read_text())["fits"]
+
+
+def test_mesh_that_does_not_match_the_target_is_one_clear_error(tmp_path):
+    path = EXPERIMENTS / "paper" / "qwen25_math_7b_8xh100.gin"
+    with pytest.raises(SystemExit, match=r"rstar-jax plan: MeshConfig: ICI sizes \[-1, 8, 1\] do not divide 4"):
+        cli.main(["plan", "--gin_file", str(path), "--workdir", str(tmp_path), "--topology", "4xh100"])
+
+
+@pytest.mark.parametrize("name,devices,gib", [
+    ("v5p-64", 32, 95), ("v4-8", 4, 32), ("v5e-16", 16, 16), ("v5litepod-8", 8, 16), ("v6e-8", 8, 32),
+    ("8xh100", 8, 79.6), ("h200", 1, 140.4), ("4xa100-40g", 4, 40), ("2xA100", 2, 80)])
+def test_topologies(name, devices, gib):
+    target = planner.parse_topology(name)
+    assert target.num_devices == devices
+    assert target.accelerator.hbm_bytes / planner.GIB == pytest.approx(gib, abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["v5p-63", "v7-8", "8xh300", "h100x8"])
+def test_unknown_topology(name):
+    with pytest.raises(ValueError, match="topology"):
+        planner.parse_topology(name)
+
+
+def test_remat_and_accumulation_shrink_activations():
+    mesh = planner.abstract_mesh(MeshConfig(fsdp=8), 8)
+    budget = 80 * planner.GIB
+
+    def phase(**kw):
+        return planner.train_phase("sft", TINY, TrainConfig(batch_size=64, max_length=256, **kw), mesh, budget,
+                                   sequences_per_row=1, with_logits=True)
+
+    plain, remat, accum = phase(), phase(remat=True), phase(grad_accum_steps=2)
+    assert remat.activations < plain.activations and accum.activations < plain.activations
+    assert accum.optimizer > plain.optimizer  # the gradient accumulator
+    assert remat.params == plain.params and "remat" in remat.what
+
+
+# Runs with 8 fake CPU devices, so it needs its own process.
+REAL_SHARDS = r"""
+import json, os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import jax
+import numpy as np
+from flax import nnx
+from rstar_jax import planner
+from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
+from rstar_jax.models.decoder import Decoder
+from rstar_jax.parallel.mesh import make_mesh
+from rstar_jax.parallel.rules import DECODE_RULES, TRAIN_RULES
+from rstar_jax.parallel.sharding import like_params, state_shardings
+from rstar_jax.training.optim import optimizer
+
+config = ModelConfig(**json.loads(os.environ["TINY"]))
+mesh_config = MeshConfig(data=2, fsdp=2, tensor=2)
+mesh, abstract = make_mesh(mesh_config), planner.abstract_mesh(mesh_config, 8)
+on_device0 = lambda tree: sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree))
+# The whole model's shapes (all layers), as host zeros: placing them is what is being checked.
+zeros = lambda tree: jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), tree)
+with nnx.use_eager_sharding(False):
+    params = zeros(nnx.state(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))), nnx.Param))
+opt_state = zeros(jax.eval_shape(optimizer(TrainConfig(), 1).init, params))
+out = []
+for rules in (TRAIN_RULES, DECODE_RULES):
+    placed = jax.device_put(params, state_shardings(params, mesh, rules))
+    out.append([on_device0(placed), planner.param_bytes(config, "float32", abstract, rules)])
+shardings = like_params(opt_state, params, state_shardings(params, mesh, TRAIN_RULES), mesh)
+out.append([on_device0(jax.device_put(opt_state, shardings)), planner.optimizer_bytes(config, abstract, TrainConfig())])
+print(json.dumps(out))
+"""
+
+
+def test_bytes_match_real_shards_on_8_devices():
+    """The abstract count (one layer built, x layers) equals what device 0 really holds."""
+    fields = {k: getattr(TINY, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                            "num_attention_heads", "num_key_value_heads", "attention_bias")}
+    result = subprocess.run([sys.executable, "-c", REAL_SHARDS], capture_output=True, text=True,
+                            env=dict(os.environ, TINY=json.dumps(fields)), cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr
+    for real, planned in json.loads(result.stdout.splitlines()[-1]):
+        assert planned == real
