@@ -108,6 +108,27 @@ class CurriculumConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """Batched decoding engine (inference/sampler.py): slot count, buckets and host hand-offs."""
+
+    max_batch: int = 64  # rows decoded together (rounded down to a power of two); more work queues
+    max_len: int = 4096  # prompt + completion tokens per row (vLLM's max_model_len)
+    chunk_tokens: int = 32  # decode steps per jitted call between host-side stop-string checks
+    min_prompt_bucket: int = 16  # prompts are padded to a power of two >= this
+    refill_fraction: float = 0.25  # with work queued, hand back once this share of rows finished
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerConfig:
+    """Batched PPM scoring (inference/scorer.py)."""
+
+    max_batch: int = 32  # texts per jitted forward (rounded down to a power of two)
+    max_len: int = 4096  # longer inputs keep their prompt and the end of their solution
+    min_bucket: int = 64  # inputs are padded to a power of two >= this
+    value_scale: float = 5.0  # search value = tanh(raw / value_scale) (spec §5)
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """MCTS and step beam search (search/). Defaults: rStar's rounds 2-4 data generation (spec §3.9).
 

@@ -1,0 +1,142 @@
+"""Device side of the sampler: B decoding slots over one KV cache, refilled and advanced by jit.
+
+A slot holds one (prompt, sample) row. `refill` prefills a batch of distinct prompts once and
+copies each prompt's cache rows into every slot that samples from it (the fork). `decode_chunk`
+then runs up to `num_steps` decode steps for all slots inside one `lax.while_loop`, so Python never
+runs per token; it hands back to the host early once `min_done` rows have finished, so finished
+slots can take queued work (continuous batching). A row finishes on device when it emits an
+end-of-sequence token, a token whose text contains a stop string, or reaches its token budget;
+stop strings spanning several tokens are found on the host, which then retires the row.
+
+Prompt `p` of length n is prefilled without its last token (slots 0..n-2, padding masked); that
+token is the first decode input at position n-1, so every generated token, including the first,
+comes from the same decode step and the same per-row random stream.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from rstar_jax.config import ModelConfig
+from rstar_jax.inference.sampling import SamplingParams, next_tokens
+from rstar_jax.models.decoder import KVCache, init_cache
+
+
+@struct.dataclass
+class Slots:
+    """Decoding state of B rows: the KV cache plus each row's next input and bookkeeping."""
+
+    cache: KVCache
+    token_b: jax.Array  # int32[B]: input of the next step (last token so far)
+    position_b: jax.Array  # int32[B]: its position
+    key_b: jax.Array  # PRNG keys [B]: row r's token i uses fold_in(key_b[r], i)
+    step_b: jax.Array  # int32[B]: tokens generated so far
+    budget_b: jax.Array  # int32[B]: tokens the row may generate
+    done_b: jax.Array  # bool[B]: finished or empty
+
+
+def init_slots(config: ModelConfig, batch: int, max_len: int) -> Slots:
+    """`batch` empty (done) slots with room for `max_len` tokens each."""
+    zeros = lambda: jnp.zeros((batch,), jnp.int32)  # distinct buffers: the slots are donated
+    return Slots(cache=init_cache(config, batch, max_len), token_b=zeros(), position_b=zeros(),
+                 key_b=jax.random.split(jax.random.key(0), batch), step_b=zeros(), budget_b=zeros(),
+                 done_b=jnp.ones((batch,), bool))
+
+
+@struct.dataclass
+class Refill:
+    """New work: P prompts (all but their last token, right-padded) and R slots to fill from them.
+
+    Entries of `slot_r` equal to B (out of range) are padding and are dropped.
+    """
+
+    tokens_pt: jax.Array  # int32[P, T]
+    mask_pt: jax.Array  # bool[P, T]
+    slot_r: jax.Array  # int32[R]: slot to fill
+    prompt_r: jax.Array  # int32[R]: row of tokens_pt it samples from
+    last_token_r: jax.Array  # int32[R]: the prompt's last token
+    position_r: jax.Array  # int32[R]: its position (prompt length - 1)
+    stream_r: jax.Array  # int32[R, 2]: (prompt index, sample index) naming the row's random stream
+    budget_r: jax.Array  # int32[R]
+    seed: jax.Array  # int32[]
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, new: Refill) -> Slots:
+    """Prefills each new prompt once and forks its cache rows into the slots that sample from it."""
+    model = nnx.merge(graphdef, state)
+    p, t = new.tokens_pt.shape
+    cache = init_cache(model.config, p, t, slots.cache.k.dtype)
+    positions_pt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (p, t))
+    _, cache = model.hidden_states(new.tokens_pt, positions_pt, attention_mask_bt=new.mask_pt,
+                                   cache=cache)
+    old = slots.cache
+    valid_rs = jnp.zeros((new.slot_r.shape[0], old.max_len), bool).at[:, :t].set(
+        cache.valid_bs[new.prompt_r])
+    forked = KVCache(
+        k=old.k.at[:, new.slot_r, :t].set(cache.k[:, new.prompt_r], mode="drop"),
+        v=old.v.at[:, new.slot_r, :t].set(cache.v[:, new.prompt_r], mode="drop"),
+        valid_bs=old.valid_bs.at[new.slot_r].set(valid_rs, mode="drop"),
+        index_b=old.index_b.at[new.slot_r].set(t, mode="drop"))
+    # A row's samples depend only on (seed, prompt, sample), not on its slot or batch-mates.
+    seed_key = jax.random.key(new.seed)
+    key_r = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(seed_key, s[0]), s[1]))(
+        new.stream_r)
+    put = lambda x, v: x.at[new.slot_r].set(v, mode="drop")
+    return Slots(cache=forked, token_b=put(slots.token_b, new.last_token_r),
+                 position_b=put(slots.position_b, new.position_r), key_b=put(slots.key_b, key_r),
+                 step_b=put(slots.step_b, 0), budget_b=put(slots.budget_b, new.budget_r),
+                 done_b=put(slots.done_b, False))
+
+
+@struct.dataclass
+class Chunk:
+    """Tokens of one decode chunk; -1 where a row was already done at that step."""
+
+    tokens_bn: jax.Array  # int32[B, N]
+    logprobs_bn: jax.Array  # f32[B, N]
+    done_b: jax.Array  # bool[B] after the chunk
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7), donate_argnums=2)
+def decode_chunk(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, params: SamplingParams,
+                 finish_v: jax.Array, retire_b: jax.Array, min_done: jax.Array,
+                 num_steps: int) -> tuple[Slots, Chunk]:
+    """Up to `num_steps` decode steps of every live slot; stops early once `min_done` rows are done.
+
+    finish_v: bool[V], tokens that end a row (end of sequence, or text containing a stop string).
+    retire_b: bool[B], rows the host finished (multi-token stop strings) since the last chunk.
+    """
+    model = nnx.merge(graphdef, state)
+    batch = slots.done_b.shape[0]
+    slots = slots.replace(done_b=slots.done_b | retire_b)
+
+    def step(carry):
+        i, slots, tokens_bn, logprobs_bn = carry
+        live_b = ~slots.done_b
+        logits_b1v, cache = model(slots.token_b[:, None], slots.position_b[:, None],
+                                  attention_mask_bt=live_b[:, None], cache=slots.cache)
+        keys_b = jax.vmap(jax.random.fold_in)(slots.key_b, slots.step_b)
+        token_b, logprob_b = next_tokens(logits_b1v[:, 0], keys_b, params)
+        step_b = slots.step_b + live_b
+        ends_b = finish_v[token_b] | (step_b >= slots.budget_b)
+        slots = slots.replace(
+            cache=cache, token_b=jnp.where(live_b, token_b, slots.token_b),
+            position_b=slots.position_b + live_b, step_b=step_b,
+            done_b=slots.done_b | (live_b & ends_b))
+        tokens_bn = tokens_bn.at[:, i].set(jnp.where(live_b, token_b, -1))
+        logprobs_bn = logprobs_bn.at[:, i].set(logprob_b)
+        return i + 1, slots, tokens_bn, logprobs_bn
+
+    def running(carry):
+        i, slots, _, _ = carry
+        return (i < num_steps) & (jnp.sum(slots.done_b) < min_done)
+
+    init = (jnp.int32(0), slots, jnp.full((batch, num_steps), -1, jnp.int32),
+            jnp.zeros((batch, num_steps), jnp.float32))
+    _, slots, tokens_bn, logprobs_bn = jax.lax.while_loop(running, step, init)
+    return slots, Chunk(tokens_bn, logprobs_bn, slots.done_b)

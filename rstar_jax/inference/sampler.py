@@ -1,0 +1,219 @@
+"""Batched sampling of K completions per prompt, with stop strings and continuous batching.
+
+The host keeps a queue of (prompt, sample) rows and B decoding slots. It fills free slots with
+queued rows (`decode.refill`: each distinct prompt prefilled once, its cache forked into its
+slots), runs a jitted chunk of decode steps (`decode.decode_chunk`), then detokenises the new
+tokens, matches stop strings and retires finished rows, whose slots take the next queued rows.
+Shapes are bucketed to powers of two (slots, prompts per refill, prompt length, cache length), so
+a long run compiles a bounded number of programs.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from rstar_jax.config import SamplerConfig
+from rstar_jax.inference import decode
+from rstar_jax.inference.sampling import SamplingParams
+from rstar_jax.inference.text import RowText, finish_table, token_texts
+from rstar_jax.parallel import rules, sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One sampled continuation. `text` keeps a matched stop string (rStar re-appends it anyway)
+    and excludes the end-of-sequence token, which `token_ids` keeps; `logprob_sum` is the model's
+    log-probability of `token_ids` (before temperature and filtering)."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: Literal["stop", "eos", "length"]
+    logprob_sum: float
+    stop_string: str | None = None
+
+
+def bucket(n: int, minimum: int = 1) -> int:
+    """Smallest power of two >= max(n, minimum): the padded size that bounds recompiles."""
+    return 1 << (max(n, minimum) - 1).bit_length()
+
+
+@dataclasses.dataclass
+class _Row:
+    """Host bookkeeping of a row in flight."""
+
+    prompt: int
+    sample: int
+    budget: int
+    text: RowText
+    token_ids: list[int] = dataclasses.field(default_factory=list)
+    logprob_sum: float = 0.0
+
+    def push(self, token: int, logprob: float, eos_ids: frozenset[int]) -> Completion | None:
+        """Takes one generated token; returns the finished completion if the row ends here."""
+        self.token_ids.append(token)
+        self.logprob_sum += logprob
+        stop = None if token in eos_ids else self.text.push(token)
+        if token in eos_ids:
+            reason = "eos"
+        elif stop is not None:
+            reason = "stop"
+        elif len(self.token_ids) >= self.budget:
+            reason = "length"
+        else:
+            return None
+        text = self.text.text if stop is not None else self.text.flush()
+        return Completion(text, self.token_ids, reason, self.logprob_sum, stop)
+
+
+class Sampler:
+    """Samples completions from a decoder (`models.decoder.Decoder`) on one device or a mesh.
+
+    With a mesh, parameters are placed by `parallel.rules.DECODE_RULES` (tensor parallel) and the
+    decoding slots are split over the batch axes (data parallel); the code path is the same. On
+    several hosts, give each host a mesh of its local devices and its own prompts.
+    """
+
+    def __init__(self, model: nnx.Module, tokenizer: PreTrainedTokenizerBase,
+                 config: SamplerConfig = SamplerConfig(), mesh: Mesh | None = None):
+        self.model_config = model.config
+        self.tokenizer = tokenizer
+        self.config = config
+        self.mesh = mesh
+        self._graphdef, state = nnx.split(model)
+        if mesh is not None:
+            state = jax.device_put(state, sharding.state_shardings(state, mesh, rules.DECODE_RULES))
+        self._state = state
+        self._eos_ids = frozenset(
+            i for i in (tokenizer.eos_token_id, model.config.eos_token_id) if i is not None)
+        self._token_texts: list[str] | None = None
+        self._finish_tables: dict[tuple[str, ...], jax.Array] = {}
+
+    def sample(self, prompts: Sequence[str], num_samples: int = 1, *, max_new_tokens: int = 256,
+               stop: Sequence[str] = (), temperature: float = 1.0, top_p: float = 1.0,
+               top_k: int = -1, seed: int = 0, progress: bool = False) -> list[list[Completion]]:
+        """`num_samples` completions of each prompt, in prompt order.
+
+        A completion ends at the first stop string (kept in its text), at an end-of-sequence token,
+        or after `max_new_tokens` (fewer if the prompt leaves less room in `config.max_len`).
+        Temperature 0 is greedy (all samples of a prompt are then the same one). Sample j of
+        prompt i depends only on (seed, i, j), not on batch composition or slot.
+        """
+        if num_samples < 1 or max_new_tokens < 1:
+            raise ValueError(f"sample: need num_samples >= 1 and max_new_tokens >= 1, got "
+                             f"{num_samples} and {max_new_tokens}")
+        if any(not s for s in stop):
+            raise ValueError(f"sample: stop strings must be non-empty, got {list(stop)}")
+        params = SamplingParams.make(temperature, top_k, top_p)
+        prompt_ids = [list(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        budgets = []
+        for i, ids in enumerate(prompt_ids):
+            if not ids or len(ids) >= self.config.max_len:
+                raise ValueError(f"sample: prompt {i} has {len(ids)} tokens; need 1 .. "
+                                 f"{self.config.max_len - 1} (SamplerConfig.max_len)")
+            budgets.append(min(max_new_tokens, self.config.max_len - len(ids)))
+        distinct = 1 if temperature == 0 else num_samples
+        rows = self._run(prompt_ids, budgets, distinct, tuple(stop), params, seed, progress)
+        return [[rows[i, j % distinct] for j in range(num_samples)] for i in range(len(prompts))]
+
+    def _finish_table(self, stops: tuple[str, ...]) -> jax.Array:
+        if stops not in self._finish_tables:
+            if self._token_texts is None and stops:
+                self._token_texts = token_texts(self.tokenizer)
+            self._finish_tables[stops] = jnp.asarray(finish_table(
+                self._token_texts or [], stops, sorted(self._eos_ids), self.model_config.vocab_size))
+        return self._finish_tables[stops]
+
+    def _run(self, prompt_ids: list[list[int]], budgets: list[int], num_samples: int,
+             stops: tuple[str, ...], params: SamplingParams, seed: int,
+             progress: bool) -> dict[tuple[int, int], Completion]:
+        """Decodes every (prompt, sample) row through the slots; returns completions by row."""
+        cfg = self.config
+        queue = collections.deque((i, j) for i in range(len(prompt_ids)) for j in range(num_samples))
+        num_slots = min(bucket(len(queue)), 1 << (cfg.max_batch.bit_length() - 1))
+        prefill_len = bucket(max(len(ids) for ids in prompt_ids) - 1, cfg.min_prompt_bucket)
+        slots = self._place(decode.init_slots(self.model_config, num_slots,
+                                              bucket(prefill_len + max(budgets))))
+        finish_v = self._finish_table(stops)
+        live: dict[int, _Row] = {}
+        retire = np.zeros(num_slots, bool)  # finished on the host, still running on device
+        done: dict[tuple[int, int], Completion] = {}
+        bar = tqdm(total=len(queue), desc="sample", unit="completion", disable=not progress)
+        while queue or live:
+            free = [b for b in range(num_slots) if b not in live]
+            if queue and free:
+                work = [queue.popleft() for _ in range(min(len(free), len(queue)))]
+                slots = self._refill(slots, free, work, prompt_ids, budgets, seed)
+                for b, (i, j) in zip(free, work):
+                    live[b] = _Row(i, j, budgets[i], RowText(self.tokenizer, prompt_ids[i], stops))
+                    retire[b] = False
+            min_done = max(1, int(num_slots * cfg.refill_fraction)) if queue else num_slots
+            slots, chunk = decode.decode_chunk(
+                self._graphdef, self._state, slots, params, finish_v, jnp.asarray(retire),
+                jnp.int32(min_done), cfg.chunk_tokens)
+            tokens_bn, logprobs_bn, device_done_b = jax.device_get(
+                (chunk.tokens_bn, chunk.logprobs_bn, chunk.done_b))
+            retire[:] = False
+            for b, row in list(live.items()):
+                completion = None
+                for token, logprob in zip(tokens_bn[b], logprobs_bn[b]):
+                    if token < 0 or (completion := row.push(int(token), float(logprob),
+                                                            self._eos_ids)):
+                        break
+                if completion is not None:
+                    done[row.prompt, row.sample] = completion
+                    del live[b]
+                    retire[b] = not device_done_b[b]
+                    bar.update()
+                elif device_done_b[b]:
+                    raise RuntimeError(f"sampler: slot {b} ended on device without a host-side "
+                                       "reason (stop table and text disagree)")
+        bar.close()
+        return done
+
+    def _refill(self, slots: decode.Slots, free: list[int], work: list[tuple[int, int]],
+                prompt_ids: list[list[int]], budgets: list[int], seed: int) -> decode.Slots:
+        """Puts queued rows into free slots, prefilling each distinct prompt once."""
+        distinct = list(dict.fromkeys(i for i, _ in work))
+        width = bucket(max(len(prompt_ids[i]) - 1 for i in distinct), self.config.min_prompt_bucket)
+        tokens_pt = np.zeros((bucket(len(distinct)), width), np.int32)
+        mask_pt = np.zeros(tokens_pt.shape, bool)
+        for p, i in enumerate(distinct):
+            n = len(prompt_ids[i]) - 1
+            tokens_pt[p, :n], mask_pt[p, :n] = prompt_ids[i][:-1], True
+        size = bucket(len(work))
+        pad = lambda values, fill: np.array(values + [fill] * (size - len(values)), np.int32)
+        row_of = {i: p for p, i in enumerate(distinct)}
+        new = decode.Refill(
+            tokens_pt=tokens_pt, mask_pt=mask_pt,
+            slot_r=pad(free[: len(work)], slots.done_b.shape[0]),
+            prompt_r=pad([row_of[i] for i, _ in work], 0),
+            last_token_r=pad([prompt_ids[i][-1] for i, _ in work], 0),
+            position_r=pad([len(prompt_ids[i]) - 1 for i, _ in work], 0),
+            stream_r=np.array([[i, j] for i, j in work] + [[0, 0]] * (size - len(work)), np.int32),
+            budget_r=pad([budgets[i] for i, _ in work], 0),
+            seed=np.int32(seed))
+        return decode.refill(self._graphdef, self._state, slots, new)
+
+    def _place(self, slots: decode.Slots) -> decode.Slots:
+        """Splits the slots over the mesh's batch axes (and the cache over kv heads)."""
+        if self.mesh is None:
+            return slots
+        cache_axes = (None, "batch", "length", "kv_heads", "head_dim")
+
+        def one(x):
+            axes = cache_axes if x.ndim == 5 else ("batch",) + (None,) * (x.ndim - 1)
+            return jax.device_put(x, sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh,
+                                                               x.shape))
+
+        return jax.tree.map(one, slots)
