@@ -31,7 +31,8 @@ Options:
   --queued             create/delete through a queued resource (waits for capacity)
   --cmd COMMAND        rstar-jax command for run (default: evolve)
   --gin_file FILE      gin file inside this checkout, repeatable (required by run)
-  --workdir gs://...   output folder every worker can reach (required by run)
+  --workdir gs://BUCKET/DIR   output folder every worker shares (required by run); each worker
+                       mounts the bucket with Cloud Storage FUSE at /tmp/gcs/BUCKET
   --worker N           worker whose log `logs` follows (default: 0; "all" for every worker)
   --dry-run            print the exact commands instead of running them
   -h, --help           show this help
@@ -122,7 +123,11 @@ case "${ACTION}" in
     [[ "${WORKDIR}" == gs://* ]] ||
       die "--workdir must be a gs:// bucket path that every worker can reach, got '${WORKDIR}'"
     for f in "${GIN_FILES[@]}"; do check_gin_file "${f}"; done
-    RSTAR_ARGS=(rstar-jax "${CMD}" --workdir "${WORKDIR}")
+    BUCKET="${WORKDIR#gs://}"
+    BUCKET="${BUCKET%%/*}"
+    [[ "${BUCKET}" =~ ^[a-z0-9][a-z0-9._-]*$ ]] || die "--workdir ${WORKDIR}: no valid bucket name"
+    MOUNTED="/tmp/gcs/${WORKDIR#gs://}"
+    RSTAR_ARGS=(rstar-jax "${CMD}" --workdir "${MOUNTED%/}")
     for f in "${GIN_FILES[@]}"; do RSTAR_ARGS+=(--gin_file "${f}"); done
     RSTAR_ARGS+=("$@")
     TARBALL="${TMPDIR:-/tmp}/rstar-jax-${NAME}.tar.gz"
@@ -137,9 +142,11 @@ case "${ACTION}" in
     REMOTE+=' && rm -rf ~/rstar-jax && mkdir -p ~/rstar-jax'
     REMOTE+=' && tar -xzf ~/rstar-jax.tar.gz -C ~/rstar-jax && cd ~/rstar-jax'
     REMOTE+=" && { setsid nohup bash launch/worker.sh --extra tpu --python python3.11 --install_python"
+    REMOTE+=" --gcs_bucket ${BUCKET} --gcs_dir /tmp/gcs/${BUCKET}"
     REMOTE+=" -- $(quote_all "${RSTAR_ARGS[@]}") >>~/rstar-jax.log 2>&1 </dev/null &"
     REMOTE+=' echo $! >~/rstar-jax.pid; }'
     run "${TPU_VM[@]}" ssh "${NAME}" --worker=all "${GCLOUD_FLAGS[@]}" --command="${REMOTE}"
+    echo "# ${WORKDIR} is /tmp/gcs/${BUCKET}/... on every worker (gcsfuse)"
     echo "# started; follow it with: launch/tpu.sh logs --name ${NAME} --zone ${ZONE}"
     ;;
   logs)

@@ -20,6 +20,9 @@ Options:
   --python PYTHON     interpreter for a new venv, Python >= 3.11 (default: python3)
   --install_python    apt-get install PYTHON (and PYTHON-venv) when it is missing (TPU VM images)
   --extra EXTRA       setup.py extra: tpu, cuda or none (default: none, CPU jax)
+  --gcs_bucket NAME   mount this Cloud Storage bucket with gcsfuse first (installed on first use),
+                      so a gs:// workdir is a plain folder every host shares
+  --gcs_dir DIR       where to mount it (default: /tmp/gcs/NAME)
   --dry-run           print the commands instead of running them
   -h, --help          show this help
 USAGE
@@ -29,6 +32,8 @@ VENV="${HOME}/rstar-jax-venv"
 PYTHON=python3
 INSTALL_PYTHON=0
 EXTRA=none
+GCS_BUCKET=""
+GCS_DIR=""
 DRY_RUN=0
 while (($#)); do
   case "$1" in
@@ -36,6 +41,8 @@ while (($#)); do
     --python) need_value "$1" $# "${2:-}"; PYTHON="$2"; shift 2 ;;
     --install_python) INSTALL_PYTHON=1; shift ;;
     --extra) need_value "$1" $# "${2:-}"; EXTRA="$2"; shift 2 ;;
+    --gcs_bucket) need_value "$1" $# "${2:-}"; GCS_BUCKET="$2"; shift 2 ;;
+    --gcs_dir) need_value "$1" $# "${2:-}"; GCS_DIR="$2"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
@@ -50,6 +57,22 @@ case "${EXTRA}" in
 esac
 export DRY_RUN
 cd "${LAUNCH_DIR}/.."
+
+if [[ -n "${GCS_BUCKET}" ]]; then
+  GCS_DIR="${GCS_DIR:-/tmp/gcs/${GCS_BUCKET}}"
+  if ! mountpoint -q "${GCS_DIR}"; then
+    if ! command -v gcsfuse >/dev/null; then  # Cloud Storage FUSE, from Google's apt repository
+      KEYRING=/usr/share/keyrings/cloud.google.asc
+      REPO="deb [signed-by=${KEYRING}] https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -cs) main"
+      run sudo curl -fsSL -o "${KEYRING}" https://packages.cloud.google.com/apt/doc/apt-key.gpg
+      run sudo sh -c "echo '${REPO}' >/etc/apt/sources.list.d/gcsfuse.list"
+      run sudo apt-get update -q
+      run sudo apt-get install -y -q gcsfuse
+    fi
+    run mkdir -p "${GCS_DIR}"
+    run gcsfuse --implicit-dirs "${GCS_BUCKET}" "${GCS_DIR}"
+  fi
+fi
 
 # Hosts that share $HOME (NFS under SLURM) take turns installing into the same venv.
 if [[ "${DRY_RUN}" != 1 ]]; then

@@ -46,10 +46,10 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, str]:
-    """PATH with fake gcloud, srun, sudo and fakepython in front; FAKE_LOG collects their calls."""
+    """PATH with fake gcloud, srun, sudo, gcsfuse and fakepython first; FAKE_LOG collects their calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in [("gcloud", RECORDER), ("srun", RECORDER), ("sudo", RECORDER),
+    for name, text in [("gcloud", RECORDER), ("srun", RECORDER), ("sudo", RECORDER), ("gcsfuse", RECORDER),
                        ("fakepython", FAKE_PYTHON)]:
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -99,6 +99,8 @@ def test_help(repo, env, script):
      "--workdir must be a gs:// bucket path"),
     ("tpu.sh", ["run", "--name", "n", "--zone", "z", "--gin_file", "nope.gin", "--workdir", "gs://b"],
      "--gin_file nope.gin: not found"),
+    ("tpu.sh", ["run", "--name", "n", "--zone", "z", "--gin_file", "paper", "--workdir", "gs://B@d/x"],
+     "no valid bucket name"),
     ("tpu.sh", ["resize", "--name", "n"], "unknown command 'resize'"),
     ("tpu.sh", ["create", "--name", "n", "--zone", "z", "--type", "tpu9-8"], "no default --runtime"),
     ("gpu.sh", ["--gin_file", "a.gin"], "missing required option --workdir"),
@@ -151,11 +153,12 @@ def test_tpu_run_copies_code_and_starts_all_workers(repo, env, tmp_path):
     assert ssh[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "rstar", "--worker=all"]
     remote = ssh[-1].removeprefix("--command=")
     # The part that runs on each worker: worker.sh (venv on first use) wrapping rstar-jax.
+    # The bucket is mounted on every worker, so rstar-jax sees the gs:// workdir as a folder.
     words = shlex.split(remote[remote.index("setsid"):remote.index(">>")])
     assert words == ["setsid", "nohup", "bash", "launch/worker.sh", "--extra", "tpu", "--python",
-                     "python3.11", "--install_python", "--", "rstar-jax", "evolve", "--workdir",
-                     "gs://bucket/run", "--gin_file", "experiments/paper.gin", "--gin_bindings",
-                     "RoundConfig.rollouts = 16"]
+                     "python3.11", "--install_python", "--gcs_bucket", "bucket", "--gcs_dir",
+                     "/tmp/gcs/bucket", "--", "rstar-jax", "evolve", "--workdir", "/tmp/gcs/bucket/run",
+                     "--gin_file", "experiments/paper.gin", "--gin_bindings", "RoundConfig.rollouts = 16"]
     assert "already running" in remote and "~/rstar-jax.pid" in remote
 
 
@@ -232,3 +235,23 @@ def test_worker_can_install_its_python(repo, env, tmp_path):
         ["python3.99", "-m", "venv", str(tmp_path / "v")]]
     missing = launch(repo, env, "worker.sh", "--python", "python3.99", "--", "true")
     assert missing.returncode == 2 and "python3.99 not found" in missing.stderr
+
+
+def test_worker_mounts_the_bucket_installing_gcsfuse_if_missing(repo, env, tmp_path):
+    mount = tmp_path / "gcs" / "bkt"
+    venv = tmp_path / "venv"
+    args = ["--venv", str(venv), "--python", "fakepython", "--gcs_bucket", "bkt", "--gcs_dir", str(mount)]
+    assert launch(repo, env, "worker.sh", *args, "--", "true").returncode == 0
+    assert ["gcsfuse", "--implicit-dirs", "bkt", str(mount)] in calls(env)
+    assert mount.is_dir()
+    Path(env["FAKE_LOG"]).unlink()
+    (tmp_path / "bin" / "gcsfuse").unlink()  # not installed yet: worker.sh installs it first
+    if shutil.which("gcsfuse", path=env["PATH"]):
+        pytest.skip("gcsfuse is installed on this machine, so the install step cannot be seen")
+    dry = launch(repo, env, "worker.sh", *args, "--dry-run", "--", "true")
+    assert dry.returncode == 0, dry.stderr
+    lines = printed(dry.stdout)
+    assert lines[0][:3] == ["sudo", "curl", "-fsSL"]
+    assert ["sudo", "apt-get", "install", "-y", "-q", "gcsfuse"] in lines
+    assert lines[lines.index(["sudo", "apt-get", "install", "-y", "-q", "gcsfuse"]) + 2] == [
+        "gcsfuse", "--implicit-dirs", "bkt", str(mount)]
