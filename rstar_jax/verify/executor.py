@@ -1,8 +1,8 @@
 """Sandboxed parallel execution of candidate programs (spec §2.5) in a pool of warm workers.
 
-Workers are separate Python processes (`rstar_jax.verify.worker`) started with a scrubbed
-environment, each in its own scratch dir, with math/sympy/numpy imported once and then confined
-(`sandbox.confine`). A program runs inside a worker in a fresh namespace with rStar's output
+Workers are processes forked from a zygote that has math/sympy/numpy/scipy imported and was
+started with a scrubbed environment (`rstar_jax.verify.worker`); each runs in its own scratch dir
+and confines itself (`sandbox.confine`). A program runs inside a worker in a fresh namespace with rStar's output
 formatting (`interpreter`); the parent only moves strings, so a trivial program costs a pipe round
 trip. The worker enforces the timeout with SIGALRM; if a program is still running `kill_grace_s`
 later (stuck in C code, or swallowing the alarm) the parent kills the worker. A worker that dies
@@ -13,11 +13,14 @@ pool keeps serving. Identical programs in one `run` are executed once.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
+import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,39 +45,97 @@ class ExecResult:
     timed_out: bool = False
 
 
-def _worker_env(scratch: str) -> dict[str, str]:
-    """Nothing of the caller's environment (API keys...) reaches a worker."""
+def _zygote_env(home: str) -> dict[str, str]:
+    """Nothing of the caller's environment (API keys...) reaches the zygote or the workers."""
     return {
-        "PATH": os.defpath, "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
+        "PATH": os.defpath, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8",
         "PYTHONPATH": _PACKAGE_PARENT, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
         "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     }
 
 
-def _death_message(returncode: int | None) -> str:
-    if returncode is not None and returncode < 0:
-        how = f"signal {signal.Signals(-returncode).name}"
+def _death_message(exit_code: int | None) -> str:
+    if exit_code is None:
+        how = "exit status unknown"
+    elif exit_code < 0:
+        how = f"signal {signal.Signals(-exit_code).name}"
     else:
-        how = f"exit code {returncode}"
+        how = f"exit code {exit_code}"
     return f"WorkerDied: the program ended the worker process ({how})"
+
+
+class _Zygote:
+    """The process that forks warm workers (`rstar_jax.verify.worker.main`), and its exit reports."""
+
+    def __init__(self, settings: dict) -> None:
+        self.home = tempfile.mkdtemp(prefix="rstar_exec_")
+        self.log = tempfile.TemporaryFile()
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rstar_jax.verify.worker", str(theirs.fileno()), json.dumps(settings)],
+            pass_fds=(theirs.fileno(),), env=_zygote_env(self.home), cwd=self.home,
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        theirs.close()
+        self.exit_codes: dict[int, int] = {}
+
+    def _receive(self, timeout: float | None) -> tuple | None:
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(4096)
+        except TimeoutError:
+            return None
+        if not data:
+            raise RuntimeError(f"executor zygote process died:\n{self.log_tail()}")
+        message = pickle.loads(data)
+        if message[0] == "exited":
+            self.exit_codes[message[1]] = message[2]
+        return message
+
+    def fork(self, scratch: str, fds: tuple[int, int]) -> int:
+        """Start a worker in `scratch` talking over `fds`; returns its pid."""
+        socket.send_fds(self.sock, [scratch.encode()], list(fds))
+        while True:
+            message = self._receive(_STARTUP_TIMEOUT_S)
+            if message is None:
+                raise RuntimeError(f"executor zygote did not answer:\n{self.log_tail()}")
+            if message[0] == "forked":
+                return message[1]
+
+    def exit_code(self, pid: int) -> int | None:
+        """The exit code of a worker that ended (waits briefly for the zygote's report)."""
+        deadline = time.monotonic() + 5
+        while pid not in self.exit_codes and time.monotonic() < deadline:
+            self._receive(max(0.0, deadline - time.monotonic()))
+        return self.exit_codes.pop(pid, None)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-4000:].decode(errors="replace")
+
+    def close(self) -> None:
+        self.sock.close()  # the zygote reaps its workers and exits
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 class _Worker:
     """One worker process, its pipes and scratch dir, and the program it is running."""
 
-    def __init__(self, settings: dict) -> None:
+    def __init__(self, zygote: _Zygote) -> None:
+        self.zygote = zygote
         self.scratch = tempfile.mkdtemp(prefix="rstar_exec_")
-        self.log = tempfile.TemporaryFile()
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rstar_jax.verify.worker", str(to_worker_r), str(from_worker_w),
-             json.dumps(settings)],
-            pass_fds=(to_worker_r, from_worker_w), env=_worker_env(self.scratch), cwd=self.scratch,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log,
-            start_new_session=True)
-        os.close(to_worker_r)
-        os.close(from_worker_w)
+        try:
+            self.pid = zygote.fork(self.scratch, (to_worker_r, from_worker_w))
+        finally:
+            os.close(to_worker_r)
+            os.close(from_worker_w)
         self.requests = Connection(to_worker_w, readable=False)
         self.replies = Connection(from_worker_r, writable=False)
         self.started = time.monotonic()
@@ -87,37 +148,22 @@ class _Worker:
         self.deadline = time.monotonic() + timeout_s + grace_s
         self.requests.send((program, timeout_s))
 
-    def wait_exit(self) -> int:
-        """The exit status of a worker that closed its pipe (killed if it lingers)."""
-        try:
-            return self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def startup_error(self) -> str:
-        self.log.seek(0)
-        return self.log.read()[-4000:].decode(errors="replace")
-
-    def stop(self, kill: bool) -> None:
-        """End the process (politely unless `kill`), reap it and remove its files."""
+    def stop(self, kill: bool) -> int | None:
+        """End the process (politely unless `kill`), remove its files; returns its exit code."""
         self.requests.close()
         if kill:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         self.replies.close()
-        self.log.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+        return self.zygote.exit_code(self.pid) if kill else None
 
 
-def _stop_all(workers: list[_Worker]) -> None:
+def _stop_all(zygote: _Zygote, workers: list[_Worker]) -> None:
     for w in workers:
         w.stop(kill=w.program is not None)
     workers.clear()
+    zygote.close()
 
 
 class Executor:
@@ -140,8 +186,11 @@ class Executor:
         self.timeout_s = timeout_s
         self.kill_grace_s = kill_grace_s
         self._settings = {"memory_mb": memory_mb, "max_file_mb": max_file_mb, "kernel": kernel_sandbox}
-        self._workers = [_Worker(self._settings) for _ in range(num_workers or os.cpu_count() or 1)]
-        self._finalizer = weakref.finalize(self, _stop_all, self._workers)
+        self._zygote = _Zygote(self._settings)
+        self._workers: list[_Worker] = []
+        self._finalizer = weakref.finalize(self, _stop_all, self._zygote, self._workers)
+        for _ in range(num_workers or os.cpu_count() or 1):
+            self._workers.append(_Worker(self._zygote))
 
     def __enter__(self) -> Executor:
         return self
@@ -164,7 +213,7 @@ class Executor:
 
     @property
     def worker_pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers]
+        return [w.pid for w in self._workers]
 
     def run(self, programs: Sequence[str]) -> list[ExecResult]:
         """Execute each program (identical ones once) in parallel; results in input order."""
@@ -199,7 +248,7 @@ class Executor:
             try:
                 reply = conn.recv()
             except (EOFError, OSError):
-                self._replace(w, results, ExecResult("", _death_message(w.wait_exit())))
+                self._replace(w, results, None)
                 continue
             if w.layers is None:
                 w.layers = reply[1]
@@ -216,16 +265,19 @@ class Executor:
 
     def _replace(self, w: _Worker, results: dict[str, ExecResult], result: ExecResult | None,
                  kill: bool = False) -> None:
+        """Record `result` (None: the worker died) for its program and start a new worker."""
         if w.program is None:  # died or hung before serving anything: it cannot start here
-            error = w.startup_error()
             w.stop(kill=True)
             self._workers.remove(w)
+            error = self._zygote.log_tail()
             self.close()
             raise RuntimeError(f"executor worker failed to start:\n{error}")
-        results[w.program] = result
-        self._respawn(w, kill)
+        program = w.program
+        exit_code = self._respawn(w, kill=True)
+        results[program] = result or ExecResult("", _death_message(exit_code))
 
-    def _respawn(self, w: _Worker, kill: bool) -> None:
+    def _respawn(self, w: _Worker, kill: bool) -> int | None:
         w.program = None
-        w.stop(kill=kill)
-        self._workers[self._workers.index(w)] = _Worker(self._settings)
+        exit_code = w.stop(kill=kill)
+        self._workers[self._workers.index(w)] = _Worker(self._zygote)
+        return exit_code

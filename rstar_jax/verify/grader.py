@@ -11,7 +11,9 @@ from other threads, because math-verify's own signal-based timeouts only work on
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import logging
 import math
 import multiprocessing
@@ -55,17 +57,27 @@ def extract_answer(text: str, *, fallbacks: bool = True) -> str | None:
 
 
 def _box_content(text: str, pos: int) -> str | None:
-    """Content of the box whose command ends at `pos`: `{...}` brace-matched, or `\\boxed 5`."""
-    if pos < len(text) and text[pos] == " ":
+    """Content of the box whose command ends at `pos`: `{...}` brace-matched, or `\\boxed 5`.
+
+    Escaped characters (`\\{`, `\\}`, `\\\\`) do not count as braces, so `\\left\\{ ... \\right.` works.
+    """
+    spaced = re.match(r" +", text[pos:])
+    if spaced and text[pos + spaced.end():pos + spaced.end() + 1] != "{":
         token = re.match(r" +([^\s$]+)", text[pos:])
         return token.group(1) if token else None
+    pos += spaced.end() if spaced else 0
     if pos >= len(text) or text[pos] != "{":
         return None
-    depth = 0
-    for i in range(pos, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
+    depth, i = 0, pos
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(char, 0)
         if depth == 0:
             return text[pos + 1:i]
+        i += 1
     return None
 
 
@@ -84,15 +96,17 @@ _TRAILING_UNIT = re.compile(rf"^([-+]?[\d.,/]*\d)\s*(?:{_UNITS})\.?$", re.IGNORE
 _WRAPPER = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\{([^{}]*)\}")
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _CHOICE = re.compile(r"^\(?([A-E])\)?$")
+_CHOICES = re.compile(r"^[A-E]{2,}$")  # several correct options, e.g. "ACD"
 _EQUATION_LHS = re.compile(r"^\s*([a-zA-Z](?:_\{?\w+\}?)?)\s*=\s*(?!.*=)(.+)$", re.DOTALL)
 
 
 def _normalise(answer: str) -> tuple[str, bool]:
     """A canonical string for `answer`, and whether it was written as a percentage."""
     s = answer.strip()
+    s = re.sub(r"^\\\[(.*)\\\]$|^\\\((.*)\\\)$", lambda m: m.group(1) or m.group(2) or "", s, flags=re.DOTALL)
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     s = re.sub(r"\\left\b|\\right\b", "", s)
-    s = re.sub(r"\\[,!;: ]|~|\{,\}", lambda m: "," if m.group() == "{,}" else "", s)
+    s = re.sub(r"(?<!\\)\\[,!;: ]|~|\{,\}", lambda m: "," if m.group() == "{,}" else "", s)
     s = re.sub(r"\^\s*\{?\\circ\}?|°|\\degree", "", s)
     s = s.replace("\\$", "").replace("$", "")
     percent = "%" in s
@@ -106,6 +120,11 @@ def _normalise(answer: str) -> tuple[str, bool]:
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
     return s, percent
+
+
+def _squash(s: str) -> str:
+    """Without any whitespace: the original's string comparison ignored spaces."""
+    return re.sub(r"\s+", "", s)
 
 
 def _choice(answer: str) -> str | None:
@@ -140,11 +159,14 @@ for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_DropTimerWarning())
 
 
-def _parse(s: str) -> list:
+@functools.lru_cache(maxsize=4096)  # a gold is compared with many candidates
+def _parse(s: str) -> tuple:
+    """The sympy value of an answer (math-verify's LaTeX/expression parser), or ()."""
     from math_verify import parse  # heavy (sympy, antlr): imported only when grading
 
-    # Our deadline covers the whole check, so math-verify's own timers stay off.
-    return parse("\\boxed{" + s + "}", parsing_timeout=None)
+    # Our deadline covers the whole check, so math-verify's own timers stay off. Its string
+    # fallback (second element) is dropped: string equality is checked before.
+    return tuple(parse("\\boxed{" + s + "}", parsing_timeout=None)[:1])
 
 
 def _numbers_close(a, b, percent: bool) -> bool:
@@ -169,21 +191,29 @@ def _math_equal(pred: str, gold: str, percent: bool) -> bool:
     from math_verify import verify
 
     p, g = _parse(pred), _parse(gold)
-    if not p or not g:
+    if not p or not g or isinstance(p[0], str) or isinstance(g[0], str):
         return False
-    if verify(g, p, timeout_seconds=None) or verify(p, g, timeout_seconds=None):
+    if verify(list(g), list(p), timeout_seconds=None) or verify(list(p), list(g), timeout_seconds=None):
         return True
     return _numbers_close(p[0], g[0], percent)
+
+
+def _unbox(answer: str) -> str:
+    """A whole solution or a boxed answer reduces to the box content (some golds are boxed)."""
+    return extract_answer(answer, fallbacks=False) if "\\boxed" in answer or "\\fbox" in answer else answer
 
 
 def _equivalent_one(pred: str, gold: str) -> bool:
     if pred.strip() == gold.strip():
         return True
-    gold_choice = _CHOICE.match(_WRAPPER.sub(r"\1", gold).strip().strip("$").strip())
-    if gold_choice:
+    pred, gold = _unbox(pred) or "", _unbox(gold) or ""
+    bare_gold = _WRAPPER.sub(r"\1", gold).strip().strip("$").strip()
+    if gold_choice := _CHOICE.match(bare_gold):
         return _choice(pred) == gold_choice.group(1)
+    if _CHOICES.match(bare_gold):
+        return "".join(sorted(re.findall(r"\b[A-E]\b", pred))) == "".join(sorted(bare_gold))
     (p, p_pct), (g, g_pct) = _normalise(pred), _normalise(gold)
-    if p == g and p:
+    if p and (p.casefold() == g.casefold() or _squash(p) == _squash(g)):
         return True
     (p_var, p_rhs), (g_var, g_rhs) = _split_equation(p), _split_equation(g)
     if p_var and g_var:
@@ -240,6 +270,7 @@ def _check_in_helper(pred: str | None, golds: list[str], timeout_s: float) -> bo
     with _pool_lock:  # one helper, one check at a time
         if _pool is None:
             _pool = multiprocessing.get_context("spawn").Pool(1)
+            atexit.register(_pool.terminate)
         job = _pool.apply_async(is_equivalent, (pred, golds, timeout_s))
         try:
             return job.get(timeout=timeout_s + 30)  # + the helper's start-up

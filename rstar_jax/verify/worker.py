@@ -1,7 +1,13 @@
-"""Executor worker: warm imports, confinement, then one program at a time from a pipe.
+"""Executor workers and the zygote process that forks them.
 
-Started by `Executor` as `python -m rstar_jax.verify.worker REQUEST_FD REPLY_FD SETTINGS_JSON` with
-a scrubbed environment and the scratch dir as cwd. Each program gets a fresh namespace; the
+`Executor` starts the zygote as `python -m rstar_jax.verify.worker SOCKET_FD SETTINGS_JSON` with a
+scrubbed environment. The zygote imports math/sympy/numpy/scipy once and forks a worker for each
+request (a few ms instead of seconds of imports), reaps the workers and reports their exit
+statuses. A worker confines itself (`sandbox.confine`) and then runs one program at a time from
+its request pipe. The zygote protocol, over a SOCK_SEQPACKET socket (one pickle per message):
+  parent -> zygote: scratch dir path, with the worker's request/reply pipe fds attached
+  zygote -> parent: ("forked", pid) | ("exited", pid, exit code; negative: killed by signal)
+Each program gets a fresh namespace; the
 process-wide state that math code commonly changes (numpy print options and error modes, decimal
 and mpmath precision, recursion limit, cwd, environment, sys.path, warnings filters, stdio, the
 builtins/math/cmath modules) is put back after every program and the scratch dir is emptied, so
@@ -20,10 +26,13 @@ import itertools  # noqa: F401  (warm import)
 import json
 import math
 import os
+import pickle
 import random
+import select
 import resource
 import shutil
 import signal
+import socket
 import sys
 import warnings
 from multiprocessing.connection import Connection
@@ -98,11 +107,10 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def main() -> None:
-    requests = Connection(int(sys.argv[1]), writable=False)
-    replies = Connection(int(sys.argv[2]), readable=False)
-    settings = json.loads(sys.argv[3])
-    scratch = os.getcwd()
+def serve(requests: Connection, replies: Connection, scratch: str, settings: dict) -> None:
+    """Worker main loop: confine this process, then run programs until the parent hangs up."""
+    os.chdir(scratch)
+    os.environ.update(HOME=scratch, TMPDIR=scratch)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes raise OSError instead
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     layers = sandbox.confine(scratch, memory_mb=settings["memory_mb"],
@@ -126,6 +134,71 @@ def main() -> None:
         state.restore(reseed="rand" in code)
         _empty(scratch)
         replies.send(result)
+
+
+def _fork_worker(sock: socket.socket, wakeup: tuple[int, int], scratch: str, fds: list[int],
+                 settings: dict) -> int:
+    pid = os.fork()
+    if pid:
+        for fd in fds:
+            os.close(fd)
+        return pid
+    status = 0
+    try:  # the child keeps nothing of the zygote's plumbing
+        sock.close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in wakeup:
+            os.close(fd)
+        serve(Connection(fds[0], writable=False), Connection(fds[1], readable=False), scratch, settings)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # to the zygote's log, which the parent shows if a start fails
+        status = 1
+    os._exit(status)
+
+
+def _reap(sock: socket.socket) -> bool:
+    """Report every exited child; False once there are none left."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+        sock.send(pickle.dumps(("exited", pid, os.waitstatus_to_exitcode(status))))
+
+
+def main() -> None:
+    """The zygote: fork workers on request until the parent closes the socket, then reap them."""
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    settings = json.loads(sys.argv[2])
+    wakeup = os.pipe()
+    os.set_blocking(wakeup[1], False)
+    signal.set_wakeup_fd(wakeup[1])  # SIGCHLD wakes up the select below
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while True:
+            readable, _, _ = select.select([sock, wakeup[0]], [], [])
+            if wakeup[0] in readable:
+                os.read(wakeup[0], 4096)
+                _reap(sock)
+            if sock in readable:
+                message, fds, _, _ = socket.recv_fds(sock, 4096, 2)
+                if not message:
+                    break
+                pid = _fork_worker(sock, wakeup, message.decode(), fds, settings)
+                sock.send(pickle.dumps(("forked", pid)))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    while True:  # the parent is gone or closing: workers end when their request pipes close
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 if __name__ == "__main__":
