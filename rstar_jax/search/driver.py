@@ -82,13 +82,15 @@ def mcts_loop(
     score: ScoreFn,
     *,
     progress: bool = True,
+    stats: dict[str, float] | None = None,
 ) -> Tree:
     """Runs `config.num_rollouts` rollouts on every tree of the batch (spec §3.4).
 
     A rollout descends from the root to an unexpanded node, expands it, and keeps going from the
     best new child until it selects nothing (all children terminal). Descending through already
     expanded levels happens inside one `select` call; the original spends one solver step per
-    level, which only matters for its step budget, reproduced below.
+    level, which only matters for its step budget, reproduced below. `stats`, when given, gets
+    the seconds spent in the tree kernels ("kernel_s") and in total ("wall_s"), and "phases".
     """
     num_slots = config.leaves_per_tree
     roots = jnp.full((tree.batch_size, num_slots), ROOT, jnp.int32)
@@ -96,37 +98,49 @@ def mcts_loop(
     expand_kw = dict(max_depth=config.max_depth, errors_threshold=config.errors_threshold)
     num_outer = -(-config.num_rollouts // num_slots)
     bar = tqdm(total=num_outer * num_slots, desc="mcts rollouts", unit="rollout", disable=not progress)
-    start_time, phases = time.perf_counter(), 0
+    start_time, kernel_s, phases = time.perf_counter(), 0.0, 0
+
+    def timed(fn, *args, **kwargs):
+        nonlocal kernel_s
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args, **kwargs))
+        kernel_s += time.perf_counter() - t0
+        return out
+
     for _ in range(num_outer):
         # The original's rollout has max_depth steps and starts at depth 1 (depth 0 if the root is
         # still unexpanded), one level per step; so a rollout that began at an unexpanded root
         # cannot expand a node at depth max_depth.
         first_depth = np.asarray(tree.expanded[:, ROOT], np.int32)[:, None]
-        tree, leaves = kernels.select(tree, roots, **select_kw)
+        tree, leaves = timed(kernels.select, tree, roots, **select_kw)
         leaves = _within_budget(tree, np.asarray(leaves), first_depth, config.max_depth)
         while (leaves != NO_NODE).any():
             proposal = propose(leaves)
-            tree, ids, kinds = kernels.expand(
-                tree, jnp.asarray(leaves), jnp.asarray(proposal.exists), jnp.asarray(proposal.step_kind, jnp.int8),
-                jnp.asarray(proposal.code_error), jnp.asarray(proposal.prior, jnp.float32), **expand_kw,
+            tree, ids, kinds = timed(
+                kernels.expand, tree, jnp.asarray(leaves), jnp.asarray(proposal.exists),
+                jnp.asarray(proposal.step_kind, jnp.int8), jnp.asarray(proposal.code_error),
+                jnp.asarray(proposal.prior, jnp.float32), **expand_kw,
             )
             ids, kinds = np.asarray(ids), np.asarray(kinds)
             rewards, ppm_values = score(leaves, ids, kinds)
-            tree = kernels.backup(
-                tree, jnp.asarray(leaves), jnp.asarray(ids), jnp.asarray(rewards, jnp.float32),
+            tree = timed(
+                kernels.backup, tree, jnp.asarray(leaves), jnp.asarray(ids), jnp.asarray(rewards, jnp.float32),
                 jnp.asarray(ppm_values, jnp.float32), negative_reward=config.negative_reward,
             )
-            tree, leaves = kernels.select(tree, jnp.asarray(leaves), **select_kw)
+            tree, leaves = timed(kernels.select, tree, jnp.asarray(leaves), **select_kw)
             leaves = _within_budget(tree, np.asarray(leaves), first_depth, config.max_depth)
             phases += 1
         done = int(np.asarray(tree.terminal[:, ROOT]).sum())
-        nodes = int(np.asarray(tree.node_count).sum())
-        rate = nodes / max(time.perf_counter() - start_time, 1e-9)
-        bar.set_postfix(trees_done=f"{done}/{tree.batch_size}", phases=phases, nodes_per_s=f"{rate:.1f}")
+        wall = time.perf_counter() - start_time
+        bar.set_postfix(trees_done=f"{done}/{tree.batch_size}", phases=phases,
+                        nodes_per_s=f"{int(np.asarray(tree.node_count).sum()) / wall:.1f}",
+                        kernel_share=f"{kernel_s / wall:.1%}")
         bar.update(num_slots)
         if done == tree.batch_size:  # every root is terminal: later rollouts do nothing
             break
     bar.close()
+    if stats is not None:
+        stats.update(kernel_s=kernel_s, wall_s=time.perf_counter() - start_time, phases=phases)
     return tree
 
 
@@ -326,12 +340,13 @@ def run_mcts(
     *,
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
+    stats: dict[str, float] | None = None,
 ) -> SearchResult:
     """MCTS on every problem, `config.batch_size` trees at a time (spec §3).
 
     Data generation (`ground_truth_rewards`): answers are rewarded +-1 against the gold answer.
     Evaluation: the PPM scores answers. Per tree, `result.answer(b)` is the best-scored answer and
-    `result.pass_at_n(b)` says whether any answer was right.
+    `result.pass_at_n(b)` says whether any answer was right. `stats` sums `mcts_loop`'s timings.
     """
     _check(problems, ppm, config)
     results = []
@@ -341,6 +356,10 @@ def run_mcts(
         tree = Tree.init(len(batch), bucket_nodes(config.max_nodes), config.num_candidates)
         if mesh is not None:
             tree = tree.shard(mesh)
-        tree = mcts_loop(tree, config, steps.propose, steps.score, progress=progress)
+        batch_stats: dict[str, float] = {}
+        tree = mcts_loop(tree, config, steps.propose, steps.score, progress=progress, stats=batch_stats)
+        if stats is not None:
+            for key, value in batch_stats.items():
+                stats[key] = stats.get(key, 0) + value
         results.append(SearchResult.from_tree(batch, tree, steps.nodes))
     return concat(results)
