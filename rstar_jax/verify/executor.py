@@ -181,8 +181,9 @@ class Executor:
     def __init__(self, num_workers: int | None = None, timeout_s: float = 10.0, *,
                  memory_mb: int = 2048, max_file_mb: int = 16, kill_grace_s: float = 1.0,
                  kernel_sandbox: bool = True) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"Executor timeout_s must be positive, got {timeout_s}")
+        for name, value in (("timeout_s", timeout_s), ("memory_mb", memory_mb), ("max_file_mb", max_file_mb)):
+            if not value > 0:
+                raise ValueError(f"Executor {name} must be positive, got {value!r}")
         self.timeout_s = timeout_s
         self.kill_grace_s = kill_grace_s
         self._settings = {"memory_mb": memory_mb, "max_file_mb": max_file_mb, "kernel": kernel_sandbox}
@@ -230,7 +231,7 @@ class Executor:
                     except OSError:  # died while idle (killed from outside): retry elsewhere
                         pending.appendleft(w.program)
                         w.program = None
-                        self._respawn(w, kill=True)
+                        self._respawn(w)
             self._poll(None, results)
         return [results[p] for p in programs]
 
@@ -259,13 +260,13 @@ class Executor:
         now = time.monotonic()
         for w in list(self._workers):
             if w.program is not None and now > w.deadline:
-                self._replace(w, results, ExecResult("", timeout_message(self.timeout_s), True), kill=True)
+                self._replace(w, results, ExecResult("", timeout_message(self.timeout_s), True))
             elif w.layers is None and now > w.started + _STARTUP_TIMEOUT_S:
-                self._replace(w, results, None, kill=True)
+                self._replace(w, results, None)
 
-    def _replace(self, w: _Worker, results: dict[str, ExecResult], result: ExecResult | None,
-                 kill: bool = False) -> None:
-        """Record `result` (None: the worker died) for its program and start a new worker."""
+    def _replace(self, w: _Worker, results: dict[str, ExecResult], result: ExecResult | None) -> None:
+        """Kill `w`, record `result` (None: the worker died by itself) for its program and start a
+        new worker in its place."""
         if w.program is None:  # died or hung before serving anything: it cannot start here
             w.stop(kill=True)
             self._workers.remove(w)
@@ -273,11 +274,12 @@ class Executor:
             self.close()
             raise RuntimeError(f"executor worker failed to start:\n{error}")
         program = w.program
-        exit_code = self._respawn(w, kill=True)
+        exit_code = self._respawn(w)
         results[program] = result or ExecResult("", _death_message(exit_code))
 
-    def _respawn(self, w: _Worker, kill: bool) -> int | None:
+    def _respawn(self, w: _Worker) -> int | None:
+        """Kill `w` and put a new worker in its place; returns `w`'s exit code."""
         w.program = None
-        exit_code = w.stop(kill=kill)
+        exit_code = w.stop(kill=True)
         self._workers[self._workers.index(w)] = _Worker(self._zygote)
         return exit_code

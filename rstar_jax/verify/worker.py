@@ -7,11 +7,11 @@ statuses. A worker confines itself (`sandbox.confine`) and then runs one program
 its request pipe. The zygote protocol, over a SOCK_SEQPACKET socket (one pickle per message):
   parent -> zygote: scratch dir path, with the worker's request/reply pipe fds attached
   zygote -> parent: ("forked", pid) | ("exited", pid, exit code; negative: killed by signal)
-Each program gets a fresh namespace; the
-process-wide state that math code commonly changes (numpy print options and error modes, decimal
-and mpmath precision, recursion limit, cwd, environment, sys.path, warnings filters, stdio, the
-builtins/math/cmath modules) is put back after every program and the scratch dir is emptied, so
-nothing a program does is seen by the next one. The `random` and `numpy.random` generators are
+
+Each program gets a fresh namespace; the process-wide state that math code commonly changes
+(numpy print options and error modes, decimal and mpmath precision, recursion limit, cwd,
+environment, sys.path, warnings filters, stdio, the builtins/math/cmath modules) is put back after
+every program and the scratch dir is emptied, so nothing a program does is seen by the next one. The `random` and `numpy.random` generators are
 re-seeded (0) after programs that mention "rand", so seeded or not, a program draws the same
 numbers on any worker. Attributes patched onto other library modules are not undone.
 """
