@@ -1,0 +1,102 @@
+"""Batched PPM scoring of partial trajectories: raw scores and search values tanh(raw / scale).
+
+Texts are sorted by length and scored in bucketed batches (rows and length padded to powers of
+two), so a long run compiles a bounded number of programs.
+
+Long inputs keep their end. The original keeps the first 4095 tokens and so scores a long
+trajectory without its latest steps (spec §5); the step being valued is the last one, so here a
+text longer than `max_len` tokens keeps its prompt (the question, up to the end of the
+`<|assistant|>: ...` header; at most half of `max_len`) and the end of its solution, dropping
+tokens from the start of the solution.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from rstar_jax.config import ScorerConfig
+from rstar_jax.inference.sampler import bucket
+from rstar_jax.models.ppm import ProcessRewardModel, search_value
+from rstar_jax.parallel import rules, sharding
+from rstar_jax.search import step_format
+
+log = logging.getLogger(__name__)
+
+# The end of the prompt header shared by the policy and SFT templates ("<|assistant|>: Let's think
+# step by step and solve the problem with code."): where the solution part of a text starts.
+PROMPT_END = step_format.sft_prompt("").split("\n")[-1]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _raw_scores(graphdef: nnx.GraphDef, state: nnx.State, tokens_bt: jax.Array,
+                mask_bt: jax.Array) -> jax.Array:
+    ppm = nnx.merge(graphdef, state)
+    positions_bt = jnp.broadcast_to(jnp.arange(tokens_bt.shape[1], dtype=jnp.int32),
+                                    tokens_bt.shape)
+    return ppm(tokens_bt, positions_bt, mask_bt, deterministic=True)
+
+
+class PPMScorer:
+    """Scores texts with a `ProcessRewardModel`, on one device or a mesh (batch split over the
+    data axes, parameters over 'tensor' by `parallel.rules.DECODE_RULES`)."""
+
+    def __init__(self, ppm: ProcessRewardModel, tokenizer: PreTrainedTokenizerBase,
+                 config: ScorerConfig = ScorerConfig(), mesh: Mesh | None = None,
+                 prompt_end: str = PROMPT_END):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.mesh = mesh
+        self.prompt_end = prompt_end
+        self._graphdef, state = nnx.split(ppm)
+        if mesh is not None:
+            state = jax.device_put(state, sharding.state_shardings(state, mesh, rules.DECODE_RULES))
+        self._state = state
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, cut to `max_len` by dropping the start of the solution if needed."""
+        enc = self.tokenizer(text, return_offsets_mapping=True)
+        ids, max_len = enc["input_ids"], self.config.max_len
+        if len(ids) <= max_len:
+            return ids
+        split = text.find(self.prompt_end)
+        split = 0 if split < 0 else split + len(self.prompt_end)
+        head = sum(1 for start, _ in enc["offset_mapping"] if start < split)
+        head = min(head, max_len // 2)
+        return ids[:head] + ids[len(ids) - (max_len - head):]
+
+    def score(self, texts: Sequence[str], *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(raw scores, search values tanh(raw / value_scale)), float32 [len(texts)], in order."""
+        ids = [self.tokenize(t) for t in texts]
+        if cut := sum(len(i) == self.config.max_len for i in ids):
+            log.warning("PPM scorer: %d of %d texts reach max_len=%d tokens (longer ones lost the "
+                        "start of their solution)", cut, len(texts), self.config.max_len)
+        raw = np.zeros(len(texts), np.float32)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        size = 1 << (self.config.max_batch.bit_length() - 1)
+        for start in tqdm(range(0, len(order), size), desc="score", disable=not progress):
+            batch = order[start: start + size]
+            width = bucket(max(len(ids[i]) for i in batch), self.config.min_bucket)
+            tokens = np.zeros((bucket(len(batch)), width), np.int32)
+            mask = np.zeros(tokens.shape, bool)
+            for row, i in enumerate(batch):
+                tokens[row, : len(ids[i])], mask[row, : len(ids[i])] = ids[i], True
+            mask[len(batch):, 0] = True  # padding rows score a single pad token
+            raw[batch] = jax.device_get(
+                _raw_scores(self._graphdef, self._state, *self._place(tokens, mask)))[: len(batch)]
+        return raw, np.asarray(search_value(raw, self.config.value_scale), np.float32)
+
+    def _place(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+        if self.mesh is None:
+            return tuple(jnp.asarray(a) for a in arrays)
+        return tuple(jax.device_put(a, sharding.batch_sharding(self.mesh, rules.DECODE_RULES))
+                     for a in arrays)

@@ -1,0 +1,63 @@
+"""PPM scores in bucketed batches equal HF hidden states through the value head; long inputs."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from rstar_jax.config import ScorerConfig
+from rstar_jax.inference import scorer as scorer_lib
+from rstar_jax.inference.scorer import PPMScorer
+from rstar_jax.models.ppm import ProcessRewardModel
+from rstar_jax.search import step_format
+
+TEXTS = [step_format.policy_prompt("What is 12 + 30?", "<code>\nx = 12 + 30\n<end_of_step>"),
+         "hello", step_format.policy_prompt("héllo wörld " * 3), "the quick brown fox " * 5,
+         step_format.sft_prompt("1 + 2") + "<answer>3<end_of_answer>"]
+
+
+@pytest.fixture(scope="module")
+def ppm(tiny):
+    _, model, _ = tiny
+    ppm = ProcessRewardModel(model.config, rngs=nnx.Rngs(0), backbone=model)
+    linear = ppm.value_head.linear  # a non-tiny head, so scores differ between texts
+    linear.kernel.set_value(jax.random.normal(jax.random.key(1), linear.kernel.shape))
+    linear.bias.set_value(linear.bias.get_value() + 0.5)
+    return ppm
+
+
+def reference_raw(tiny, ppm, ids):
+    hf_model = tiny[0]
+    with torch.no_grad():
+        h = hf_model.model(torch.tensor([ids])).last_hidden_state[0, -1].numpy()
+    linear = ppm.value_head.linear
+    return h @ np.asarray(linear.kernel.get_value())[:, 0] + float(linear.bias.get_value()[0])
+
+
+def test_batched_scores_equal_hf_hidden_states_through_the_head(tiny, ppm):
+    scorer = PPMScorer(ppm, tiny[2], ScorerConfig(max_batch=4, min_bucket=16))
+    raw, value = scorer.score(TEXTS)
+    expected = [reference_raw(tiny, ppm, tiny[2](t)["input_ids"]) for t in TEXTS]
+    np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(value, np.tanh(raw / 5.0), rtol=1e-6)
+    assert raw.dtype == value.dtype == np.float32 and np.ptp(raw) > 0.1
+
+    sizes = scorer_lib._raw_scores._cache_size()
+    np.testing.assert_allclose(scorer.score(TEXTS[::-1])[0], raw[::-1], rtol=1e-5)
+    assert scorer_lib._raw_scores._cache_size() == sizes  # same buckets: no new program
+
+
+def test_long_input_keeps_prompt_and_end_of_solution(tiny, ppm):
+    tokenizer = tiny[2]
+    prompt = step_format.policy_prompt("What is 12 + 30?")
+    text = prompt + "".join(f"<code>\nx{i} = {i}\n<end_of_step>" for i in range(40))
+    scorer = PPMScorer(ppm, tokenizer, ScorerConfig(max_len=96, min_bucket=16))
+    ids, full = scorer.tokenize(text), tokenizer(text)["input_ids"]
+    head = len(tokenizer(prompt)["input_ids"])
+    assert len(full) > 96 and len(ids) == 96
+    assert ids[:head] == full[:head] and ids[head:] == full[-(96 - head):]
+    np.testing.assert_allclose(scorer.score([text])[0], [reference_raw(tiny, ppm, ids)],
+                               rtol=1e-4, atol=1e-4)
+    # Without the prompt header, a long text simply keeps its end.
+    assert scorer.tokenize(text[len(prompt):]) == tokenizer(text[len(prompt):])["input_ids"][-96:]
