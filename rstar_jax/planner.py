@@ -192,6 +192,11 @@ class Phase:
         return self.total <= self.budget
 
 
+def _most_effective_first(weights_dominate: bool, shard_knob: str, batch_knobs: tuple[str, ...]) -> tuple[str, ...]:
+    """Sharding the weights helps most when they take more memory than the batch does."""
+    return (shard_knob, *batch_knobs) if weights_dominate else (*batch_knobs, shard_knob)
+
+
 def _micro_rows(config: TrainConfig, shards: int, what: str) -> int:
     if config.batch_size % (config.grad_accum_steps * shards):
         raise ValueError(f"TrainConfig ({what}): batch_size {config.batch_size} / grad_accum_steps "
@@ -212,14 +217,15 @@ def train_phase(name: str, model: ModelConfig, config: TrainConfig, mesh: jax.sh
     acts = (layers * rows * t * model.hidden_size * c + 2 * layer) if remat else (layers + 1) * layer
     if with_logits:  # logits in compute dtype and fp32, and their gradient
         acts += rows * t * (model.vocab_size // tp) * (c + 4 + 4)
-    knobs = (f"raise TrainConfig.grad_accum_steps (now {config.grad_accum_steps}: {rows} sequences of {t} tokens "
-             "per device per micro-batch)",)
-    knobs = knobs + (() if remat else ("set TrainConfig.remat = True",))
-    knobs += ("raise MeshConfig.fsdp or .tensor (shards weights and optimizer state further)",
-              "lower TrainConfig.max_length")
+    opt = optimizer_bytes(model, mesh, config)
+    batch_knobs = (f"raise TrainConfig.grad_accum_steps (now {config.grad_accum_steps}: {rows} sequences of {t} "
+                   "tokens per device per micro-batch)",) + (() if remat else ("set TrainConfig.remat = True",))
+    shard_knob = "raise MeshConfig.fsdp or .tensor (shards weights and optimizer state further)"
+    knobs = _most_effective_first(p_bytes + grads + opt > acts, shard_knob, batch_knobs)
+    knobs += ("lower TrainConfig.max_length",)
     return Phase(name, f"{num_params(model) / 1e9:.2f}B params, {rows} x {t} tokens per micro-batch"
                  + (", remat" if remat else ""),
-                 p_bytes, grads + optimizer_bytes(model, mesh, config), acts, 0, budget, knobs)
+                 p_bytes, grads + opt, acts, 0, budget, knobs)
 
 
 def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerConfig, candidates: int,
@@ -240,11 +246,12 @@ def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerCo
     per_token = kv_bytes_per_token(policy, tp, c)
     prefill = (prompts * config.max_len * per_token
                + layer_activation_bytes(policy, prompts, config.max_len, config.max_len, tp, c, backward=False))
+    kv_cache = rows * config.max_len * per_token
+    knobs = _most_effective_first(params > kv_cache + prefill, "raise MeshConfig.tensor (splits weights and KV heads)",
+                                  (f"lower SamplerConfig.max_batch (now {config.max_batch})",))
     return Phase("sample", f"policy{' + PPM' if ppm else ''} weights, {rows} slots x {config.max_len} tokens, "
-                 f"{prompts} prompts prefilled per device", params, 0, prefill, rows * config.max_len * per_token,
-                 budget, (f"lower SamplerConfig.max_batch (now {config.max_batch})",
-                          "raise MeshConfig.tensor (splits weights and KV heads)",
-                          f"lower SamplerConfig.max_len (now {config.max_len})"))
+                 f"{prompts} prompts prefilled per device", params, 0, prefill, kv_cache, budget,
+                 knobs + (f"lower SamplerConfig.max_len (now {config.max_len})",))
 
 
 def score_phase(policy: ModelConfig, ppm: ModelConfig, config: ScorerConfig, mesh: jax.sharding.AbstractMesh,
@@ -256,9 +263,10 @@ def score_phase(policy: ModelConfig, ppm: ModelConfig, config: ScorerConfig, mes
     rows = math.ceil((1 << (config.max_batch.bit_length() - 1)) / shards)
     acts = layer_activation_bytes(ppm, rows, config.max_len, config.max_len, tp, jnp.dtype(ppm.dtype).itemsize,
                                   backward=False)
+    knobs = _most_effective_first(params > acts, "raise MeshConfig.tensor (splits weights and heads)",
+                                  (f"lower ScorerConfig.max_batch (now {config.max_batch})",))
     return Phase("score", f"policy + PPM weights, {rows} texts x {config.max_len} tokens per device", params, 0,
-                 acts, 0, budget, (f"lower ScorerConfig.max_batch (now {config.max_batch})",
-                                   "raise MeshConfig.tensor (splits weights and heads)"))
+                 acts, 0, budget, knobs)
 
 
 def plan_memory(topology: str, *, policy: ModelConfig, ppm: ModelConfig | None = None, mesh: MeshConfig,
