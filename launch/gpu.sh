@@ -20,6 +20,8 @@ Options:
   --workdir DIR              output folder; shared (NFS, gs://) when several hosts run (required)
   --cmd COMMAND              rstar-jax command (default: evolve)
   --gpus N|LIST              use the first N GPUs, or the listed ones (e.g. 0,1,2,3); default: all
+  --mem_fraction F           share of each GPU's memory JAX takes up front (default: 0.92; JAX's
+                             own default, 0.75, leaves too little for the paper configs)
   --venv DIR                 virtualenv folder (default: $HOME/rstar-jax-venv)
   --python PYTHON            interpreter for a new venv, Python >= 3.11 (default: python3)
 Several hosts without SLURM (run the same command on every host, changing --process_id):
@@ -38,7 +40,7 @@ USAGE
 }
 
 GIN_FILES=()
-WORKDIR="" CMD=evolve GPUS="" VENV="${HOME}/rstar-jax-venv" PYTHON=python3
+WORKDIR="" CMD=evolve GPUS="" MEM_FRACTION=0.92 VENV="${HOME}/rstar-jax-venv" PYTHON=python3
 COORDINATOR="" NUM_PROCESSES="" PROCESS_ID="" DRY_RUN=0
 while (($#)); do
   case "$1" in
@@ -46,6 +48,7 @@ while (($#)); do
     --workdir) need_value "$1" $# "${2:-}"; WORKDIR="$2"; shift 2 ;;
     --cmd) need_value "$1" $# "${2:-}"; CMD="$2"; shift 2 ;;
     --gpus) need_value "$1" $# "${2:-}"; GPUS="$2"; shift 2 ;;
+    --mem_fraction) need_value "$1" $# "${2:-}"; MEM_FRACTION="$2"; shift 2 ;;
     --venv) need_value "$1" $# "${2:-}"; VENV="$2"; shift 2 ;;
     --python) need_value "$1" $# "${2:-}"; PYTHON="$2"; shift 2 ;;
     --coordinator) need_value "$1" $# "${2:-}"; COORDINATOR="$2"; shift 2 ;;
@@ -71,6 +74,8 @@ if [[ -n "${GPUS}" ]]; then
     die "--gpus must be a count (8) or a list of GPU ids (0,1,2,3), got '${GPUS}'"
   fi
 fi
+[[ "${MEM_FRACTION}" =~ ^0?\.[0-9]+$ ]] || die "--mem_fraction must be between 0 and 1, got '${MEM_FRACTION}'"
+export_var XLA_PYTHON_CLIENT_MEM_FRACTION "${MEM_FRACTION}"
 # jax.distributed.initialize() reads these when rstar-jax starts on several hosts.
 if [[ -n "${COORDINATOR}${NUM_PROCESSES}${PROCESS_ID}" ]]; then
   require --coordinator "${COORDINATOR}"

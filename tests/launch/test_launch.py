@@ -105,6 +105,7 @@ def test_help(repo, env, script):
     ("tpu.sh", ["create", "--name", "n", "--zone", "z", "--type", "tpu9-8"], "no default --runtime"),
     ("gpu.sh", ["--gin_file", "a.gin"], "missing required option --workdir"),
     ("gpu.sh", ["--gin_file", "a.gin", "--workdir", "w", "--gpus", "two"], "--gpus must be a count"),
+    ("gpu.sh", ["--gin_file", "a.gin", "--workdir", "w", "--mem_fraction", "95"], "--mem_fraction must be"),
     ("gpu.sh", ["--gin_file", "a.gin", "--workdir", "w", "--process_id", "0"],
      "missing required option --coordinator"),
     ("slurm.sh", ["--gin_file", "a.gin", "--workdir", "w"], "missing required option --nodes"),
@@ -185,6 +186,7 @@ def test_gpu_multihost_dry_run(repo, env):
     assert result.returncode == 0, result.stderr
     assert printed(result.stdout) == [
         ["export", "CUDA_VISIBLE_DEVICES=0,1,2,3"],
+        ["export", "XLA_PYTHON_CLIENT_MEM_FRACTION=0.92"],
         ["export", "JAX_COORDINATOR_ADDRESS=host0:8476"],
         ["export", "JAX_NUM_PROCESSES=2"],
         ["export", "JAX_PROCESS_ID=1"],
