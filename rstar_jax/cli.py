@@ -21,6 +21,9 @@ import gin
 COMMANDS: dict[str, str] = {
     "plan": "rstar_jax.planner:plan",
     "evolve": "rstar_jax.evolve:evolve",
+    "train-sft": "rstar_jax.training.sft:train_sft",
+    "train-ppm": "rstar_jax.training.ppm:train_ppm",
+    "generate": "rstar_jax.inference.generate:generate",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"

@@ -30,8 +30,8 @@ def bpe_tokenizer() -> transformers.PreTrainedTokenizerFast:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory, bpe_tokenizer):
-    """(HF torch model, our Decoder, tokenizer), same weights; large init so logits are peaked."""
+def tiny_dir(tmp_path_factory, bpe_tokenizer):
+    """(HF directory, HF torch model) of a tiny random Qwen2; large init so logits are peaked."""
     tokenizer = bpe_tokenizer
     config = transformers.Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -43,5 +43,12 @@ def tiny(tmp_path_factory, bpe_tokenizer):
     path = tmp_path_factory.mktemp("tiny_qwen2")
     hf_model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path, hf_model
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    """(HF torch model, our Decoder, tokenizer) with the same weights."""
+    path, hf_model = tiny_dir
     model, tokenizer = load_hf(path)
     return hf_model, model, tokenizer
