@@ -16,7 +16,6 @@ from rstar_jax import cli, planner
 from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
 
 EXPERIMENTS = Path(cli.EXPERIMENTS_DIR)
-GIN_FILES = sorted(EXPERIMENTS.rglob("*.gin"))
 # Paper-scale experiments: the top-level files of experiments/paper/ (the rest are their parts).
 PAPER = sorted((EXPERIMENTS / "paper").glob("*.gin"))
 PAPER = [p for p in PAPER if "include 'paper/plan.gin'" in p.read_text()]
@@ -30,12 +29,6 @@ def fresh_gin():
     gin.clear_config()
     yield
     gin.clear_config()
-
-
-@pytest.mark.parametrize("path", GIN_FILES, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
-def test_every_shipped_gin_file_parses(path):
-    """Real gin parser: includes and imports resolve, every binding names an existing parameter."""
-    gin.parse_config_file(str(path))
 
 
 def test_paper_experiments_cover_both_models_and_targets():

@@ -1,0 +1,66 @@
+"""Shipped gin configs: every file parses with the real gin parser; paper configs hold the paper's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+import pytest
+
+from rstar_jax import cli
+
+EXPERIMENTS = Path(cli.EXPERIMENTS_DIR)
+GIN_FILES = sorted(EXPERIMENTS.rglob("*.gin"))
+PAPER_7B = ["paper/qwen25_math_7b_v5p64.gin", "paper/qwen25_math_7b_8xh100.gin"]
+PAPER_1P5B = ["paper/qwen25_math_1p5b_v5p64.gin", "paper/qwen25_math_1p5b_8xh100.gin"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def resolved(command_module: str, fn_name: str, gin_file: str) -> dict:
+    """The arguments gin would pass to `fn_name`, with every macro and reference evaluated."""
+    cli.configure(command_module, fn_name, [gin_file], [], [])
+    module = __import__(command_module, fromlist=[fn_name])
+    return gin.get_bindings(getattr(module, fn_name))
+
+
+@pytest.mark.parametrize("path", GIN_FILES, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_every_shipped_gin_file_parses(path):
+    """Includes and imports resolve, and every binding names an existing parameter."""
+    gin.parse_config_file(str(path))
+
+
+@pytest.mark.parametrize("gin_file", PAPER_7B)
+def test_paper_rounds(gin_file):
+    config = resolved("rstar_jax.evolve", "evolve", gin_file)["config"]
+    searches = [r.search for r in config.rounds]
+    assert [(s.num_rollouts, s.num_candidates) for s in searches] == [(8, 5), (16, 8), (16, 8), (16, 16)]
+    assert [s.use_ppm for s in searches] == [False, False, True, True]  # terminal-guided, then PPM-augmented
+    assert all(s.ground_truth_rewards for s in searches)
+    assert [r.unsolved_rollouts for r in config.rounds] == [(16,), (16,), (16,), (16, 64, 128)]
+    assert searches[0].temperature == 0.7 and searches[0].prompt == "few_shot" and searches[0].errors_threshold == 2
+    sft, ppm = config.policy_train, config.ppm_train
+    assert (sft.batch_size, sft.learning_rate, sft.num_epochs, sft.max_length, sft.schedule, sft.weight_decay) == (
+        128, 7e-6, 2, 4096, "linear", 0.1)
+    assert (ppm.batch_size, ppm.learning_rate, ppm.max_length, ppm.weight_decay) == (512, 7e-6, 2048, 0.0)
+    assert sft.remat and ppm.remat
+    assert (config.sft_per_problem, config.min_step_margin, config.min_edit_distance) == (2, 0.5, 20)
+    assert config.eval_search.num_candidates == 32 and not config.eval_search.ground_truth_rewards
+
+
+@pytest.mark.parametrize("gin_file", PAPER_7B + PAPER_1P5B)
+def test_paper_evaluation(gin_file):
+    args = resolved("rstar_jax.evaluate", "evaluate", gin_file)
+    assert (args["search"].num_rollouts, args["search"].num_candidates) == (12, 32)
+    assert (args["config"].num_runs, args["config"].top_n) == (64, 4)
+
+
+@pytest.mark.parametrize("gin_file", PAPER_1P5B)
+def test_small_policy_is_fine_tuned_like_the_7b(gin_file):
+    config = resolved("rstar_jax.training.sft", "train_sft", gin_file)["config"]
+    assert (config.batch_size, config.learning_rate, config.max_length) == (128, 7e-6, 4096)
