@@ -12,8 +12,6 @@ import functools
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from jax.sharding import Mesh
 
 from rstar_jax.config import ModelConfig, PPMConfig
 from rstar_jax.models.decoder import Decoder
+from rstar_jax.models.files import write_dir_atomically
 from rstar_jax.models.ppm import ProcessRewardModel
 from rstar_jax.models.tokenizer import load_tokenizer
 from rstar_jax.parallel.rules import DECODE_RULES, Rules
@@ -188,20 +187,11 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
-def _write_dir_atomically(path: Path, write) -> None:
-    """Runs `write(tmp_dir)` and then swaps tmp_dir into `path` (replacing an old directory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 # --- models ---------------------------------------------------------------------------------
+
+def _at(state: nnx.State, path: tuple) -> nnx.Variable:
+    return functools.reduce(lambda node, key: node[key], path, state)
+
 
 def _fill(abstract: Decoder, tensors: dict[str, np.ndarray], config: ModelConfig, source: Path,
           mesh: Mesh | None, rules: Rules) -> Decoder:
@@ -211,10 +201,9 @@ def _fill(abstract: Decoder, tensors: dict[str, np.ndarray], config: ModelConfig
     for hf_name, path, layout in _param_specs(config):
         if hf_name not in tensors:
             raise KeyError(f"{source}: tensor {hf_name!r} is missing")
-        variable = functools.reduce(lambda node, key: node[key], path, state)
+        variable = _at(state, path)
         w = _to_ours(layout, tensors.pop(hf_name), variable.shape).astype(variable.dtype)
-        target = (None if shardings is None else
-                  functools.reduce(lambda node, key: node[key], path, shardings).get_value())
+        target = None if shardings is None else _at(shardings, path).get_value()
         variable.set_value(jax.device_put(w, target))
     return nnx.merge(graphdef, state)
 
@@ -259,7 +248,7 @@ def save_hf(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | No
     """Writes `model` (and the tokenizer's files) as an HF directory, atomically."""
     config = model.config
     params = nnx.state(model, nnx.Param)
-    tensors = {hf_name: jnp.asarray(_to_hf(layout, _to_host(params[ours].get_value())))
+    tensors = {hf_name: jnp.asarray(_to_hf(layout, _to_host(_at(params, ours).get_value())))
                for hf_name, ours, layout in _param_specs(config)}
     hf_config = config_to_hf(config)
 
@@ -274,7 +263,7 @@ def save_hf(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | No
             tokenizer.save_pretrained(tmp)
 
     if jax.process_index() == 0:
-        _write_dir_atomically(Path(path), write)
+        write_dir_atomically(path, write)
 
 
 def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),

@@ -4,14 +4,20 @@ special tokens added as atomic tokens (spec §2.1), and embedding resizing for t
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import jax.numpy as jnp
+import sentencepiece
 import transformers
+from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken
+from transformers.convert_slow_tokenizer import SpmConverter
 
 from rstar_jax.models.decoder import Decoder
+from rstar_jax.models.files import write_dir_atomically
 from rstar_jax.search.step_format import SPECIAL_TOKENS
 
 
@@ -40,6 +46,34 @@ def load_tokenizer(path: str | os.PathLike) -> transformers.PreTrainedTokenizerF
         raise FileNotFoundError(f"{path}: no loadable tokenizer files ({e})") from None
     add_special_tokens(tokenizer)
     return tokenizer
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike,
+                        ) -> transformers.PreTrainedTokenizerFast:
+    """Trains a byte-fallback SentencePiece BPE on `texts` and saves it in `out_dir` as an HF fast
+    tokenizer (loads with `AutoTokenizer.from_pretrained`); returns it loaded from there.
+
+    rStar's special tokens are user-defined pieces, so they are atomic from the start. Text is not
+    normalised and gets no dummy prefix, so decoding gives back the exact text (tokens in the spm
+    model's own vocabulary: ids 0-3 are <unk>, <s>, </s>, <pad>).
+    """
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+        model_type="bpe", byte_fallback=True, character_coverage=1.0, split_digits=True,
+        user_defined_symbols=list(SPECIAL_TOKENS), normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
+        max_sentence_length=1 << 20, unk_id=0, bos_id=1, eos_id=2, pad_id=3, minloglevel=2)
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model.getvalue())
+    vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
+    # transformers' converter reproduces SentencePiece's own encoding with `tokenizers`.
+    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=False)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        pad_token="<pad>")
+    add_special_tokens(tokenizer)
+    write_dir_atomically(out_dir, tokenizer.save_pretrained)
+    return load_tokenizer(out_dir)
 
 
 def resize_embeddings(model: Decoder, num_tokens: int) -> Decoder:

@@ -1,10 +1,17 @@
 """Tiny random HF reference models (transformers, torch CPU), saved once per test session."""
 
+import random
+
 import pytest
 import torch
 import transformers
 
-TINY = dict(vocab_size=160, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+from rstar_jax.data.curriculum import generate_problem
+from rstar_jax.models.tokenizer import train_sentencepiece
+from rstar_jax.search import step_format as sf
+
+VOCAB = 400
+TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
 
 HF_CONFIGS = {
@@ -27,10 +34,26 @@ def make_hf_model(kind: str) -> transformers.PreTrainedModel:
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def step_texts() -> list[str]:
+    """Step-format texts (prompt + worked solution) of 66 generated arithmetic problems."""
+    rng = random.Random(0)
+    problems = [generate_problem(rng, level=1 + i % 3) for i in range(66)]
+    return [sf.policy_prompt(p.question, p.response) for p in problems]
+
+
+@pytest.fixture(scope="session")
+def spm_dir(tmp_path_factory, step_texts):
+    """(directory, tokenizer) of a SentencePiece tokenizer trained on 60 of the step texts."""
+    out = tmp_path_factory.mktemp("spm")
+    return out, train_sentencepiece(step_texts[:60], vocab_size=VOCAB, out_dir=out)
+
+
 @pytest.fixture(scope="session", params=sorted(HF_CONFIGS))
-def hf_dir(request, tmp_path_factory):
-    """(kind, directory, torch model) of a tiny random HF checkpoint."""
+def hf_dir(request, tmp_path_factory, spm_dir):
+    """(kind, directory, torch model) of a tiny random HF checkpoint with the trained tokenizer."""
     model = make_hf_model(request.param)
     path = tmp_path_factory.mktemp(f"hf_{request.param}")
     model.save_pretrained(path)
+    spm_dir[1].save_pretrained(path)
     return request.param, path, model

@@ -1,0 +1,73 @@
+"""The PPM: score at the last real token, rStar's tiny head init, dropout, HF export layout."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file
+
+from rstar_jax.config import ModelConfig, PPMConfig
+from rstar_jax.models.hf import VALUE_HEAD_FILE, load_ppm_hf, save_ppm_hf
+from rstar_jax.models.ppm import ProcessRewardModel, search_value
+
+CONFIG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2)
+TOKENS = np.random.default_rng(0).integers(0, 64, (1, 6)).astype(np.int32)
+
+
+@nnx.jit(static_argnames="deterministic")
+def score(ppm, tokens, positions, mask, deterministic=True):
+    return ppm(tokens, positions, mask, deterministic=deterministic)
+
+
+def _padded(left: bool):
+    """The same 6 tokens padded to 9, on the left or the right."""
+    pad = np.zeros((1, 3), np.int32)
+    tokens = np.concatenate([pad, TOKENS] if left else [TOKENS, pad], axis=1)
+    mask = np.concatenate([pad, np.ones_like(TOKENS)] if left else [np.ones_like(TOKENS), pad], 1)
+    return tokens, np.maximum(mask.cumsum(1) - 1, 0), mask.astype(bool)
+
+
+@pytest.fixture(scope="module")
+def ppm():
+    model = ProcessRewardModel(CONFIG, rngs=nnx.Rngs(0))
+    # A visible head so that scores differ between tokens (the real init is ~0).
+    model.value_head.linear.kernel.set_value(jnp.linspace(-1, 1, 32)[:, None])
+    return model
+
+
+def test_initial_scores_are_about_zero():
+    fresh = ProcessRewardModel(CONFIG, rngs=nnx.Rngs(1))
+    raw = score(fresh, *_padded(left=False))
+    assert raw.shape == (1,) and abs(float(raw[0])) < 1e-4
+
+
+def test_score_is_read_at_last_real_token_left_or_right(ppm):
+    right, left = score(ppm, *_padded(left=False)), score(ppm, *_padded(left=True))
+    unpadded = score(ppm, TOKENS, np.arange(6)[None], np.ones((1, 6), bool))
+    np.testing.assert_allclose(right, unpadded, atol=1e-5)
+    np.testing.assert_allclose(left, unpadded, atol=1e-5)
+    shorter = score(ppm, TOKENS[:, :5], np.arange(5)[None], np.ones((1, 5), bool))
+    assert abs(float(shorter[0] - unpadded[0])) > 1e-4
+
+
+def test_dropout_only_when_not_deterministic(ppm):
+    tokens, positions, mask = _padded(left=False)
+    train = score(ppm, tokens, positions, mask, deterministic=False)
+    assert not np.allclose(train, score(ppm, tokens, positions, mask))
+
+
+def test_search_value_is_tanh_of_scaled_raw():
+    np.testing.assert_allclose(search_value(jnp.array([0.0, 5.0, -50.0]), 5.0),
+                               np.tanh([0.0, 1.0, -10.0]), rtol=1e-6)
+
+
+def test_hf_export_round_trip(ppm, spm_dir, tmp_path):
+    _, tokenizer = spm_dir
+    save_ppm_hf(ppm, tokenizer, tmp_path / "ppm")
+    head = load_file(str(tmp_path / "ppm" / VALUE_HEAD_FILE))
+    assert head["summary.weight"].shape == (1, 32) and head["summary.bias"].shape == (1,)
+    loaded, _ = load_ppm_hf(tmp_path / "ppm", ppm_config=PPMConfig(dropout=0.2))
+    assert loaded.value_head.dropout.rate == 0.2
+    np.testing.assert_allclose(score(loaded, *_padded(left=True)),
+                               score(ppm, *_padded(left=True)), atol=1e-6)
