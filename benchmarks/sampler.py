@@ -1,0 +1,131 @@
+"""Generated tokens/s: our sampler vs HF `transformers` `generate` (PyTorch, KV cache).
+
+Both run the same random Qwen2 model (same weights, fp32) in one process, one after the other:
+prompts of `--prompt` random tokens, exactly `--new` new tokens per row (no end-of-sequence
+token), greedy and sampled (temperature 1, no top-k/top-p), at several batch sizes; then a
+Qwen2.5-0.5B-shaped model at batch 8. Each timing is the best of `--repeats` runs after one
+warm-up run (ours compiles there). Prints one JSON line.
+
+    python benchmarks/sampler.py [--batches 1,16,64] [--prompt 128] [--new 128] [--big_batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tempfile
+import time
+
+import jax
+import numpy as np
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from rstar_jax.config import ModelConfig, SamplerConfig
+from rstar_jax.inference import decode
+from rstar_jax.inference.sampler import Sampler
+from rstar_jax.models.hf import config_to_hf, load_hf
+
+CONFIGS = {
+    # The tiny CPU policy of the default self-evolution run (as benchmarks/train_step.py).
+    "tiny": ModelConfig(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
+                        tie_word_embeddings=True),
+    # Qwen2.5-0.5B's shape.
+    "0.5b": ModelConfig(vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                        num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                        attention_bias=True, tie_word_embeddings=True),
+}
+
+
+def word_tokenizer(vocab_size: int) -> transformers.PreTrainedTokenizerFast:
+    """Token i is the word `t{i}`, so a prompt string names its token ids exactly."""
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def build(config: ModelConfig, workdir: str):
+    """(HF model, our Decoder, tokenizer) with the same random weights."""
+    torch.manual_seed(0)
+    hf_model = transformers.AutoModelForCausalLM.from_config(config_to_hf(config)).eval()
+    tokenizer = word_tokenizer(config.vocab_size)
+    hf_model.save_pretrained(workdir)
+    tokenizer.save_pretrained(workdir)
+    model, _ = load_hf(workdir)
+    return hf_model, model, tokenizer
+
+
+def best_time(run, repeats: int) -> float:
+    run()  # warm-up (and compile)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(hf_model, sampler: Sampler, vocab: int, batch: int, prompt: int, new: int,
+            greedy: bool, repeats: int) -> dict:
+    ids = np.random.default_rng(batch).integers(1, vocab, (batch, prompt))
+    texts = [" ".join(f"t{i}" for i in row) for row in ids]
+    temperature = 0.0 if greedy else 1.0
+
+    def ours():
+        # Distinct prompts, one sample each: the same work as HF's batch.
+        out = sampler.sample(texts, 1, max_new_tokens=new, temperature=temperature, seed=1)
+        assert all(len(c[0].token_ids) == new for c in out)
+
+    sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=1.0,
+                                                         top_k=0, top_p=1.0)
+
+    def hf():
+        with torch.no_grad():
+            out = hf_model.generate(torch.tensor(ids), attention_mask=torch.ones_like(
+                torch.tensor(ids)), max_new_tokens=new, min_new_tokens=new, pad_token_id=0,
+                **sampling)
+        assert out.shape == (batch, prompt + new)
+
+    tokens = batch * new
+    ours_tps, hf_tps = tokens / best_time(ours, repeats), tokens / best_time(hf, repeats)
+    return {"batch": batch, "mode": "greedy" if greedy else "sampled",
+            "ours_tokens_per_s": round(ours_tps, 1), "hf_tokens_per_s": round(hf_tps, 1),
+            "ratio": round(ours_tps / hf_tps, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--new", type=int, default=128)
+    parser.add_argument("--big_batch", type=int, default=8, help="0 skips the 0.5B shape")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    results = []
+    plans = [("tiny", [int(b) for b in args.batches.split(",")], (True, False))]
+    if args.big_batch:
+        plans.append(("0.5b", [args.big_batch], (True, False)))
+    for name, batches, modes in plans:
+        with tempfile.TemporaryDirectory() as workdir:
+            hf_model, model, tokenizer = build(CONFIGS[name], workdir)
+        sampler = Sampler(model, tokenizer, SamplerConfig(max_batch=max(batches)))
+        for batch in batches:
+            for greedy in modes:
+                row = measure(hf_model, sampler, CONFIGS[name].vocab_size, batch, args.prompt,
+                              args.new, greedy, args.repeats)
+                results.append({"model": name, **row})
+        del hf_model, model, sampler
+        gc.collect()
+    print(json.dumps({
+        "benchmark": "sampler", "backend": jax.default_backend(),
+        "torch_threads": torch.get_num_threads(), "prompt": args.prompt, "new": args.new,
+        "compiled": {"decode_chunk": decode.decode_chunk._cache_size(),
+                     "refill": decode.refill._cache_size()},
+        "results": results}))
+
+
+if __name__ == "__main__":
+    main()
