@@ -2,12 +2,13 @@
 
 Workers are processes forked from a zygote that has math/sympy/numpy/scipy imported and was
 started with a scrubbed environment (`rstar_jax.verify.worker`); each runs in its own scratch dir
-and confines itself (`sandbox.confine`). A program runs inside a worker in a fresh namespace with rStar's output
-formatting (`interpreter`); the parent only moves strings, so a trivial program costs a pipe round
-trip. The worker enforces the timeout with SIGALRM; if a program is still running `kill_grace_s`
-later (stuck in C code, or swallowing the alarm) the parent kills the worker. A worker that dies
-(`os._exit`, a segfault, a kill) yields an error result and is replaced in the background; the
-pool keeps serving. Identical programs in one `run` are executed once.
+and confines itself (`sandbox.confine`). A program runs inside a worker in a fresh namespace with
+rStar's output formatting (`interpreter`); the parent only moves strings and keeps two programs
+queued per worker, so a trivial program costs a fraction of a millisecond. The worker enforces
+the timeout with SIGALRM; if a program is still running `kill_grace_s` later (stuck in C code, or
+swallowing the alarm) the parent kills the worker. A worker that dies (`os._exit`, a segfault, a
+kill) yields an error result and is replaced by a fresh fork within milliseconds; the pool keeps
+serving. Identical programs in one `run` are executed once. `sys.exit` is an ordinary error.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ from rstar_jax.verify.interpreter import timeout_message
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(rstar_jax.__file__)))
 _STARTUP_TIMEOUT_S = 120.0
+_PIPELINE_DEPTH = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +127,7 @@ class _Zygote:
 
 
 class _Worker:
-    """One worker process, its pipes and scratch dir, and the program it is running."""
+    """One worker process, its pipes and scratch dir, and the programs sent to it (in order)."""
 
     def __init__(self, zygote: _Zygote) -> None:
         self.zygote = zygote
@@ -140,13 +143,19 @@ class _Worker:
         self.replies = Connection(from_worker_r, writable=False)
         self.started = time.monotonic()
         self.layers: list[str] | None = None  # set by the "ready" message
-        self.program: str | None = None
-        self.deadline = 0.0
+        self.in_flight: collections.deque[str] = collections.deque()  # [0] is running
+        self.deadline = 0.0  # for in_flight[0]
 
     def submit(self, program: str, timeout_s: float, grace_s: float) -> None:
-        self.program = program
-        self.deadline = time.monotonic() + timeout_s + grace_s
+        self.in_flight.append(program)
+        if len(self.in_flight) == 1:
+            self.deadline = time.monotonic() + timeout_s + grace_s
         self.requests.send((program, timeout_s))
+
+    def finished(self, timeout_s: float, grace_s: float) -> str:
+        """The running program replied: pop it, start the clock of the next one."""
+        self.deadline = time.monotonic() + timeout_s + grace_s
+        return self.in_flight.popleft()
 
     def stop(self, kill: bool) -> int | None:
         """End the process (politely unless `kill`), remove its files; returns its exit code."""
@@ -161,7 +170,7 @@ class _Worker:
 
 def _stop_all(zygote: _Zygote, workers: list[_Worker]) -> None:
     for w in workers:
-        w.stop(kill=w.program is not None)
+        w.stop(kill=bool(w.in_flight))
     workers.clear()
     zygote.close()
 
@@ -187,6 +196,7 @@ class Executor:
         self.timeout_s = timeout_s
         self.kill_grace_s = kill_grace_s
         self._settings = {"memory_mb": memory_mb, "max_file_mb": max_file_mb, "kernel": kernel_sandbox}
+        self._lock = threading.Lock()  # one `run` at a time: workers are not shared between calls
         self._zygote = _Zygote(self._settings)
         self._workers: list[_Worker] = []
         self._finalizer = weakref.finalize(self, _stop_all, self._zygote, self._workers)
@@ -210,7 +220,7 @@ class Executor:
             for w in self._workers:
                 if w.layers is not None:
                     return list(w.layers)
-            self._poll(time.monotonic() + _STARTUP_TIMEOUT_S, {})
+            self._poll(time.monotonic() + _STARTUP_TIMEOUT_S, {}, collections.deque())
 
     @property
     def worker_pids(self) -> list[int]:
@@ -218,6 +228,10 @@ class Executor:
 
     def run(self, programs: Sequence[str]) -> list[ExecResult]:
         """Execute each program (identical ones once) in parallel; results in input order."""
+        with self._lock:
+            return self._run(programs)
+
+    def _run(self, programs: Sequence[str]) -> list[ExecResult]:
         if not self._workers:
             raise RuntimeError("Executor is closed")
         pending = collections.deque(dict.fromkeys(programs))
@@ -225,19 +239,22 @@ class Executor:
         total = len(pending)
         while len(results) < total:
             for w in list(self._workers):
-                if pending and w.layers is not None and w.program is None:
+                # Two in flight per worker: the next program is already waiting in the pipe when
+                # one finishes, so a busy parent does not stall the workers.
+                while pending and w.layers is not None and len(w.in_flight) < _PIPELINE_DEPTH:
                     try:
                         w.submit(pending.popleft(), self.timeout_s, self.kill_grace_s)
                     except OSError:  # died while idle (killed from outside): retry elsewhere
-                        pending.appendleft(w.program)
-                        w.program = None
+                        pending.extendleft(reversed(w.in_flight))
                         self._respawn(w)
-            self._poll(None, results)
+                        break
+            self._poll(None, results, pending)
         return [results[p] for p in programs]
 
-    def _poll(self, until: float | None, results: dict[str, ExecResult]) -> None:
+    def _poll(self, until: float | None, results: dict[str, ExecResult],
+              pending: collections.deque[str]) -> None:
         """Wait for replies (or deadlines), record results, replace dead or stuck workers."""
-        busy = [w for w in self._workers if w.program is not None]
+        busy = [w for w in self._workers if w.in_flight]
         starting = [w for w in self._workers if w.layers is None]
         deadlines = [w.deadline for w in busy] + [w.started + _STARTUP_TIMEOUT_S for w in starting]
         if until is not None:
@@ -249,37 +266,36 @@ class Executor:
             try:
                 reply = conn.recv()
             except (EOFError, OSError):
-                self._replace(w, results, None)
+                self._replace(w, results, pending, None)
                 continue
             if w.layers is None:
                 w.layers = reply[1]
             else:
-                output, error, timed_out = reply
-                results[w.program] = ExecResult(output, error, timed_out)
-                w.program = None
+                results[w.finished(self.timeout_s, self.kill_grace_s)] = ExecResult(*reply)
         now = time.monotonic()
         for w in list(self._workers):
-            if w.program is not None and now > w.deadline:
-                self._replace(w, results, ExecResult("", timeout_message(self.timeout_s), True))
+            if w.in_flight and now > w.deadline:
+                self._replace(w, results, pending, ExecResult("", timeout_message(self.timeout_s), True))
             elif w.layers is None and now > w.started + _STARTUP_TIMEOUT_S:
-                self._replace(w, results, None)
+                self._replace(w, results, pending, None)
 
-    def _replace(self, w: _Worker, results: dict[str, ExecResult], result: ExecResult | None) -> None:
-        """Kill `w`, record `result` (None: the worker died by itself) for its program and start a
-        new worker in its place."""
-        if w.program is None:  # died or hung before serving anything: it cannot start here
+    def _replace(self, w: _Worker, results: dict[str, ExecResult], pending: collections.deque[str],
+                 result: ExecResult | None) -> None:
+        """Kill `w`, record `result` (None: the worker died by itself) for the program it was
+        running, send its queued programs back to `pending` and start a new worker in its place."""
+        if not w.in_flight:  # died or hung before serving anything: it cannot start here
             w.stop(kill=True)
             self._workers.remove(w)
             error = self._zygote.log_tail()
             self.close()
             raise RuntimeError(f"executor worker failed to start:\n{error}")
-        program = w.program
+        running, *queued = w.in_flight
+        pending.extendleft(reversed(queued))
         exit_code = self._respawn(w)
-        results[program] = result or ExecResult("", _death_message(exit_code))
+        results[running] = result or ExecResult("", _death_message(exit_code))
 
     def _respawn(self, w: _Worker) -> int | None:
         """Kill `w` and put a new worker in its place; returns `w`'s exit code."""
-        w.program = None
         exit_code = w.stop(kill=True)
         self._workers[self._workers.index(w)] = _Worker(self._zygote)
         return exit_code

@@ -138,16 +138,24 @@ def _on_alarm(signum, frame):
     raise Timeout
 
 
+_alarm_installed = False
+
+
 def execute(code: str, namespace: dict, timeout_s: float) -> tuple[str, str | None, bool]:
     """Run `code` with a SIGALRM deadline; returns (output, error, timed_out), all formatted."""
-    if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # first call, or a program replaced it
+    global _alarm_installed
+    # (Re)install the handler on the first call and after any program that named `signal`, the
+    # only way to replace it; getsignal() on every call would cost more than a trivial program.
+    if not _alarm_installed:
         signal.signal(signal.SIGALRM, _on_alarm)
+        _alarm_installed = True
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
         try:
             output = run_program(code, namespace)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            _alarm_installed = "signal" not in code
     except Timeout:
         return "", timeout_message(timeout_s), True
     except BaseException as e:  # the program's own failure, SystemExit and KeyboardInterrupt included

@@ -11,9 +11,11 @@ its request pipe. The zygote protocol, over a SOCK_SEQPACKET socket (one pickle 
 Each program gets a fresh namespace; the process-wide state that math code commonly changes
 (numpy print options and error modes, decimal and mpmath precision, recursion limit, cwd,
 environment, sys.path, warnings filters, stdio, the builtins/math/cmath modules) is put back after
-every program and the scratch dir is emptied, so nothing a program does is seen by the next one. The `random` and `numpy.random` generators are
-re-seeded (0) after programs that mention "rand", so seeded or not, a program draws the same
-numbers on any worker. Attributes patched onto other library modules are not undone.
+every program and the scratch dir is emptied, so nothing a program does is seen by the next one.
+The environment is compared and the `random` and `numpy.random` generators re-seeded (0) only
+after programs that name them ("env", "rand"), which keeps a trivial program cheap; seeded or
+not, a program draws the same numbers on any worker.
+Attributes patched onto other library modules are not undone.
 """
 
 from __future__ import annotations
@@ -64,15 +66,16 @@ class _ProcessState:
         self.stdio = (sys.stdin, sys.stdout, sys.stderr)
         self.modules = [(vars(m), dict(vars(m))) for m in _RESTORED_MODULES]
 
-    def restore(self, reseed: bool) -> None:
-        """Put everything back; compare first where setting is the expensive part."""
+    def restore(self, code: str) -> None:
+        """Put everything back after running `code`. State that is costly to compare (the
+        environment, the RNGs) is reset only when the program names it."""
         os.chdir(self.cwd)
-        if os.environ != self.environ:
+        if "env" in code and os.environ != self.environ:
             os.environ.clear()
             os.environ.update(self.environ)
         sys.path[:] = self.path
         sys.setrecursionlimit(self.recursion_limit)
-        if reseed:
+        if "rand" in code:
             _seed()
         if np.get_printoptions() != self.np_print:
             np.set_printoptions(**self.np_print)
@@ -131,7 +134,7 @@ def serve(requests: Connection, replies: Connection, scratch: str, settings: dic
         namespace = {"__name__": "__main__", "__builtins__": builtins}
         result = interpreter.execute(code, namespace, timeout_s)
         del namespace
-        state.restore(reseed="rand" in code)
+        state.restore(code)
         _empty(scratch)
         replies.send(result)
 

@@ -89,17 +89,18 @@ def test_infinite_loop_times_out(executor):
 
 def test_program_that_swallows_the_alarm_is_killed(executor):
     pid = executor.worker_pids[0]
-    result = run1(executor, """
+    stubborn = textwrap.dedent("""
         import time
         while True:
             try:
                 time.sleep(10)
             except BaseException:
                 pass""")
+    result, queued = executor.run([stubborn, "print('queued behind it')"])
     assert result.timed_out and result.error.startswith("TimeoutError")
+    assert queued == ExecResult("queued behind it")  # re-sent to the replacement worker
     assert executor.worker_pids[0] != pid
     assert not psutil.pid_exists(pid)  # killed and reaped, no zombie
-    assert_still_serving(executor)
 
 
 @pytest.mark.parametrize("program, message", [
@@ -108,10 +109,10 @@ def test_program_that_swallows_the_alarm_is_killed(executor):
 ])
 def test_killing_the_worker_is_an_error_and_it_is_replaced(executor, program, message):
     pid = executor.worker_pids[0]
-    result = run1(executor, program)
+    result, queued = executor.run([program, "print(6 * 7)"])
     assert result.error.startswith("WorkerDied") and message in result.error
+    assert queued == ExecResult("42")
     assert executor.worker_pids[0] != pid and not psutil.pid_exists(pid)
-    assert_still_serving(executor)
 
 
 def test_segfault_through_ctypes(executor):

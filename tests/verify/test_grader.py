@@ -1,5 +1,6 @@
 """Answer extraction and equivalence: a hand-made table (with hard negatives) and deadlines."""
 
+import signal
 import threading
 
 import pytest
@@ -31,6 +32,17 @@ def test_gold_list_any_match():
     assert is_equivalent("3", ["2", "3"])
     assert not is_equivalent("4", ["2", "3"])
     assert not is_equivalent(None, "3")
+
+
+@pytest.mark.parametrize("pred, gold", [
+    ("(a+b+c+d)^{30}", "(a+b+c-d)^{30}"),   # symbolic expansion
+    ("3^{3^{20}}", "1"),                     # a number with billions of digits
+])
+def test_pathological_expressions_hit_the_deadline(pred, gold):
+    handler = signal.getsignal(signal.SIGALRM)
+    assert is_equivalent(pred, gold, timeout_s=0.5) is False
+    assert signal.getsignal(signal.SIGALRM) is handler
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 def test_works_off_the_main_thread():

@@ -42,6 +42,11 @@ def test_timeout_even_when_the_program_catches_exceptions():
         "", "TimeoutError: Execution of the code snippet has timed out for exceeding 0.2 seconds.", True)
 
 
+def test_timeout_survives_a_program_that_replaced_the_alarm_handler():
+    execute("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)", {}, 5.0)
+    assert execute("while True:\n    pass", {}, 0.2)[2] is True
+
+
 def test_namespace_is_the_callers():
     namespace = {}
     execute("x = 3", namespace, 5.0)
