@@ -1,0 +1,496 @@
+"""`rstar-jax evolve`: rStar-Math's rounds of self-evolution as resumable stages (spec §1).
+
+Round 0 makes the bootstrap policy: on the synthetic curriculum (the CPU default) a tokenizer and
+a from-scratch model fine-tuned on the seed set's worked solutions; with `base_model` an HF model
+that round 1 prompts few-shot. Every round r >= 1 then runs
+
+    search   MCTS over the training problems with the round r-1 policy (and PPM when the round's
+             search uses one), then again with new seeds over problems still unsolved
+    extract  SFT records and PPM pairs from the trees (spec §4), coverage per problem set
+    policy   SFT of the base model on this round's records; exported as an HF directory
+    ppm      PPM training from this round's policy; exported as an HF directory
+    evaluate greedy pass@1 and MCTS policy + PPM on the test sets, the PPM's held-out accuracy
+
+Stages write atomically and are recorded in `<workdir>/manifest.json`; a restarted run skips
+finished stages, and a killed search keeps its finished chunks. With several processes
+(`jax.distributed`), each searches its slice of the problems into its own shard files, and
+process 0 extracts, trains the manifest and writes the report after a barrier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from rstar_jax.config import CurriculumConfig, EvalConfig, EvolveConfig, RoundConfig
+from rstar_jax.data import records
+from rstar_jax.data.curriculum import Problem as CurriculumProblem
+from rstar_jax.data.curriculum import make_curriculum
+from rstar_jax.data.problems import Problem, load_problem_sets
+from rstar_jax.data.records import StepTree, write_json_atomic
+
+MANIFEST = "manifest.json"
+
+
+# ---- the manifest: which stages are finished, with their results --------------------------------
+
+@dataclasses.dataclass
+class Manifest:
+    """`<workdir>/manifest.json`: stage name -> {"result": ..., "seconds": ...}, in run order."""
+
+    path: str
+    stages: dict[str, dict[str, Any]]
+
+    @classmethod
+    def load(cls, workdir: str) -> Manifest:
+        path = os.path.join(workdir, MANIFEST)
+        if not os.path.exists(path):
+            return cls(path, {})
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls(path, json.load(f)["stages"])
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{path}: not a manifest written by rstar-jax evolve ({e})") from None
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Runs a stage unless the manifest has it; every process runs it, process 0 records it."""
+        if name in self.stages:
+            return self.stages[name]["result"]
+        start = time.perf_counter()
+        result = fn()
+        barrier(f"stage {name}")
+        self.stages[name] = {"result": result, "seconds": round(time.perf_counter() - start, 2)}
+        if jax.process_index() == 0:
+            write_json_atomic(self.path, {"stages": self.stages})
+        return result
+
+    def seconds(self, prefix: str) -> dict[str, float]:
+        return {name[len(prefix):]: s["seconds"] for name, s in self.stages.items() if name.startswith(prefix)}
+
+
+def barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"rstar_jax.evolve: {name}")
+
+
+def shard(items: Sequence[Any], index: int, count: int) -> list[Any]:
+    """This process's slice: every `count`-th item from `index` (balanced over levels and sizes)."""
+    return list(items[index::count])
+
+
+# ---- problems ------------------------------------------------------------------------------------
+
+def write_curriculum(directory: str, config: CurriculumConfig) -> dict[str, int]:
+    """Seed SFT records and per-level train / test problem files (rStar formats)."""
+    cur = make_curriculum(config)
+    records.write_records(os.path.join(directory, "seed.json"),
+                          [records.SFTRecord(p.question, p.response) for p in cur.seed])
+    for split, problems in (("train", cur.train), ("test", cur.test)):
+        for level in config.levels:
+            rows = [{"index": i, "question": p.question, "answer": str(p.answer)}
+                    for i, p in enumerate(q for q in problems if q.level == level)]
+            write_json_atomic(os.path.join(directory, split, f"level{level}.json"), rows)
+    return {"seed": len(cur.seed), "train": len(cur.train), "test": len(cur.test)}
+
+
+def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> list[str]:
+    """What the from-scratch tokenizer learns from: seed solutions and all training questions."""
+    from rstar_jax.search import step_format as sf
+
+    seed = records.read_sft(seed_file)
+    return ([sf.sft_prompt(r.query) + r.response for r in seed]
+            + [p.question for problems in problem_sets.values() for p in problems])
+
+
+# ---- search ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Searched:
+    """One search tree of one training problem, as stored in a shard file line."""
+
+    set: str
+    index: int | str
+    search_pass: int
+    tree: StepTree
+
+    def to_json(self) -> dict[str, Any]:
+        return {"set": self.set, "index": self.index, "pass": self.search_pass,
+                "tree": records.tree_to_json(self.tree)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Searched:
+        return cls(obj["set"], obj["index"], obj["pass"], records.tree_from_json(obj["tree"]))
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl_atomic(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    os.replace(tmp, path)
+
+
+def read_pass(directory: str) -> list[Searched]:
+    """Every tree written by any process into a pass directory (chunk files)."""
+    if not os.path.isdir(directory):
+        return []
+    files = sorted(f for f in os.listdir(directory) if f.endswith(".jsonl"))
+    return [Searched.from_json(row) for f in files for row in read_jsonl(os.path.join(directory, f))]
+
+
+SearchFn = Callable[[Sequence[Problem], int], list[StepTree]]  # (problems, seed) -> trees
+
+
+def search_pass(directory: str, problems: Sequence[tuple[str, Problem]], search_pass_index: int,
+                search_fn: SearchFn, seed: int, chunk: int, process: tuple[int, int]) -> None:
+    """Searches this process's slice of `problems` in chunks; a chunk file that exists is done."""
+    index, count = process
+    mine = shard(problems, index, count)
+    for start in range(0, len(mine), chunk):
+        path = os.path.join(directory, f"p{index:03d}-of-{count:03d}.c{start // chunk:05d}.jsonl")
+        if os.path.exists(path):
+            continue
+        batch = mine[start:start + chunk]
+        trees = search_fn([p for _, p in batch], seed + start)
+        write_jsonl_atomic(path, [Searched(name, p.index, search_pass_index, t).to_json()
+                                  for (name, p), t in zip(batch, trees, strict=True)])
+
+
+def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: RoundConfig,
+                 search_fn: Callable[[Sequence[Problem], int, int], list[StepTree]], seed: int,
+                 chunk: int) -> dict[str, Any]:
+    """All passes of a round's search: every problem once, then each unsolved-problem pass.
+
+    `search_fn(problems, rollouts, seed)`. Each pass uses a fresh seed; between passes every
+    process reads all shards to agree on which problems are still unsolved.
+    """
+    process = (jax.process_index(), jax.process_count())
+    todo = [(name, p) for name, problems in train_sets.items() for p in problems]
+    passes = (rc.search.num_rollouts, *rc.unsolved_rollouts)
+    searched = 0
+    for k, rollouts in enumerate(passes):
+        directory = os.path.join(round_dir, "search", f"pass{k}")
+        search_pass(directory, todo, k, lambda ps, s: search_fn(ps, rollouts, s),
+                    seed + 100_000 * k, chunk, process)
+        searched += len(todo)
+        barrier(f"{directory} written")
+        solved = {(t.set, t.index) for t in read_pass(directory) if records.is_solved(t.tree)}
+        todo = [(name, p) for name, p in todo if (name, p.index) not in solved]
+        if not todo:
+            break
+    return {"trees": searched, "unsolved": len(todo)}
+
+
+# ---- extraction --------------------------------------------------------------------------------------
+
+def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: EvolveConfig,
+                  seed_file: str | None) -> dict[str, Any]:
+    """SFT records, PPM pairs (train / held-out) and coverage per set from all passes' trees."""
+    by_problem: dict[tuple[str, Any], list[StepTree]] = {}
+    search_dir = os.path.join(round_dir, "search")
+    for k in sorted(os.listdir(search_dir)):
+        for t in read_pass(os.path.join(search_dir, k)):
+            by_problem.setdefault((t.set, t.index), []).append(t.tree)
+    flt = records.PairFilter(config.min_step_margin, config.min_edit_distance)
+    sft = records.read_sft(seed_file) if seed_file else []
+    pairs: list[records.PreferencePair] = []
+    coverage = {}
+    for name, problems in train_sets.items():
+        solved = 0
+        for p in problems:
+            trees = by_problem.get((name, p.index), [])
+            if not trees:
+                continue
+            solved += any(records.is_solved(t) for t in trees)
+            sft += records.sft_records(trees, config.sft_per_problem)
+            pairs += [pair for t in trees for pair in records.step_pairs(t, flt)]
+            pairs += records.final_answer_pairs(trees)
+        coverage[name] = solved / max(len(problems), 1)
+    random.Random(0).shuffle(pairs)
+    held = round(len(pairs) * config.ppm_heldout_fraction)
+    records.write_records(os.path.join(round_dir, "sft.json"), sft)
+    records.write_records(os.path.join(round_dir, "ppm_heldout.json"), pairs[:held])
+    records.write_records(os.path.join(round_dir, "ppm.json"), pairs[held:])
+    total = sum(len(v) for v in train_sets.values())
+    covered = sum(coverage[n] * len(v) for n, v in train_sets.items())
+    return {"coverage": coverage, "coverage_all": covered / max(total, 1), "sft_records": len(sft),
+            "ppm_pairs": len(pairs) - held, "ppm_heldout_pairs": held}
+
+
+# ---- model stages (the model stack is imported here, so manifests and records need none of it) ---
+
+def train_tokenizer(out_dir: str, texts: list[str], vocab_size: int) -> str:
+    from rstar_jax.models.tokenizer import train_sentencepiece
+
+    train_sentencepiece(texts, vocab_size, out_dir)
+    return out_dir
+
+
+def init_policy(out_dir: str, tokenizer_dir: str, config: EvolveConfig) -> str:
+    """A randomly initialised decoder sized to the tokenizer, saved as the round-0 base model."""
+    from flax import nnx
+
+    from rstar_jax.models.decoder import Decoder
+    from rstar_jax.models.hf import save_hf
+    from rstar_jax.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model_config = dataclasses.replace(
+        config.model, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    save_hf(Decoder(model_config, rngs=nnx.Rngs(config.seed)), tokenizer, out_dir)
+    return out_dir
+
+
+def train_policy(run_dir: str, base_model: str, sft_file: str, config: EvolveConfig, train) -> str:
+    from rstar_jax.training.sft import train_sft
+
+    return train_sft(run_dir, base_model=base_model, train_file=sft_file, config=train, mesh=config.mesh)
+
+
+def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: EvolveConfig) -> str:
+    from rstar_jax.training.ppm import train_ppm
+
+    return train_ppm(run_dir, policy_model=policy, train_file=pairs_file, config=config.ppm_train,
+                     mesh=config.mesh)
+
+
+class ModelStack:
+    """Policy sampler, PPM scorer and code executor of one stage, loaded from HF directories."""
+
+    def __init__(self, config: EvolveConfig, policy_dir: str, ppm_dir: str | None):
+        from rstar_jax.inference.sampler import Sampler
+        from rstar_jax.inference.scorer import PPMScorer
+        from rstar_jax.models.hf import load_hf, load_ppm_hf
+        from rstar_jax.verify.executor import Executor
+
+        model, self.tokenizer = load_hf(policy_dir)
+        self.policy = Sampler(model, self.tokenizer, config.sampler)
+        self.ppm = None
+        if ppm_dir:
+            ppm_model, _ = load_ppm_hf(ppm_dir)
+            self.ppm = PPMScorer(ppm_model, self.tokenizer, config.scorer)
+        self.executor = Executor(num_workers=config.exec_workers, timeout_s=config.exec_timeout_s)
+
+    def __enter__(self) -> ModelStack:
+        self.executor.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.executor.__exit__(*exc)
+
+
+def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: RoundConfig,
+                 config: EvolveConfig, policy_dir: str, ppm_dir: str | None, seed: int) -> dict[str, Any]:
+    """A round's MCTS over the training problems with the given policy (and PPM)."""
+    from rstar_jax.search.driver import run_mcts
+
+    def search_fn(problems: Sequence[Problem], rollouts: int, pass_seed: int) -> list[StepTree]:
+        search = dataclasses.replace(rc.search, num_rollouts=rollouts, seed=pass_seed)
+        result = run_mcts(problems, stack.policy, stack.ppm, search, stack.executor)
+        return [result.step_tree(b) for b in range(len(result))]
+
+    with ModelStack(config, policy_dir, ppm_dir) as stack:
+        return search_round(round_dir, train_sets, rc, search_fn, seed, config.search_chunk)
+
+
+def pairwise_accuracy(scorer, pairs: Sequence[records.PreferencePair]) -> float | None:
+    """Share of held-out pairs whose chosen step the PPM scores above the rejected one."""
+    if not pairs:
+        return None
+    raw, _ = scorer.score([p.prompt + p.pos for p in pairs] + [p.prompt + p.neg for p in pairs])
+    return float((raw[:len(pairs)] > raw[len(pairs):]).mean())
+
+
+def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: EvolveConfig,
+                   policy_dir: str, ppm_dir: str | None, heldout_file: str | None) -> dict[str, Any]:
+    """Greedy pass@1 (and MCTS with policy + PPM when there is a PPM) per test set."""
+    from rstar_jax.evaluate import evaluate_sets
+    from rstar_jax.evaluation.methods import Models
+
+    methods = tuple(m for m in config.evaluation.methods if ppm_dir or m == "greedy")
+    with ModelStack(config, policy_dir, ppm_dir) as stack:
+        models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm,
+                        tokenizer=stack.tokenizer, search=config.eval_search)
+        rows = evaluate_sets(eval_dir, test_sets,  models,
+                             dataclasses.replace(config.evaluation, methods=methods))
+        ppm_accuracy = (pairwise_accuracy(stack.ppm, records.read_pairs(heldout_file))
+                        if stack.ppm is not None and heldout_file else None)
+    accuracy: dict[str, dict[str, float]] = {}
+    for row in rows:
+        accuracy.setdefault(row["method"], {})[row["set"]] = row["accuracy"]
+    return {"accuracy": accuracy, "ppm_heldout_accuracy": ppm_accuracy}
+
+
+# ---- the report ----------------------------------------------------------------------------------------
+
+def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
+    """One row per finished round (round 0 = bootstrap policy), in the shape of Tables 2, 3, 6."""
+    rows = []
+    for r in range(num_rounds + 1):
+        evaluation = manifest.stages.get(f"round{r}/evaluate")
+        if evaluation is None:
+            break
+        extract = manifest.stages.get(f"round{r}/extract", {}).get("result", {})
+        rows.append({
+            "round": r,
+            "coverage": extract.get("coverage"), "coverage_all": extract.get("coverage_all"),
+            "sft_records": extract.get("sft_records"), "ppm_pairs": extract.get("ppm_pairs"),
+            **evaluation["result"],
+            "seconds": manifest.seconds(f"round{r}/"),
+        })
+    return rows
+
+
+def _mean(values: dict[str, float] | None) -> float | None:
+    values = [v for v in (values or {}).values() if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _pct(x: float | None, scale: float = 1.0) -> str:
+    return "-" if x is None else f"{x * scale:.1f}"
+
+
+def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Coverage, records, PPM accuracy and test accuracy per round, then time per stage."""
+    sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m},
+                  key=lambda s: (len(s), s))
+    head = ["round", "coverage % (all)", "SFT records", "PPM pairs", "PPM held-out acc %"]
+    head += [f"greedy {s}" for s in sets] + ["greedy mean"] + [f"MCTS {s}" for s in sets] + ["MCTS mean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        greedy, mcts = row["accuracy"].get("greedy", {}), row["accuracy"].get("mcts")
+        cells = [str(row["round"]), _pct(row["coverage_all"], 100), str(row["sft_records"] or "-"),
+                 str(row["ppm_pairs"] or "-"), _pct(row["ppm_heldout_accuracy"], 100)]
+        cells += [_pct(greedy.get(s)) for s in sets] + [_pct(_mean(greedy))]
+        cells += [_pct((mcts or {}).get(s)) for s in sets] + [_pct(_mean(mcts))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Coverage of the training problems per set (%):", ""]
+    for row in rows:
+        if row["coverage"]:
+            lines.append(f"- round {row['round']}: " + ", ".join(
+                f"{s} {100 * v:.1f}" for s, v in sorted(row["coverage"].items(), key=lambda kv: (len(kv[0]), kv[0]))))
+    lines += ["", "Seconds per stage:", ""]
+    for row in rows:
+        lines.append(f"- round {row['round']}: " + ", ".join(f"{k} {v:.0f}" for k, v in row["seconds"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def plot_rounds(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Test accuracy (greedy and MCTS, mean over sets) and coverage per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rounds = [row["round"] for row in rows]
+    for label, values in (
+        ("greedy pass@1", [_mean(row["accuracy"].get("greedy")) for row in rows]),
+        ("MCTS policy + PPM", [_mean(row["accuracy"].get("mcts")) for row in rows]),
+        ("train coverage", [None if row["coverage_all"] is None else 100 * row["coverage_all"] for row in rows]),
+    ):
+        points = [(r, v) for r, v in zip(rounds, values) if v is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel("%")
+    ax.set_xticks(rounds)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(workdir: str, rows: Sequence[dict[str, Any]]) -> str:
+    """report.json, report.md and accuracy.png in the workdir; returns the markdown."""
+    markdown = report_markdown(rows)
+    write_json_atomic(os.path.join(workdir, "report.json"), list(rows))
+    tmp = os.path.join(workdir, "report.md.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("# Self-evolution report\n\n" + markdown)
+    os.replace(tmp, os.path.join(workdir, "report.md"))
+    plot_rounds(os.path.join(workdir, "accuracy.png"), rows)
+    return markdown
+
+
+# ---- the rounds ------------------------------------------------------------------------------------------
+
+def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(),
+           curriculum: CurriculumConfig = CurriculumConfig(), base_model: str = "",
+           train_problems: str = "", test_problems: str = "", seed_sft: str = "") -> list[dict[str, Any]]:
+    """Runs, or resumes, bootstrap + every round of `config`; prints and returns the report rows.
+
+    Without `base_model` the problems come from the synthetic `curriculum` and round 0 trains a
+    tokenizer and a from-scratch policy on its seed set. With `base_model` (an HF directory) the
+    problems are rStar problem files or directories (`train_problems`, `test_problems`), round 1
+    searches with the base model (use `SearchConfig.data_generation(1)` there for the few-shot
+    prompt), and `seed_sft` optionally adds worked solutions to every round's SFT data.
+    """
+    from rstar_jax.parallel.mesh import initialize_distributed
+
+    initialize_distributed()
+    is_main = jax.process_index() == 0
+    manifest = Manifest.load(workdir)
+    round0 = os.path.join(workdir, "round0")
+    if base_model:
+        if not (train_problems and test_problems):
+            raise ValueError("evolve: with base_model, also give train_problems and test_problems")
+        train_dir, test_dir, seed_file = train_problems, test_problems, seed_sft or None
+    else:
+        problems_dir = os.path.join(workdir, "problems")
+        manifest.run("round0/problems", lambda: write_curriculum(problems_dir, curriculum) if is_main else None)
+        train_dir, test_dir = os.path.join(problems_dir, "train"), os.path.join(problems_dir, "test")
+        seed_file = os.path.join(problems_dir, "seed.json")
+    train_sets, test_sets = load_problem_sets(train_dir), load_problem_sets(test_dir)
+
+    if base_model:
+        base = policy = base_model
+    else:
+        tokenizer_dir = manifest.run("round0/tokenizer", lambda: train_tokenizer(
+            os.path.join(round0, "tokenizer"), tokenizer_texts(seed_file, train_sets), config.tokenizer_vocab))
+        base = manifest.run("round0/init", lambda: init_policy(os.path.join(round0, "init"), tokenizer_dir, config))
+        policy = manifest.run("round0/policy", lambda: train_policy(
+            os.path.join(round0, "policy"), base, seed_file, config, config.seed_train))
+    manifest.run("round0/evaluate", lambda: evaluate_round(
+        os.path.join(round0, "eval"), test_sets, config, policy, None, None))
+    markdown = write_report(workdir, round_rows(manifest, 0)) if is_main else ""
+
+    ppm = None
+    for r, rc in enumerate(config.rounds, start=1):
+        if rc.search.use_ppm and ppm is None:
+            raise ValueError(f"EvolveConfig.rounds[{r - 1}]: a PPM-augmented search needs an earlier round")
+        round_dir = os.path.join(workdir, f"round{r}")
+        manifest.run(f"round{r}/search", lambda: search_stage(
+            round_dir, train_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
+            config.seed + 1_000_000 * r))
+        manifest.run(f"round{r}/extract", lambda: extract_round(
+            round_dir, train_sets, config, seed_file if config.seed_in_sft else None) if is_main else None)
+        policy = manifest.run(f"round{r}/policy", lambda: train_policy(
+            os.path.join(round_dir, "policy"), base, os.path.join(round_dir, "sft.json"), config, config.policy_train))
+        ppm = manifest.run(f"round{r}/ppm", lambda: train_reward_model(
+            os.path.join(round_dir, "ppm"), policy, os.path.join(round_dir, "ppm.json"), config))
+        manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
+            os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
+            os.path.join(round_dir, "ppm_heldout.json")))
+        markdown = write_report(workdir, round_rows(manifest, r)) if is_main else ""
+    if is_main:
+        print(markdown)
+    return round_rows(manifest, len(config.rounds))

@@ -1,0 +1,251 @@
+"""Self-evolution bookkeeping: manifest resume, search passes and shards, extraction, report.
+
+The search here is a deterministic stand-in that builds small trees from the problem index (a
+real MCTS needs a trained policy; the end-to-end run is tested with experiments/smoke.gin).
+"""
+
+import json
+import os
+
+import pytest
+
+from rstar_jax import evolve
+from rstar_jax.config import EvolveConfig, RoundConfig, SearchConfig
+from rstar_jax.data import records
+from rstar_jax.data.problems import Problem
+from rstar_jax.data.records import StepNode, StepTree
+
+
+def problems(n: int, source: str = "level1") -> list[Problem]:
+    return [Problem(i, f"Question {i} of {source}?", str(i), source) for i in range(n)]
+
+
+def stand_in_tree(problem: Problem, rollouts: int) -> StepTree:
+    """Solved when `rollouts` reaches the problem's difficulty (index % 3: 4, 8 or 16 rollouts)."""
+    solved = rollouts >= 4 * 2 ** (problem.index % 3)
+    step = f"<code>\n# think about question {problem.index} carefully\nx = {problem.index}\n<end_of_step>"
+    wrong = f"\n<answer>The answer must be \\boxed{{{problem.index + 1000}}}.<end_of_answer>"
+    right = f"\n<answer>From the result, the answer is \\boxed{{{problem.index}}}.<end_of_answer>"
+    nodes = [StepNode(-1, "", 0.0, 3), StepNode(0, step, 0.0 if solved else -1.0, 2),
+             StepNode(1, wrong, -1.0, 1, "answer", False),
+             StepNode(0, "<code>\nprint(1/0)\n<end_of_code>\n<output>ZeroDivisionError<end_of_output>",
+                      -1.0, 1, "code_error")]
+    if solved:
+        nodes.append(StepNode(1, right, 1.0, 1, "answer", True))
+    return StepTree(problem.question, tuple(nodes))
+
+
+class StandInSearch:
+    def __init__(self, fail_on_call: int | None = None):
+        self.calls: list[list[int]] = []
+        self.fail_on_call = fail_on_call
+
+    def __call__(self, batch, rollouts, seed):
+        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            raise KeyboardInterrupt("killed")
+        self.calls.append([p.index for p in batch])
+        return [stand_in_tree(p, rollouts) for p in batch]
+
+
+ROUND = RoundConfig(SearchConfig(num_rollouts=4), unsolved_rollouts=(8, 16))
+
+
+def test_manifest_skips_finished_stages(tmp_path):
+    calls = []
+    manifest = evolve.Manifest.load(str(tmp_path))
+    assert manifest.run("round0/a", lambda: calls.append(1) or {"x": 1}) == {"x": 1}
+    again = evolve.Manifest.load(str(tmp_path))
+    assert again.run("round0/a", lambda: calls.append(2)) == {"x": 1}
+    assert calls == [1]
+    assert list(json.load(open(tmp_path / "manifest.json"))["stages"]) == ["round0/a"]
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(ValueError, match="manifest.json: not a manifest"):
+        evolve.Manifest.load(str(tmp_path))
+
+
+def test_unsolved_problems_get_further_passes(tmp_path):
+    search = StandInSearch()
+    result = evolve.search_round(str(tmp_path), {"level1": problems(9)}, ROUND,
+                                 lambda b, n, s: search(b, n, s), seed=0, chunk=4)
+    passes = [sorted(i for call in calls for i in call) for calls in
+              ([search.calls[0], search.calls[1], search.calls[2]], [search.calls[3], search.calls[4]],
+               [search.calls[5]])]
+    assert passes == [list(range(9)), [1, 2, 4, 5, 7, 8], [2, 5, 8]]
+    assert result == {"trees": 9 + 6 + 3, "unsolved": 0}
+
+
+def test_killed_search_resumes_without_losing_or_duplicating(tmp_path):
+    sets = {"level1": problems(10), "level2": problems(5, "level2")}
+    clean = StandInSearch()
+    evolve.search_round(str(tmp_path / "clean"), sets, ROUND, clean, seed=0, chunk=4)
+    killed = StandInSearch(fail_on_call=2)
+    with pytest.raises(KeyboardInterrupt):
+        evolve.search_round(str(tmp_path / "killed"), sets, ROUND, killed, seed=0, chunk=4)
+    resumed = StandInSearch()
+    evolve.search_round(str(tmp_path / "killed"), sets, ROUND, resumed, seed=0, chunk=4)
+    assert resumed.calls[0] == clean.calls[2]  # the two finished chunks are not searched again
+    for k in range(3):
+        a = evolve.read_pass(str(tmp_path / "clean" / "search" / f"pass{k}"))
+        b = evolve.read_pass(str(tmp_path / "killed" / "search" / f"pass{k}"))
+        assert a == b
+    assert not [f for f in os.listdir(tmp_path / "killed" / "search" / "pass0") if ".tmp" in f]
+
+
+def test_process_shards_cover_every_problem_once(tmp_path):
+    todo = [("level1", p) for p in problems(11)]
+    for index in range(3):
+        evolve.search_pass(str(tmp_path / "three"), todo, 0, lambda b, s: [stand_in_tree(p, 4) for p in b],
+                           seed=0, chunk=2, process=(index, 3))
+    evolve.search_pass(str(tmp_path / "one"), todo, 0, lambda b, s: [stand_in_tree(p, 4) for p in b],
+                       seed=0, chunk=2, process=(0, 1))
+    key = lambda t: (t.set, t.index)  # noqa: E731
+    three = sorted(evolve.read_pass(str(tmp_path / "three")), key=key)
+    assert three == sorted(evolve.read_pass(str(tmp_path / "one")), key=key)
+    assert [t.index for t in three] == list(range(11))
+
+
+def test_extract_writes_records_and_coverage(tmp_path):
+    sets = {"level1": problems(6), "level2": problems(3, "level2")}
+    evolve.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+                        StandInSearch(), seed=0, chunk=4)
+    seed_file = tmp_path / "seed.json"
+    records.write_records(str(seed_file), [records.SFTRecord("seed question", "seed answer")])
+    config = EvolveConfig(ppm_heldout_fraction=0.25)
+    result = evolve.extract_round(str(tmp_path), sets, config, str(seed_file))
+    # with 4 rollouts only problems 0 and 3 (index % 3 == 0) are solved
+    assert result["coverage"] == {"level1": 2 / 6, "level2": 1 / 3}
+    assert result["coverage_all"] == pytest.approx(3 / 9)
+    sft = records.read_sft(str(tmp_path / "sft.json"))
+    assert [r.query for r in sft] == ["seed question", "Question 0 of level1?", "Question 3 of level1?",
+                                      "Question 0 of level2?"]
+    train = records.read_pairs(str(tmp_path / "ppm.json"))
+    held = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
+    # per solved tree: one step pair (right vs wrong answer) and two final-answer pairs
+    assert len(train) + len(held) == 3 * 3 and len(held) == 2
+    assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
+
+
+def test_report_files(tmp_path):
+    manifest = evolve.Manifest.load(str(tmp_path))
+    manifest.run("round0/evaluate", lambda: {"accuracy": {"greedy": {"level1": 50.0, "level2": 10.0}},
+                                             "ppm_heldout_accuracy": None})
+    manifest.run("round1/extract", lambda: {"coverage": {"level1": 0.5, "level2": 0.25}, "coverage_all": 0.4,
+                                            "sft_records": 12, "ppm_pairs": 30, "ppm_heldout_pairs": 2})
+    manifest.run("round1/evaluate", lambda: {
+        "accuracy": {"greedy": {"level1": 70.0, "level2": 20.0}, "mcts": {"level1": 80.0, "level2": 30.0}},
+        "ppm_heldout_accuracy": 0.75})
+    rows = evolve.round_rows(manifest, 4)
+    assert [r["round"] for r in rows] == [0, 1]
+    markdown = evolve.write_report(str(tmp_path), rows)
+    assert "| 1 | 40.0 | 12 | 30 | 75.0 | 70.0 | 20.0 | 45.0 | 80.0 | 30.0 | 55.0 |" in markdown
+    assert json.load(open(tmp_path / "report.json"))[1]["coverage"] == {"level1": 0.5, "level2": 0.25}
+    assert (tmp_path / "report.md").read_text().startswith("# Self-evolution report")
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+
+
+WORKER = """
+import importlib.util, json, sys
+import jax
+from rstar_jax.parallel.mesh import initialize_distributed
+initialize_distributed()
+from rstar_jax import evolve
+from rstar_jax.config import EvolveConfig
+spec = importlib.util.spec_from_file_location("test_evolve", sys.argv[1])
+te = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(te)
+workdir = sys.argv[2]
+sets = {"level1": te.problems(9), "level2": te.problems(4, "level2")}
+search = te.StandInSearch()
+manifest = evolve.Manifest.load(workdir)
+manifest.run("round1/search", lambda: evolve.search_round(workdir + "/round1", sets, te.ROUND, search, 0, 2))
+main = jax.process_index() == 0
+result = manifest.run("round1/extract", lambda: evolve.extract_round(
+    workdir + "/round1", sets, EvolveConfig(), None) if main else None)
+with open(f"{workdir}/process{jax.process_index()}.json", "w") as f:
+    json.dump({"count": jax.process_count(), "calls": search.calls, "extract": result}, f)
+"""
+
+
+def test_two_processes_search_their_shards_and_process0_extracts(tmp_path):
+    """Two local CPU processes joined by jax.distributed (gloo collectives for the barriers)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = [subprocess.Popen(
+        [sys.executable, str(script), os.path.abspath(__file__), str(tmp_path)], cwd=root,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root, "JAX_NUM_PROCESSES": "2",
+             "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_PROCESS_ID": str(i)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    for p in procs:
+        out, _ = p.communicate()
+        assert p.returncode == 0, out
+    outs = [json.load(open(tmp_path / f"process{i}.json")) for i in range(2)]
+    assert [o["count"] for o in outs] == [2, 2]
+    searched = sorted(i for o in outs for call in o["calls"] for i in call)
+    # pass 0: 9 + 4 problems; pass 1: the 6 + 2 with index % 3 > 0; pass 2: the 3 + 1 with index % 3 == 2
+    assert len(searched) == 13 + 8 + 4
+    assert all(o["calls"] for o in outs)  # both processes searched a share
+    assert outs[0]["extract"]["coverage"] == {"level1": 1.0, "level2": 1.0}
+    assert outs[1]["extract"] is None
+    assert list(json.load(open(tmp_path / "manifest.json"))["stages"]) == ["round1/search", "round1/extract"]
+
+
+def _evolve_cmd(workdir) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "rstar_jax.cli", "evolve", "--gin_file", "smoke", "--workdir", str(workdir)]
+
+
+def _outputs(workdir) -> dict[str, object]:
+    """Stage names, search trees and records of a finished run (what must not depend on kills)."""
+    out: dict[str, object] = {"stages": list(json.load(open(workdir / "manifest.json"))["stages"])}
+    for path in sorted(workdir.glob("round[1-9]/search/pass*/*.jsonl")):
+        out[str(path.relative_to(workdir))] = path.read_text()
+    for path in sorted(workdir.glob("round[1-9]/*.json")):
+        out[str(path.relative_to(workdir))] = json.load(open(path))
+    return out
+
+
+@pytest.mark.slow
+def test_smoke_run_killed_at_several_points_resumes_to_the_same_records(tmp_path):
+    """experiments/smoke.gin end to end; a copy is killed (SIGKILL) mid-search, mid-training and
+    between stages, then resumed; it must end with exactly the uninterrupted run's records."""
+    import subprocess
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root}
+    clean = subprocess.run(_evolve_cmd(tmp_path / "clean"), cwd=root, env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    assert "| round |" in clean.stdout
+    killed = tmp_path / "killed"
+    kill_points = (
+        lambda: any(killed.glob("round1/search/pass0/*.jsonl")),  # mid-search: one chunk written
+        lambda: any(killed.glob("round1/policy/checkpoints/*")),  # mid-training
+        lambda: "round2/search" in (killed / "manifest.json").read_text(),  # between stages
+    )
+    for reached in kill_points:
+        proc = subprocess.Popen(_evolve_cmd(killed), cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        while proc.poll() is None:
+            try:
+                if reached():
+                    proc.kill()
+                    break
+            except FileNotFoundError:
+                pass
+            time.sleep(0.1)
+        proc.wait()
+    resumed = subprocess.run(_evolve_cmd(killed), cwd=root, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _outputs(killed) == _outputs(tmp_path / "clean")
+    report = json.load(open(killed / "report.json"))
+    assert [row["round"] for row in report] == [0, 1, 2]
+    assert (killed / "report.md").exists() and (killed / "accuracy.png").exists()
