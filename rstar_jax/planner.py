@@ -69,6 +69,8 @@ def parse_topology(name: str) -> Topology:
             raise ValueError(f"topology {name!r}: {acc.name} slices come in multiples of {acc.cores_per_device} cores")
         return Topology(name, acc, cores // acc.cores_per_device)
     if m := re.fullmatch(r"(?:(\d+)x)?(a100-40g|a100|h100|h200)", key):
+        if m[1] is not None and int(m[1]) < 1:
+            raise ValueError(f"topology {name!r}: needs at least one device")
         return Topology(name, ACCELERATORS[m[2]], int(m[1] or 1))
     raise ValueError(f"unknown topology {name!r}; expected e.g. v4-8, v5e-16, v5p-64, v6e-8, 8xa100, 8xa100-40g, "
                      "8xh100, 8xh200")

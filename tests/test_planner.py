@@ -76,7 +76,7 @@ def test_topologies(name, devices, gib):
     assert target.accelerator.hbm_bytes / planner.GIB == pytest.approx(gib, abs=0.05)
 
 
-@pytest.mark.parametrize("name", ["v5p-63", "v7-8", "8xh300", "h100x8"])
+@pytest.mark.parametrize("name", ["v5p-63", "v7-8", "8xh300", "h100x8", "0xh100"])
 def test_unknown_topology(name):
     with pytest.raises(ValueError, match="topology"):
         planner.parse_topology(name)
