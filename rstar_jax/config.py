@@ -205,6 +205,7 @@ class EvalConfig:
     max_problems: int = 0  # > 0: only the first n problems of each set
     exec_workers: int = 4
     exec_timeout_s: float = 30.0  # per program, as the original's interpreter
+    grade_workers: int = 2  # processes that grade answers; 0: grade in this process
     seed: int = 0
     paper_round: int = 4  # the round whose paper numbers are shown beside ours
 
@@ -246,7 +247,7 @@ class EvolveConfig:
     model: ModelConfig = ModelConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=3,
                                      num_attention_heads=4, num_key_value_heads=2,
                                      max_position_embeddings=512, tie_word_embeddings=True)
-    tokenizer_vocab: int = 400
+    tokenizer_vocab: int = 800
     seed_train: TrainConfig = _TINY_TRAIN  # round 0: the seed set -> bootstrap policy
     policy_train: TrainConfig = _TINY_TRAIN  # every round, from the base model
     ppm_train: TrainConfig = dataclasses.replace(_TINY_TRAIN, learning_rate=5e-4, num_epochs=2)
@@ -266,27 +267,3 @@ class EvolveConfig:
     exec_workers: int = 2
     exec_timeout_s: float = 5.0
     seed: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """Benchmark evaluation (evaluate.py; spec §7). Defaults: the original's greedy eval."""
-
-    methods: tuple[str, ...] = ("greedy",)  # of "greedy", "sample", "best_of_n", "mcts", "beam"
-    prompt_format: str = "rstar"  # "rstar" (code-augmented steps) or "chat" (chat template, \boxed{})
-    num_samples: int = 8  # solutions per problem for "sample" and "best_of_n"
-    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # k of maj@k, pass@k, ... (those <= candidates)
-    num_runs: int = 1  # independent MCTS runs (seed, seed + 1, ...), one answer each
-    top_n: int = 4  # the top-K answers by PPM score that vote across runs (spec §3.7)
-    step_score: str = "min"  # best-of-n solution score from its step scores: "min", "last" or "mean"
-    temperature: float = 1.0  # sampled methods; greedy is always 0
-    top_p: float = 1.0
-    top_k: int = -1  # -1: off
-    max_new_tokens: int = 4096  # per generation call (the greedy format emits a whole code block)
-    max_depth: int = 2  # generation calls per sampled solution: the code block, then the answer
-    batch_size: int = 64  # problems per batch; each batch is one resumable write
-    max_problems: int = 0  # > 0: only the first n problems of each set
-    exec_workers: int = 4
-    exec_timeout_s: float = 30.0  # per program, as the original's interpreter
-    seed: int = 0
-    paper_round: int = 4  # the round whose paper numbers are shown beside ours

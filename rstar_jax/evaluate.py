@@ -9,8 +9,11 @@ evaluates its slice of every set, process 0 merges the shards and writes the sum
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import jax
@@ -77,9 +80,10 @@ def evaluate_sets(
     """
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
-    for method in config.methods:
-        for name, problems in sets.items():
-            _evaluate_slice(workdir, name, method, _head(problems, config), models, config, index, count)
+    with _grading_pool(config.grade_workers) as pool:
+        for method in config.methods:
+            for name, problems in sets.items():
+                _evaluate_slice(workdir, name, method, _head(problems, config), models, config, pool, index, count)
     if count > 1:
         from jax.experimental import multihost_utils
 
@@ -104,8 +108,15 @@ def _head(problems: Sequence[Problem], config: EvalConfig) -> Sequence[Problem]:
     return problems[: config.max_problems] if config.max_problems > 0 else problems
 
 
+def _grading_pool(workers: int) -> contextlib.AbstractContextManager[ProcessPoolExecutor | None]:
+    """Processes that grade answers (sympy can take a while); spawned, as jax dislikes fork."""
+    if workers <= 0:
+        return contextlib.nullcontext()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Problem], models: Models,
-                    config: EvalConfig, index: int, count: int) -> None:
+                    config: EvalConfig, pool: ProcessPoolExecutor | None, index: int, count: int) -> None:
     """This process's problems (every count-th one), in resumable batches."""
     writer = ShardWriter(os.path.join(workdir, name, method), index, count)
     mine = range(index, len(problems), count)
@@ -116,6 +127,6 @@ def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Pro
             positions = todo[start : start + config.batch_size]
             batch = [problems[p] for p in positions]
             candidates = fn(batch, models, config)
-            writer.append(grade(problem, p, method, cands, is_equivalent)
-                          for problem, p, cands in zip(batch, positions, candidates, strict=True))
+            args = (batch, positions, [method] * len(batch), candidates, [is_equivalent] * len(batch))
+            writer.append(pool.map(grade, *args, chunksize=4) if pool else map(grade, *args))
             bar.update(len(batch))

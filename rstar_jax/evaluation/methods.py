@@ -65,6 +65,47 @@ def best_of_n(problems: Sequence[Problem], models: Models, config: EvalConfig) -
     ]
 
 
+def mcts(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
+    """`config.num_runs` evaluation-mode MCTS runs (seeds search.seed + r), one answer per run."""
+    from rstar_jax.search.driver import run_mcts
+
+    return _search_runs(run_mcts, problems, models, config)
+
+
+def beam(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
+    """`config.num_runs` step beam searches, one answer (the best-valued) per run."""
+    from rstar_jax.search.beam import run_beam_search
+
+    return _search_runs(run_beam_search, problems, models, config)
+
+
+def _search_runs(search_fn, problems, models: Models, config: EvalConfig) -> list[list[Candidate]]:
+    _require(models.ppm, "search evaluation needs a PPM (ppm_path): it scores the answers")
+    _require(models.search, "search evaluation needs a SearchConfig")
+    candidates: list[list[Candidate]] = [[] for _ in problems]
+    for run in range(config.num_runs):
+        search_config = dataclasses.replace(models.search, seed=models.search.seed + run)
+        result = search_fn(problems, models.policy, models.ppm, search_config, models.executor, progress=False)
+        for b in range(len(problems)):
+            candidates[b].append(_run_answer(result, b, run))
+    return candidates
+
+
+def _run_answer(result, b: int, run: int) -> Candidate:
+    """The run's answer: the answer leaf with the highest Q (its PPM score, spec §3.7)."""
+    best = result.best_answer_node(b)
+    others = tuple(dict.fromkeys(
+        result.nodes[b][i].answer for i in result.answer_nodes(b) if i != best and result.nodes[b][i].answer))
+    if best < 0:
+        return Candidate(answer=None, steps=(), finish="no_answer", run=run, leaf_answers=others)
+    path = result.path(b, best)
+    return Candidate(
+        answer=result.nodes[b][best].answer, steps=tuple(result.nodes[b][i].text for i in path), finish="answer",
+        score=float(result.q_values(b)[best]),
+        step_scores=tuple(float(result.arrays["value"][b, i]) for i in path), run=run, leaf_answers=others,
+    )
+
+
 def split_steps(steps: Sequence[str]) -> list[str]:
     """Reasoning steps of a solution: generated chunks cut after each `<end_of_step>` (spec §2.2)."""
     pieces = re.compile(f"(?<={re.escape(step_format.STEP_END)})")
@@ -87,5 +128,5 @@ def _require(value: Any, message: str) -> None:
 
 
 METHOD_FNS: dict[str, Callable[[Sequence[Problem], Models, EvalConfig], list[list[Candidate]]]] = {
-    "greedy": greedy, "sample": sample, "best_of_n": best_of_n,
+    "greedy": greedy, "sample": sample, "best_of_n": best_of_n, "mcts": mcts, "beam": beam,
 }

@@ -89,6 +89,7 @@ def problem_metrics(
     scores: Sequence[float | None] | None,
     ks: Sequence[int],
     top_n: int,
+    leaf_correct: Sequence[bool] | None = None,
 ) -> dict[str, float]:
     """Every metric of one problem, for each k in ks (k <= number of candidates).
 
@@ -96,12 +97,16 @@ def problem_metrics(
     scores: best@k takes the highest-scored of the first k; weighted@k is the score-weighted vote;
     top{top_n}_maj@k / top{top_n}_weighted@k vote over the top_n highest-scored of the first k
     (the paper's "majority vote on the top-K highest-reward trajectories", spec §3.7).
+    With `leaf_correct` (search runs: any answer in the run's tree is right), leaf_pass@k says
+    whether any of the first k runs found a right answer at all.
     """
     n = len(correct)
     metrics: dict[str, float] = {}
     for k in (k for k in ks if k <= n):
         metrics[f"pass@{k}"] = pass_at_k(n, sum(correct), k)
         metrics[f"maj@{k}"] = _is_correct(correct, majority_vote(clusters[:k]))
+        if leaf_correct is not None:
+            metrics[f"leaf_pass@{k}"] = float(any(leaf_correct[:k]))
         if scores is None:
             continue
         # Only candidates with a valid answer compete on score.

@@ -37,9 +37,9 @@ TABLE6_MCTS = {
 # Table 1: final system (round 4, Qwen2.5-Math-7B), vote over 64 trajectories.
 TABLE1_64 = {"MATH": 90.0, "AIME": 53.3, "Olympiad": 65.6, "College": 60.5, "Omni": 50.5}
 
-# The metric each method is judged by ("mcts_runs": MCTS with several runs; k: the largest k run).
-HEADLINE = {"greedy": "pass@1", "sample": "maj@{k}", "best_of_n": "best@{k}", "beam": "best@{k}",
-            "mcts": "best@1", "mcts_runs": "top{top_n}_maj@{k}"}
+# The metric each method is judged by ("<search>_runs": several search runs; k: the largest k run).
+HEADLINE = {"greedy": "pass@1", "sample": "maj@{k}", "best_of_n": "best@{k}", "mcts": "best@1", "beam": "best@1",
+            "mcts_runs": "top{top_n}_maj@{k}", "beam_runs": "top{top_n}_maj@{k}"}
 
 
 def benchmark_of(set_name: str) -> str | None:
@@ -74,12 +74,13 @@ def summarize(
     for record in records:
         cands = record["candidates"]
         scores = [c["score"] for c in cands] if any(c["score"] is not None for c in cands) else None
+        leaf_correct = [c["leaf_correct"] for c in cands] if all("leaf_correct" in c for c in cands) else None
         per_problem.append(metrics.problem_metrics(
-            [c["correct"] for c in cands], [c["cluster"] for c in cands], scores, ks, top_n))
+            [c["correct"] for c in cands], [c["cluster"] for c in cands], scores, ks, top_n, leaf_correct))
     names = sorted(set.intersection(*(set(m) for m in per_problem))) if per_problem else []
     means = {name: 100.0 * sum(m[name] for m in per_problem) / len(per_problem) for name in names}
     num_candidates = min((len(r["candidates"]) for r in records), default=0)
-    kind = "mcts_runs" if method == "mcts" and num_candidates > 1 else method
+    kind = f"{method}_runs" if method in ("mcts", "beam") and num_candidates > 1 else method
     headline = headline_metric(kind, max((k for k in ks if k <= num_candidates), default=1), top_n)
     paper, paper_source = paper_reference(kind, set_name, paper_round)
     return {

@@ -29,6 +29,8 @@ class Candidate:
     score: float | None = None  # PPM value of the whole solution (None without a PPM)
     step_scores: tuple[float, ...] | None = None
     run: int = 0  # sample or search-run number
+    # Search methods: the other answers found in the run's tree (the original's per-tree pass@n).
+    leaf_answers: tuple[str, ...] | None = None
 
 
 def grade(
@@ -39,13 +41,18 @@ def grade(
     equivalent: Callable[[str, str | Sequence[str]], bool],
 ) -> dict[str, Any]:
     """The JSON record of one problem: every candidate with its correctness and answer cluster."""
-    answers = [c.answer for c in candidates]
-    clusters = metrics.cluster_answers(answers, equivalent)
-    graded = [
-        {**dataclasses.asdict(c), "correct": c.answer is not None and bool(equivalent(c.answer, list(problem.golds))),
-         "cluster": cluster}
-        for c, cluster in zip(candidates, clusters, strict=True)
-    ]
+    golds = list(problem.golds)
+
+    def correct(answer: str | None) -> bool:
+        return answer is not None and bool(equivalent(answer, golds))
+
+    clusters = metrics.cluster_answers([c.answer for c in candidates], equivalent)
+    graded = []
+    for c, cluster in zip(candidates, clusters, strict=True):
+        record = {**dataclasses.asdict(c), "correct": correct(c.answer), "cluster": cluster}
+        if c.leaf_answers is not None:
+            record["leaf_correct"] = record["correct"] or any(map(correct, c.leaf_answers))
+        graded.append(record)
     return {
         "source": problem.source, "position": position, "index": problem.index, "question": problem.question,
         "gold": problem.answer, "method": method, "candidates": graded,
