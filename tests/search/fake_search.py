@@ -12,7 +12,7 @@ from rstar_jax.search.tree import NO_NODE, NodeKind, Tree
 from reference_mcts import fake_candidates
 
 
-def run_fake_kernels(num_trees: int, config: SearchConfig, seed: int, capacity: int) -> Tree:
+def run_fake_kernels(num_trees: int, config: SearchConfig, seed: int, capacity: int, mesh=None) -> Tree:
     """The jitted search on B trees whose expansions come from `fake_candidates`."""
     k, num_slots = config.num_candidates, config.leaves_per_tree
     paths: dict[tuple[int, int], tuple[int, ...]] = {(b, 0): () for b in range(num_trees)}
@@ -50,7 +50,8 @@ def run_fake_kernels(num_trees: int, config: SearchConfig, seed: int, capacity: 
                 ppm[b, l, j] = cand.ppm
         return rewards, ppm
 
-    return mcts_loop(Tree.init(num_trees, capacity, k), config, propose, score, progress=False)
+    tree = Tree.init(num_trees, capacity, k)
+    return mcts_loop(tree if mesh is None else tree.shard(mesh), config, propose, score, progress=False)
 
 
 def check_consistent(tree: Tree, b: int) -> None:
