@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "train-sft": "rstar_jax.training.sft:train_sft",
     "train-ppm": "rstar_jax.training.ppm:train_ppm",
     "generate": "rstar_jax.inference.generate:generate",
+    "eval": "rstar_jax.evaluate:evaluate",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
