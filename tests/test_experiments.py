@@ -64,3 +64,9 @@ def test_paper_evaluation(gin_file):
 def test_small_policy_is_fine_tuned_like_the_7b(gin_file):
     config = resolved("rstar_jax.training.sft", "train_sft", gin_file)["config"]
     assert (config.batch_size, config.learning_rate, config.max_length) == (128, 7e-6, 4096)
+
+
+@pytest.mark.parametrize("gin_file", PAPER_7B)
+def test_ppm_training(gin_file):
+    config = resolved("rstar_jax.training.ppm", "train_ppm", gin_file)["config"]
+    assert (config.batch_size, config.learning_rate, config.max_length, config.eval_fraction) == (512, 7e-6, 2048, 0.05)
