@@ -96,6 +96,8 @@ _TRAILING_UNIT = re.compile(rf"^([-+]?[\d.,/]*\d)\s*(?:{_UNITS})\.?$", re.IGNORE
 _WRAPPER = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\{([^{}]*)\}")
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _CHOICE = re.compile(r"^\(?([A-E])\)?$")
+_DECIMAL = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)$")
+_INTEGER = re.compile(r"^[-+]?\d+$")
 _CHOICES = re.compile(r"^[A-E]{2,}$")  # several correct options, e.g. "ACD"
 _EQUATION_LHS = re.compile(r"^\s*([a-zA-Z](?:_\{?\w+\}?)?)\s*=\s*(?!.*=)(.+)$", re.DOTALL)
 
@@ -159,18 +161,34 @@ for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_DropTimerWarning())
 
 
+@functools.cache
+def _math_verify():
+    """math_verify, imported and exercised once on first use (sympy and antlr take seconds), never
+    under a deadline: an import cut short by the alarm leaves the parser half-initialised."""
+    import math_verify
+
+    warm = math_verify.parse("$\\frac{1}{2}$", parsing_timeout=None)
+    math_verify.verify(warm, warm, timeout_seconds=None)
+    return math_verify
+
+
 @functools.lru_cache(maxsize=4096)  # a gold is compared with many candidates
 def _parse(s: str) -> tuple:
     """The sympy value of an answer (math-verify's LaTeX/expression parser), or ()."""
-    from math_verify import parse  # heavy (sympy, antlr): imported only when grading
-
     # Our deadline covers the whole check, so math-verify's own timers stay off. Its string
     # fallback (second element) is dropped: string equality is checked before.
-    return tuple(parse("\\boxed{" + s + "}", parsing_timeout=None)[:1])
+    return tuple(_math_verify().parse("\\boxed{" + s + "}", parsing_timeout=None)[:1])
+
+
+def _close(x: complex, y: complex, percent: bool) -> bool:
+    """Relative 1e-4 (and x100, /100 when a side is a percentage)."""
+    scales = (1.0, 100.0, 0.01) if percent else (1.0,)
+    return any(math.isclose(x.real, y.real * k, rel_tol=REL_TOL, abs_tol=1e-12)
+               and math.isclose(x.imag, y.imag * k, rel_tol=REL_TOL, abs_tol=1e-12) for k in scales)
 
 
 def _numbers_close(a, b, percent: bool) -> bool:
-    """Numeric equality: exact for integers, relative 1e-4 otherwise (and x100, /100 if percent)."""
+    """Numeric equality of two sympy values: exact for integers, `_close` otherwise."""
     import sympy
 
     if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_number and b.is_number):
@@ -178,18 +196,21 @@ def _numbers_close(a, b, percent: bool) -> bool:
     if a.is_Integer and b.is_Integer:
         return a == b
     try:
-        x, y = complex(sympy.N(a, 20)), complex(sympy.N(b, 20))
+        return _close(complex(sympy.N(a, 20)), complex(sympy.N(b, 20)), percent)
     except (TypeError, ValueError, OverflowError):
         return False
-    scales = (1.0, 100.0, 0.01) if percent else (1.0,)
-    return any(math.isclose(x.real, y.real * k, rel_tol=REL_TOL, abs_tol=1e-12)
-               and math.isclose(x.imag, y.imag * k, rel_tol=REL_TOL, abs_tol=1e-12) for k in scales)
+
+
+def _decimals_equal(pred: str, gold: str, percent: bool) -> bool:
+    """The same rule for two plain decimal numbers, without sympy."""
+    if _INTEGER.match(pred) and _INTEGER.match(gold):
+        return int(pred) == int(gold)
+    return _close(float(pred), float(gold), percent)
 
 
 def _math_equal(pred: str, gold: str, percent: bool) -> bool:
     """math-verify in both orders, then the numeric tolerance on the parsed values."""
-    from math_verify import verify
-
+    verify = _math_verify().verify
     p, g = _parse(pred), _parse(gold)
     if not p or not g or isinstance(p[0], str) or isinstance(g[0], str):
         return False
@@ -221,6 +242,8 @@ def _equivalent_one(pred: str, gold: str) -> bool:
             return False
     elif p_var or g_var:  # `x = 3` against `3`: compare the right-hand side
         p, g = p_rhs, g_rhs
+    if _DECIMAL.match(p) and _DECIMAL.match(g):
+        return _decimals_equal(p, g, p_pct or g_pct)
     return bool(p and g) and _math_equal(p, g, p_pct or g_pct)
 
 
@@ -289,6 +312,7 @@ def is_equivalent(pred: str | None, gold: str | Sequence[str], timeout_s: float 
     golds = [gold] if isinstance(gold, str) else list(gold)
     if threading.current_thread() is not threading.main_thread():
         return _check_in_helper(pred, golds, timeout_s)
+    _math_verify()
     try:
         with _deadline(timeout_s):
             return _equivalent(pred, golds)

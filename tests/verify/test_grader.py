@@ -1,6 +1,9 @@
 """Answer extraction and equivalence: a hand-made table (with hard negatives) and deadlines."""
 
+import pathlib
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -43,6 +46,15 @@ def test_pathological_expressions_hit_the_deadline(pred, gold):
     assert is_equivalent(pred, gold, timeout_s=0.5) is False
     assert signal.getsignal(signal.SIGALRM) is handler
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert is_equivalent("\\frac{1}{2}", "0.5")  # grading still works after an interruption
+
+
+def test_first_check_with_a_short_deadline_in_a_fresh_process():
+    """math-verify's first import takes seconds; a deadline must not cut it half-way."""
+    code = ("from rstar_jax.verify.grader import is_equivalent\n"
+            "assert not is_equivalent('(a+b+c+d)^{30}', '(a+b+c-d)^{30}', timeout_s=0.2)\n"
+            "assert is_equivalent('\\\\frac{1}{2}', '0.5')")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parents[2])
 
 
 def test_works_off_the_main_thread():
