@@ -1,0 +1,152 @@
+"""Token-level training data: SFT sequences and PPM preference pairs, bucketed into batches.
+
+Records come in rStar's formats (`rstar_jax.data.records`). Batches have fixed row counts and a
+length padded to a power of two, so a run compiles its step a few times at most. The order of an
+epoch is a pure function of (seed, epoch), which makes a resumed run see the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from rstar_jax.data.records import PreferencePair, SFTRecord
+from rstar_jax.search import step_format
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTExample:
+    """Prompt + response + EOS token ids; the loss covers the ids from `prompt_len` on."""
+
+    ids: np.ndarray
+    prompt_len: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PairExample:
+    """Prompt + chosen step and prompt + rejected step, with the pair's loss weight."""
+
+    pos: np.ndarray
+    neg: np.ndarray
+    weight: float
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[SFTExample]:
+    """`sft_prompt(query)` + response + EOS, truncated to `max_length` keeping the beginning.
+
+    Examples whose prompt alone fills `max_length` have nothing to learn from and are dropped.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("SFT needs a tokenizer with an EOS token (its id ends every response)")
+    prompts = _encode(tokenizer, [step_format.sft_prompt(r.query) for r in records])
+    responses = _encode(tokenizer, [r.response for r in records])
+    out = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
+        if len(prompt) < len(ids):
+            out.append(SFTExample(np.asarray(ids, np.int32), len(prompt)))
+    return out
+
+
+def pair_weight(pos_count: int, neg_count: int) -> float:
+    """rStar's pair weight: 1/(pos*neg), or 1/(pos+neg) when either count is 0 (spec §5)."""
+    if pos_count == 0 or neg_count == 0:
+        return 1.0 / max(pos_count + neg_count, 1)
+    return 1.0 / (pos_count * neg_count)
+
+
+def encode_pairs(records: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[PairExample]:
+    """prompt + pos and prompt + neg token ids, each truncated to `max_length` keeping the beginning."""
+    prompts = _encode(tokenizer, [r.prompt for r in records])
+    pos = _encode(tokenizer, [r.pos for r in records])
+    neg = _encode(tokenizer, [r.neg for r in records])
+    return [
+        PairExample(np.asarray((p + a)[:max_length], np.int32), np.asarray((p + b)[:max_length], np.int32),
+                    pair_weight(r.pos_count, r.neg_count))
+        for r, p, a, b in zip(records, prompts, pos, neg, strict=True)
+    ]
+
+
+def split_heldout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random (train, held-out) index split; the held-out share is `fraction` of `n` (at least 1 if > 0)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_eval = min(n - 1, max(1, round(n * fraction))) if fraction > 0 else 0
+    return np.sort(order[n_eval:]), np.sort(order[:n_eval])
+
+
+def example_length(example: SFTExample | PairExample) -> int:
+    if isinstance(example, SFTExample):
+        return len(example.ids)
+    return max(len(example.pos), len(example.neg))
+
+
+def bucket_length(longest: int, min_length: int, max_length: int) -> int:
+    """The smallest power of two >= `longest` (and >= `min_length`), capped at `max_length`."""
+    return min(max_length, max(min_length, 1 << max(longest - 1, 0).bit_length()))
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Index batches of one epoch: shuffled, then sorted by length within windows of 32 batches
+    (so a batch pads little), then the batches shuffled; the last partial batch is dropped."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    window = 32 * batch_size
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def eval_batches(n: int, batch_size: int) -> list[np.ndarray]:
+    """Index batches covering 0..n-1 in order; the last one is padded with -1 (an empty row)."""
+    padded = np.full(-(-n // batch_size) * batch_size, -1)
+    padded[:n] = np.arange(n)
+    return list(padded.reshape(-1, batch_size))
+
+
+def _row(ids: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, np.int32)
+    out[: len(ids)] = ids
+    return out
+
+
+def collate_sft(examples: Sequence[SFTExample | None], length: int) -> dict[str, np.ndarray]:
+    """[B, T] arrays: tokens, attention mask, next-token targets and their loss weights
+    (1 on response and EOS targets, 0 on prompt and padding). None rows are empty."""
+    b = len(examples)
+    tokens, targets = np.zeros((b, length), np.int32), np.zeros((b, length), np.int32)
+    weights, mask = np.zeros((b, length), np.float32), np.zeros((b, length), bool)
+    for i, ex in enumerate(examples):
+        if ex is None:
+            continue
+        n = len(ex.ids)
+        tokens[i] = _row(ex.ids, length)
+        targets[i, : n - 1] = ex.ids[1:]
+        weights[i, ex.prompt_len - 1 : n - 1] = 1.0  # target t is token t+1
+        mask[i, :n] = True
+    return {"tokens": tokens, "mask": mask, "targets": targets, "weights": weights}
+
+
+def collate_pairs(examples: Sequence[PairExample | None], length: int) -> dict[str, np.ndarray]:
+    """[B, 2, T] tokens and mask (pos at 0, neg at 1) and [B] pair weights; None rows weigh 0."""
+    b = len(examples)
+    tokens, mask = np.zeros((b, 2, length), np.int32), np.zeros((b, 2, length), bool)
+    weights = np.zeros((b,), np.float32)
+    for i, ex in enumerate(examples):
+        if ex is None:
+            continue
+        for j, ids in enumerate((ex.pos, ex.neg)):
+            tokens[i, j] = _row(ids, length)
+            mask[i, j, : len(ids)] = True
+        weights[i] = ex.weight
+    return {"tokens": tokens, "mask": mask, "weights": weights}

@@ -1,0 +1,47 @@
+"""Training metrics to `metrics.jsonl` and TensorBoard in the workdir (process 0 only)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+from tensorboardX import SummaryWriter
+
+
+class MetricsWriter:
+    """Appends one JSON line per logged step and mirrors scalars to TensorBoard.
+
+    On resume from step k, lines of steps after k (written before the interruption) are dropped,
+    so the file reads like one uninterrupted run.
+    """
+
+    def __init__(self, workdir: str, resume_step: int = 0):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if not self.enabled:
+            return
+        if os.path.exists(self.path):
+            self._truncate_after(resume_step)
+        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def _truncate_after(self, step: int) -> None:
+        with open(self.path, encoding="utf-8") as f:
+            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, self.path)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        for name, value in metrics.items():
+            self.tensorboard.add_scalar(name, value, step)
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.tensorboard.close()

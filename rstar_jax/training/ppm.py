@@ -1,0 +1,59 @@
+"""Process preference model training on rStar `{prompt, pos, neg, pos_count, neg_count}` pairs (spec §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rstar_jax.config import MeshConfig, PPMConfig, TrainConfig
+from rstar_jax.data.records import read_pairs
+from rstar_jax.models.hf import load_hf, save_ppm_hf
+from rstar_jax.models.ppm import ProcessRewardModel
+from rstar_jax.models.tokenizer import resize_embeddings
+from rstar_jax.parallel.mesh import initialize_distributed, make_mesh
+from rstar_jax.parallel.rules import TRAIN_RULES
+from rstar_jax.parallel.sharding import constrain
+from rstar_jax.training import data, losses
+from rstar_jax.training.loop import Batch, Task, train
+
+
+def ppm_loss_fn(model: ProcessRewardModel, batch: Batch, train: bool) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    """Weighted pairwise loss of a [B, 2, T] batch; pos and neg go through one forward as 2B rows."""
+    b, _, t = batch["tokens"].shape
+    tokens = constrain(batch["tokens"].reshape(2 * b, t), ("batch", "length"))  # rows: pos_0, neg_0, pos_1, ...
+    mask = batch["mask"].reshape(2 * b, t)
+    positions = jnp.broadcast_to(jnp.arange(t), tokens.shape)
+    raw = model(tokens, positions, mask, deterministic=not train).reshape(b, 2)
+    loss, count, correct = losses.ppm_loss(raw[:, 0], raw[:, 1], batch["weights"])
+    return loss, count, {"accuracy": correct}
+
+
+PPM = Task(loss_fn=ppm_loss_fn, collate=data.collate_pairs)
+
+
+def train_ppm(workdir: str, *, policy_model: str, train_file: str, config: TrainConfig = TrainConfig(),
+              mesh: MeshConfig = MeshConfig(), ppm_config: PPMConfig = PPMConfig()) -> str:
+    """Trains a PPM initialised from the HF policy directory `policy_model` on the pairs in `train_file`.
+
+    `config.eval_fraction` of the pairs (rStar: 0.05) is held out; its loss and pairwise accuracy
+    are logged. The run lives in `workdir` and resumes there. Returns the exported PPM directory
+    (`workdir/hf`: backbone HF directory + value_head.safetensors).
+    """
+    initialize_distributed()
+    device_mesh = make_mesh(mesh)
+    backbone, tokenizer = load_hf(policy_model, mesh=device_mesh, rules=TRAIN_RULES, dtype=config.compute_dtype,
+                                  param_dtype="float32")
+    resize_embeddings(backbone, len(tokenizer))
+    backbone.config = dataclasses.replace(backbone.config, remat=config.remat)
+    model = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(config.seed), backbone=backbone)
+    examples = data.encode_pairs(read_pairs(train_file), tokenizer, config.max_length)
+    train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)
+    model = train(workdir, model=model, task=PPM, train_examples=[examples[i] for i in train_idx],
+                  eval_examples=[examples[i] for i in eval_idx], config=config, mesh=device_mesh)
+    out = os.path.join(workdir, "hf")
+    save_ppm_hf(model, tokenizer, out)
+    return out

@@ -1,0 +1,74 @@
+"""Tokenised SFT / PPM examples, batching order and collation (host side, no compilation)."""
+
+import numpy as np
+import pytest
+
+from rstar_jax.data.records import PreferencePair, SFTRecord
+from rstar_jax.search import step_format
+from rstar_jax.training import data
+
+
+def test_sft_example_is_prompt_response_eos_with_loss_on_response_and_eos(policy_dir):
+    from rstar_jax.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(policy_dir)
+    record = SFTRecord("What is 1+1?", "<code>\nprint(2)\n<end_of_code><answer>\\boxed{2}<end_of_answer>")
+    (example,) = data.encode_sft([record], tokenizer, max_length=512)
+    prompt_ids = tokenizer(step_format.sft_prompt(record.query), add_special_tokens=False)["input_ids"]
+    assert example.prompt_len == len(prompt_ids)
+    assert list(example.ids[: example.prompt_len]) == prompt_ids
+    assert example.ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(example.ids[example.prompt_len:-1]) == record.response
+
+    batch = data.collate_sft([example, None], length=128)
+    n = len(example.ids)
+    targets, weights = batch["targets"][0], batch["weights"][0]
+    # Target t is token t+1; exactly the response and EOS tokens are learned.
+    assert weights.sum() == n - example.prompt_len
+    np.testing.assert_array_equal(targets[weights > 0], example.ids[example.prompt_len:])
+    assert batch["mask"][0].sum() == n and not batch["mask"][1].any() and not batch["weights"][1].any()
+
+
+def test_sft_drops_examples_whose_prompt_fills_max_length(policy_dir):
+    from rstar_jax.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(policy_dir)
+    assert data.encode_sft([SFTRecord("a long question " * 20, "x")], tokenizer, max_length=16) == []
+
+
+def test_pair_weights_follow_rstar():
+    assert data.pair_weight(2, 2) == 0.25
+    assert data.pair_weight(1, 4) == 0.25
+    assert data.pair_weight(0, 3) == pytest.approx(1 / 3)
+
+
+def test_pairs_share_the_prompt_and_keep_the_beginning(policy_dir):
+    from rstar_jax.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(policy_dir)
+    pair = PreferencePair("<|user|>:\nQ", "<code>\nx = 1<end_of_step>", "<code>\ny = 2 + 2<end_of_step>", 2, 2)
+    (example,) = data.encode_pairs([pair], tokenizer, max_length=6)
+    prompt_ids = tokenizer(pair.prompt, add_special_tokens=False)["input_ids"]
+    assert len(example.pos) == len(example.neg) == 6
+    assert list(example.pos[: len(prompt_ids)]) == prompt_ids[:6]
+    batch = data.collate_pairs([example, None], length=8)
+    assert batch["tokens"].shape == (2, 2, 8) and list(batch["weights"]) == [0.25, 0.0]
+
+
+def test_epoch_batches_are_deterministic_full_and_length_sorted():
+    lengths = list(np.random.default_rng(0).integers(1, 500, size=100))
+    a = data.epoch_batches(lengths, 8, seed=1, epoch=0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, data.epoch_batches(lengths, 8, seed=1, epoch=0)))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, data.epoch_batches(lengths, 8, seed=1, epoch=1)))
+    assert len(a) == 12 and len(np.unique(np.concatenate(a))) == 96
+    assert all(np.all(np.diff(np.asarray(lengths)[b]) >= 0) for b in a)
+
+
+def test_bucket_lengths_and_heldout_split():
+    assert data.bucket_length(100, 64, 2048) == 128
+    assert data.bucket_length(10, 64, 2048) == 64
+    assert data.bucket_length(3000, 64, 2048) == 2048
+    train, held = data.split_heldout(100, 0.05, seed=42)
+    assert len(held) == 5 and len(set(train) | set(held)) == 100
+    assert len(data.split_heldout(10, 0.0, seed=42)[1]) == 0
+    assert [list(b) for b in data.eval_batches(5, 4)] == [[0, 1, 2, 3], [4, -1, -1, -1]]
