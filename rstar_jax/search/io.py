@@ -12,16 +12,18 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rstar_jax.data import records
 from rstar_jax.data.problems import Problem
 from rstar_jax.search import step_format as sf
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
+
+if TYPE_CHECKING:
+    from rstar_jax.data import records
 
 # The original's `final_answer` for terminals that are not answers.
 SENTINELS = {
@@ -145,6 +147,8 @@ class SearchResult:
 
     def step_tree(self, b: int) -> records.StepTree:
         """Tree b as the records extractor's `StepTree` (SFT examples and PPM pairs, spec §4)."""
+        from rstar_jax.data import records  # only extraction needs it (and editdistance)
+
         q, kind = self.q_values(b), self.arrays["kind"][b]
         return records.StepTree(self.problems[b].question, tuple(
             records.StepNode(
