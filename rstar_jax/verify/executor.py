@@ -5,10 +5,11 @@ started with a scrubbed environment (`rstar_jax.verify.worker`); each runs in it
 and confines itself (`sandbox.confine`). A program runs inside a worker in a fresh namespace with
 rStar's output formatting (`interpreter`); the parent only moves strings and keeps two programs
 queued per worker, so a trivial program costs a fraction of a millisecond. The worker enforces
-the timeout with SIGALRM; if a program is still running `kill_grace_s` later (stuck in C code, or
-swallowing the alarm) the parent kills the worker. A worker that dies (`os._exit`, a segfault, a
-kill) yields an error result and is replaced by a fresh fork within milliseconds; the pool keeps
-serving. Identical programs in one `run` are executed once. `sys.exit` is an ordinary error.
+the timeout with SIGALRM and is replaced afterwards; if a program is still running
+`kill_grace_s` later (stuck in C code, or swallowing the alarm) the parent kills the worker. A
+worker that dies (`os._exit`, a segfault, a kill) yields an error result and is replaced by a
+fresh fork within milliseconds; the pool keeps serving. Identical programs in one `run` are
+executed once. `sys.exit` is an ordinary error.
 """
 
 from __future__ import annotations
@@ -270,8 +271,11 @@ class Executor:
                 continue
             if w.layers is None:
                 w.layers = reply[1]
-            else:
-                results[w.finished(self.timeout_s, self.kill_grace_s)] = ExecResult(*reply)
+                continue
+            result = results[w.finished(self.timeout_s, self.kill_grace_s)] = ExecResult(*reply)
+            if result.timed_out:  # interrupted at an arbitrary point (an import, a cache update...):
+                pending.extendleft(reversed(w.in_flight))  # do not trust that process again
+                self._respawn(w)
         now = time.monotonic()
         for w in list(self._workers):
             if w.in_flight and now > w.deadline:

@@ -81,10 +81,12 @@ def test_identical_programs_run_once(executor):
 
 
 def test_infinite_loop_times_out(executor):
-    result = run1(executor, "while True:\n    pass")
+    pid = executor.worker_pids[0]
+    result, queued = executor.run(["while True:\n    pass", "print(6 * 7)"])
     assert result == ExecResult(
         "", "TimeoutError: Execution of the code snippet has timed out for exceeding 1 seconds.", True)
-    assert_still_serving(executor)
+    assert queued == ExecResult("42")
+    assert executor.worker_pids[0] != pid  # interrupted anywhere: the worker is not reused
 
 
 def test_program_that_swallows_the_alarm_is_killed(executor):
