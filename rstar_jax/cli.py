@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,9 @@ COMMANDS: dict[str, str] = {
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 # `include` lines in gin files name other files relative to experiments/ (as t5x does).
 gin.add_config_file_search_path(str(EXPERIMENTS_DIR))
+# gin's package-resource reader logs an error for every search path an include is not under,
+# even when the next path has it; those records say nothing.
+logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("Path not found: "))
 
 
 class CommandLineError(Exception):

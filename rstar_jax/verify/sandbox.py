@@ -5,8 +5,9 @@ Layers, strongest first (`confine` returns the names of those that are active):
 - Landlock (Linux >= 5.13): reads only below the Python installation and system libraries (no
   /proc, so no parent's environment), writes only below the scratch dir, no TCP bind/connect
   (ABI 4), no signals to processes outside the sandbox (ABI 6).
-- seccomp (Linux x86_64/aarch64): fork/exec/socket/ptrace/kill/mount/unshare fail with EPERM, so
-  neither fork bombs (RLIMIT_NPROC does not bind root) nor UDP nor ctypes get around it.
+- seccomp (Linux x86_64/aarch64): fork/exec/socket/ptrace/kill/mount/unshare and chmod/chown/xattr
+  (file metadata, which Landlock does not cover) fail with EPERM, so neither fork bombs
+  (RLIMIT_NPROC does not bind root) nor UDP nor ctypes get around it.
 - Python audit hooks, only where Landlock is unavailable: the same rules at the Python level
   (best effort: they do not bind native code, so ctypes is refused as well).
 Landlock and seccomp are called through ctypes; no Python binding of them ships with the stdlib.
@@ -104,11 +105,16 @@ _ARCHES = {  # machine: (AUDIT_ARCH, clone, clone3, syscalls that fail with EPER
     "x86_64": (0xC000003E, 56, 435, {
         "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "socket": 41, "ptrace": 101,
         "process_vm_readv": 310, "process_vm_writev": 311, "kill": 62, "tkill": 200, "mount": 165,
-        "umount2": 166, "unshare": 272, "setns": 308, "chroot": 161, "pivot_root": 155}),
+        "umount2": 166, "unshare": 272, "setns": 308, "chroot": 161, "pivot_root": 155,
+        "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260,
+        "fchmodat": 268, "fchmodat2": 452, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
+        "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199}),
     "aarch64": (0xC00000B7, 220, 435, {
         "execve": 221, "execveat": 281, "socket": 198, "ptrace": 117, "process_vm_readv": 270,
         "process_vm_writev": 271, "kill": 129, "tkill": 130, "mount": 40, "umount2": 39,
-        "unshare": 97, "setns": 268, "chroot": 51, "pivot_root": 41}),
+        "unshare": 97, "setns": 268, "chroot": 51, "pivot_root": 41, "fchmod": 52,
+        "fchmodat": 53, "fchownat": 54, "fchown": 55, "fchmodat2": 452, "setxattr": 5,
+        "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16}),
 }
 _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 _RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
@@ -122,7 +128,7 @@ def _bpf(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
 
 
 def _seccomp_program(machine: str) -> bytes:
-    """Deny process creation (threads allowed), exec, sockets, ptrace, kill, namespaces."""
+    """Deny process creation (threads allowed), exec, sockets, ptrace, kill, namespaces, metadata."""
     arch, clone, clone3, denied = _ARCHES[machine]
     deny = _bpf(_BPF_RET_K, _RET_ERRNO | _EPERM)
     prog = [_bpf(_BPF_LD_W_ABS, 4), _bpf(_BPF_JEQ_K, arch, 1, 0), deny,  # foreign arch: deny all

@@ -160,6 +160,15 @@ def test_writes_only_in_scratch(executor, tmp_path):
     assert run1(executor, "import os\nos.listdir('.')").output == "[]"  # emptied between programs
 
 
+def test_file_metadata_outside_scratch_is_untouched(executor, tmp_path):
+    target = tmp_path / "mine.txt"
+    target.write_text("x")
+    mode = target.stat().st_mode
+    result = run1(executor, f"import os\nos.chmod({str(target)!r}, 0o777)\nos.chown({str(target)!r}, 1, 1)")
+    assert result.error is not None and result.error.startswith("PermissionError")
+    assert target.stat().st_mode == mode and target.stat().st_uid == os.getuid()
+
+
 def test_oversized_file_is_refused(executor):
     result = run1(executor, "open('big', 'wb').write(b'0' * (64 * 2**20))")
     assert result.error is not None and "File too large" in result.error
