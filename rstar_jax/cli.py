@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "train-sft": "rstar_jax.training.sft:train_sft",
     "train-ppm": "rstar_jax.training.ppm:train_ppm",
     "generate": "rstar_jax.inference.generate:generate",
+    "import-hf": "rstar_jax.models.checkpoint:import_hf",
+    "export-hf": "rstar_jax.models.checkpoint:export_hf",
     "eval": "rstar_jax.evaluate:evaluate",
 }
 
