@@ -222,8 +222,7 @@ def parse_step(text: str) -> ParsedStep:
         answer_text = text.split(ANSWER, 1)[1].split(ANSWER_END, 1)[0]
         answer = extract_answer(answer_text, fallbacks=False)
         return ParsedStep("answer", answer=answer) if answer is not None else UNPARSABLE
-    is_code = CODE in text or text.rstrip().endswith((STEP_END, CODE_END))
-    if is_code:
+    if any(marker in text for marker in (CODE, STEP_END, CODE_END)):
         code = text.split(OUTPUT, 1)[0]
         for marker in (CODE, STEP_END, CODE_END):
             code = code.replace(marker, "")

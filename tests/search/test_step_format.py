@@ -71,6 +71,8 @@ def test_wrap_output_closes_the_code_block_when_needed():
     # code that prints the word "boxed" is code, not an answer
     ("\n\nprint('\\\\boxed{3}')\n<end_of_code>", sf.ParsedStep("code", code="print('\\\\boxed{3}')")),
     ("\n\nboxed = 3\n<end_of_step>", sf.ParsedStep("code", code="boxed = 3")),
+    # a last code step with its output already appended
+    ("\n\nprint(y)\n<end_of_code>\n<output>4<end_of_output>", sf.ParsedStep("code", code="print(y)")),
     # few-shot bootstrap models may answer without tags
     ("Therefore the answer is $\\boxed{12}$.", sf.ParsedStep("answer", answer="12")),
     ("\n<answer>I give up.<end_of_answer>", sf.UNPARSABLE),
