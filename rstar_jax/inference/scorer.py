@@ -98,5 +98,5 @@ class PPMScorer:
     def _place(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
         if self.mesh is None:
             return tuple(jnp.asarray(a) for a in arrays)
-        return tuple(jax.device_put(a, sharding.batch_sharding(self.mesh, rules.DECODE_RULES))
-                     for a in arrays)
+        rows = lambda a: sharding.batch_sharding(self.mesh, rules.DECODE_RULES, a.ndim)
+        return tuple(jax.device_put(a, rows(a)) for a in arrays)

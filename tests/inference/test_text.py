@@ -3,13 +3,18 @@
 import pytest
 
 from rstar_jax.inference.text import RowText, finish_table, token_texts
+from rstar_jax.models.tokenizer import train_sentencepiece
 
-TEXT = "the quick brown fox jumps over the lazy dog; héllo wörld<end_of_step> x"
+from conftest import CORPUS
+
+TEXT = "the quick brown fox jumps over the lazy dog; héllo wörld<end_of_step> x ∑ y"
 
 
-@pytest.fixture(scope="module")
-def tokenizer(bpe_tokenizer):
-    return bpe_tokenizer
+@pytest.fixture(scope="module", params=["byte-level BPE", "SentencePiece byte fallback"])
+def tokenizer(request, bpe_tokenizer, tmp_path_factory):
+    if request.param == "byte-level BPE":
+        return bpe_tokenizer
+    return train_sentencepiece(CORPUS, 400, tmp_path_factory.mktemp("spm"))
 
 
 def feed(tokenizer, text, stops, prompt="Q:"):
@@ -22,16 +27,16 @@ def feed(tokenizer, text, stops, prompt="Q:"):
 
 
 def first_token_containing(tokenizer, text, end):
-    """Index of the token whose decoded prefix first reaches character `end` of `text`."""
+    """Index of the first token whose decoded prefix holds `text[:end]` (whole characters)."""
     ids = tokenizer(text)["input_ids"]
-    return next(i for i in range(len(ids)) if len(tokenizer.decode(ids[: i + 1])) >= end)
+    return next(i for i in range(len(ids)) if tokenizer.decode(ids[: i + 1]).startswith(text[:end]))
 
 
 def test_no_stop_reproduces_the_full_decode(tokenizer):
     assert feed(tokenizer, TEXT, ["zzz"]) == (None, None, TEXT)
 
 
-@pytest.mark.parametrize("stop", ["k brown f", "lazy dog;", "héllo w", "<end_of_step>", "ö"])
+@pytest.mark.parametrize("stop", ["k brown f", "lazy dog;", "héllo w", "<end_of_step>", "ö", "∑"])
 def test_stop_spanning_tokens_ends_text_after_it(tokenizer, stop):
     end = TEXT.index(stop) + len(stop)
     assert feed(tokenizer, TEXT, [stop]) == (
@@ -40,12 +45,15 @@ def test_stop_spanning_tokens_ends_text_after_it(tokenizer, stop):
 
 def test_stop_inside_a_longer_token(tokenizer):
     ids = tokenizer(TEXT)["input_ids"]
-    longest = max((i for i in ids if i not in tokenizer.all_special_ids),
-                  key=lambda i: len(tokenizer.decode([i])))
-    stop = tokenizer.decode([longest])[1:-1]  # strictly inside the token
-    assert len(stop) >= 2
-    index, found, text = feed(tokenizer, TEXT, [stop])
-    assert (ids[index], found, text) == (longest, stop, TEXT[: TEXT.index(stop) + len(stop)])
+    # A token of >= 3 characters whose interior first occurs in TEXT inside that token.
+    for i, token in enumerate(ids):
+        start, piece = len(tokenizer.decode(ids[:i])), tokenizer.decode([token])
+        stop = piece.strip()[1:-1]
+        if len(stop) >= 1 and "\ufffd" not in piece and TEXT.find(stop) > start:
+            break
+    end = TEXT.index(stop) + len(stop)
+    assert end < start + len(piece)  # the token goes on after the stop
+    assert feed(tokenizer, TEXT, [stop]) == (i, stop, TEXT[:end])
 
 
 def test_earliest_of_several_stops_wins(tokenizer):
