@@ -23,6 +23,7 @@ from rstar_jax.config import EvalConfig, MeshConfig, SamplerConfig, ScorerConfig
 from rstar_jax.data.problems import Problem, load_problem_sets
 from rstar_jax.evaluation import reporting
 from rstar_jax.evaluation.methods import METHOD_FNS, Models
+from rstar_jax.evaluation.metrics import STEP_REDUCTIONS
 from rstar_jax.evaluation.results import ShardWriter, grade, merge_shards
 from rstar_jax.verify.grader import is_equivalent
 
@@ -49,9 +50,7 @@ def evaluate(
     from rstar_jax.parallel.mesh import make_mesh
     from rstar_jax.verify.executor import Executor
 
-    unknown = sorted(set(config.methods) - set(METHOD_FNS))
-    if unknown:
-        raise ValueError(f"EvalConfig.methods: unknown {unknown}; known: {sorted(METHOD_FNS)}")
+    check_config(config)
     sets = load_problem_sets(problems)
     device_mesh = make_mesh(mesh) if mesh is not None else None
     model, tokenizer = load_hf(policy_path, mesh=device_mesh)
@@ -78,6 +77,7 @@ def evaluate_sets(
 
     Returns the summary rows on process 0 (empty elsewhere).
     """
+    check_config(config)
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
     with _grading_pool(config.grade_workers) as pool:
@@ -102,6 +102,17 @@ def evaluate_sets(
             rows.append(row)
     reporting.write_summary(workdir, rows)
     return rows
+
+
+def check_config(config: EvalConfig) -> None:
+    """Fails early, before any model work, on names that would only fail later."""
+    unknown = sorted(set(config.methods) - set(METHOD_FNS))
+    if unknown:
+        raise ValueError(f"EvalConfig.methods: unknown {unknown}; known: {sorted(METHOD_FNS)}")
+    if config.prompt_format not in ("rstar", "chat"):
+        raise ValueError(f"EvalConfig.prompt_format must be 'rstar' or 'chat', got {config.prompt_format!r}")
+    if config.step_score not in STEP_REDUCTIONS:
+        raise ValueError(f"EvalConfig.step_score must be one of {STEP_REDUCTIONS}, got {config.step_score!r}")
 
 
 def _head(problems: Sequence[Problem], config: EvalConfig) -> Sequence[Problem]:

@@ -17,7 +17,7 @@ SET_SUFFIXES = (".json", ".jsonl")
 
 
 class ProblemFormatError(ValueError):
-    """A problem file that cannot be read; the message names the file, record and field."""
+    """A malformed problem file; the message names the file, record and field."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,8 @@ def load_problem_set(path: str, *, source: str | None = None) -> list[Problem]:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: problem file not found") from None
     except OSError as e:
         raise ProblemFormatError(f"{path}: cannot read problem file ({e.strerror})") from None
     if path.endswith(".jsonl"):
@@ -61,6 +63,8 @@ def load_problem_set(path: str, *, source: str | None = None) -> list[Problem]:
 
 def load_problem_sets(path: str) -> dict[str, list[Problem]]:
     """Reads a problem file or every *.json / *.jsonl file of a directory, keyed by set name."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such problem file or directory")
     if not os.path.isdir(path):
         return {set_name(path): load_problem_set(path)}
     files = sorted(f for f in os.listdir(path) if f.endswith(SET_SUFFIXES))

@@ -63,8 +63,10 @@ def test_malformed_files_name_the_file_record_and_field(tmp_path, name, text, me
 
 
 def test_missing_file_and_empty_directory_are_clear_errors(tmp_path):
-    with pytest.raises(ProblemFormatError, match="cannot read problem file"):
+    with pytest.raises(FileNotFoundError, match="nope.json: problem file not found"):
         load_problem_set(str(tmp_path / "nope.json"))
+    with pytest.raises(FileNotFoundError, match="nope: no such problem file or directory"):
+        load_problem_sets(str(tmp_path / "nope"))
     with pytest.raises(ProblemFormatError, match="no \\*.json or \\*.jsonl"):
         load_problem_sets(str(tmp_path))
 

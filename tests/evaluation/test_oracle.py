@@ -1,70 +1,35 @@
 """The whole grading path on real benchmark answers: an oracle policy through the real pipeline.
 
 The oracle follows the Sampler interface and writes an rStar-format solution for each known
-question: a code block that prints the gold answer, then (once it sees the executed output) an
-answer step ending in `\\boxed{gold}`. Prompting, step parsing, the sandboxed executor, answer
-extraction and equivalence are all the real ones, so a correct oracle must score 100% on every
-problem of the nine rStar sets and a wrong one 0%.
+question: a code block that prints the gold answer, then an answer step ending in
+`\\boxed{gold}`. Prompting, step parsing, the sandboxed executor, answer extraction and
+equivalence are all the real ones, so a correct oracle must score 100% on every problem of the
+nine rStar sets and a wrong one 0%.
 """
 
-import ast
-import collections
 import json
 import os
 import re
 
 import pytest
+from oracle import OraclePolicy
 
 from rstar_jax.config import EvalConfig
-from rstar_jax.data.problems import Problem, load_problem_sets
+from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evaluate import evaluate_sets
 from rstar_jax.evaluation.methods import Models
-from rstar_jax.inference.sampler import Completion
-from rstar_jax.search import step_format
 from rstar_jax.verify.executor import Executor
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval_data_sample")
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "eval_data")
 NEEDS_SHARED = pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/eval_data (the nine rStar sets) is absent")
-WRONG = "-987654.3"  # no gold of the nine sets is equivalent to it
-
-
-class OraclePolicy:
-    """Sampler-compatible policy that knows the answers (or always answers WRONG).
-
-    Its first step prints the answer; its answer step boxes what the prompt's code printed. Sets
-    repeat some questions with different golds, so a question's golds are handed out in turn
-    (in problem order, as the evaluation asks).
-    """
-
-    def __init__(self, problems: list[Problem], *, wrong: bool = False):
-        self.answers: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
-        for p in problems:
-            self.answers[step_format.policy_prompt(p.question)].append(WRONG if wrong else p.golds[0])
-
-    def sample(self, prompts, num_samples, *, max_new_tokens, stop, temperature, top_p, top_k, seed):
-        return [[self._complete(prompt, stop)] * num_samples for prompt in prompts]
-
-    def _complete(self, prompt: str, stop) -> Completion:
-        if step_format.OUTPUT_END not in prompt:  # no step yet: the code block
-            answers = self.answers[prompt]
-            answers.rotate(-1)  # duplicates of a question take turns
-            text = f"{step_format.CODE}\n# Step 1: print the answer\nprint({answers[-1]!r})\n{step_format.CODE_END}"
-            return Completion(text, [], "stop", 0.0, step_format.CODE_END)
-        block = prompt[prompt.rindex(step_format.CODE):]
-        printed = re.search(r"print\((.*)\)\n" + re.escape(step_format.CODE_END), block, re.DOTALL).group(1)
-        text = (f"\n{step_format.ANSWER}From the result, the answer is \\boxed{{{ast.literal_eval(printed)}}}."
-                f"{step_format.ANSWER_END}")
-        assert step_format.ANSWER_END in stop
-        return Completion(text, [], "stop", 0.0, step_format.ANSWER_END)
 
 
 def _evaluate(tmp_path, sets, *, wrong: bool, per_set: int = 0, grade_workers: int = 0):
-    problems = [p for ps in sets.values() for p in ps]
+    policy = OraclePolicy([p for ps in sets.values() for p in ps], right_samples=() if wrong else None)
     config = EvalConfig(methods=("greedy",), batch_size=512, max_problems=per_set, grade_workers=grade_workers)
     with Executor(num_workers=2, timeout_s=30.0) as executor:
-        return evaluate_sets(str(tmp_path), sets, Models(OraclePolicy(problems, wrong=wrong), executor), config,
-                             process_index=0, process_count=1)
+        return evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=0, process_count=1)
 
 
 def _failures(tmp_path, rows):
