@@ -22,9 +22,9 @@ NOTEBOOK = pathlib.Path(__file__).parents[2] / "experiments" / "notebooks" / "in
 @pytest.fixture(scope="module")
 def result() -> SearchResult:
     config = SearchConfig.data_generation(2, num_rollouts=6, num_candidates=4)
-    tree = run_fake_kernels(2, config, seed=5, capacity=64)
+    tree = run_fake_kernels(4, config, seed=5, capacity=64)  # the kernel tests' shapes: no recompilation
     nodes = []
-    for b in range(2):
+    for b in range(4):
         recs = [NodeRecord()]
         for i in range(1, int(tree.node_count[b])):
             kind, value = int(tree.kind[b, i]), float(tree.value[b, i])
@@ -32,7 +32,7 @@ def result() -> SearchResult:
             recs.append(NodeRecord(f"\n# step {i} <b>&\n<end_of_step>", answer=answer if kind == NodeKind.ANSWER else None,
                                    correct=(value > 0) if kind == NodeKind.ANSWER else None))
         nodes.append(recs)
-    problems = [Problem(b, f"What is 3 + 4? ({b})", "7", "toy") for b in range(2)]
+    problems = [Problem(b, f"What is 3 + 4? ({b})", "7", "toy") for b in range(4)]
     return SearchResult.from_tree(problems, tree, nodes)
 
 

@@ -98,7 +98,7 @@ def test_postprocess_dedups_and_keeps_first_answer():
 
 
 def test_evaluation_mode_scores_answers_with_the_ppm(executor):
-    config = SearchConfig.evaluation(num_rollouts=3, num_candidates=3, max_depth=4, max_nodes=64)
+    config = SearchConfig.evaluation(num_rollouts=3, num_candidates=4, max_depth=4, max_nodes=100)
     result = run_mcts(PROBLEMS[:2], FakePolicy(), FakePPM(), config, executor, progress=False)
     tree = result.tree()
     for b in range(2):
@@ -117,7 +117,7 @@ def test_needs_a_ppm():
 def test_beam_search_keeps_children_with_their_parents(executor):
     from rstar_jax.search.beam import run_beam_search
 
-    config = SearchConfig.beam_search(num_candidates=3, beam_width=2, max_depth=4, max_nodes=64)
+    config = SearchConfig.beam_search(num_candidates=4, beam_width=2, max_depth=4, max_nodes=100)
     policy = FakePolicy()
     result = run_beam_search(PROBLEMS[:2], policy, FakePPM(), config, executor, progress=False)
     assert max(policy.calls) <= 2 * 2  # one call per step for all beam nodes of all problems

@@ -63,9 +63,9 @@ def test_kernels_match_reference(name):
 
 
 def test_virtual_loss_slots_pick_distinct_leaves():
-    config = SearchConfig.data_generation(3, num_rollouts=8, num_candidates=4, leaves_per_tree=3)
-    tree = run_fake_kernels(4, config, seed=3, capacity=64)
-    for b in range(4):
+    config = SearchConfig.data_generation(3, num_rollouts=6, num_candidates=3, leaves_per_tree=3)
+    tree = run_fake_kernels(1, config, seed=3, capacity=16)  # the shapes of the hand-worked trees
+    for b in range(1):
         check_consistent(tree, b)
     # Selection on a fresh two-level tree: three slots from the root reach three different leaves.
     t = Tree.init(1, 16, 3)
@@ -161,3 +161,13 @@ def test_full_tree_is_not_corrupted():
     assert np.asarray(t.node_count).tolist() == [4, 4]
     assert bool(t.terminal[0, 1]) and not bool(t.terminal[1, 1])  # starved leaf retired
     assert np.asarray(t.children[0, 1]).tolist() == [-1, -1, -1]
+
+
+def test_puct_uses_priors():
+    t = _two_level_tree()  # children N = 1, Q = 0.5, 0.25, 0.5; root N = 0
+    t = t.replace(prior=t.prior.at[0, 1:4].set(jnp.array([0.1, 0.6, 0.3])), visit_count=t.visit_count.at[0, 0].set(4))
+    # Q + c * P * sqrt(N_parent) / (1 + N): 0.5 + 2*0.1*2/2, 0.25 + 2*0.6*2/2, 0.5 + 2*0.3*2/2
+    scores = kernels._child_scores(jax_tree(t), 0, t.visit_count[0], t.value_sum[0], 2.0, True)
+    np.testing.assert_allclose(scores, [0.7, 1.45, 1.1], rtol=1e-6)
+    _, leaf = kernels.select(t, jnp.array([[0]]), puct=True)
+    assert int(leaf[0, 0]) == 2
