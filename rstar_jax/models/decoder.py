@@ -20,7 +20,10 @@ from rstar_jax.config import ModelConfig
 
 @struct.dataclass
 class KVCache:
-    """Keys/values of every layer; row b writes its next tokens at slot `index_b[b]`."""
+    """Keys/values of every layer; row b writes its next tokens at slot `index_b[b]`.
+
+    Callers keep index_b + T <= max_len (a write past the end would be clamped onto earlier slots).
+    """
 
     k: jax.Array  # [L, B, S, Hkv, Dh]
     v: jax.Array  # [L, B, S, Hkv, Dh]

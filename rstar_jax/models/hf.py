@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.flax
+import safetensors.numpy
 import transformers
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -246,9 +247,18 @@ def load_hf(path: str | os.PathLike, *, mesh: Mesh | None = None, rules: Rules =
 def save_hf(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | None,
             path: str | os.PathLike) -> None:
     """Writes `model` (and the tokenizer's files) as an HF directory, atomically."""
+    _save_dir(model, tokenizer, path, extra_files={})
+
+
+def _save_dir(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | None,
+              path: str | os.PathLike, extra_files: dict[str, dict[str, np.ndarray]]) -> None:
+    """The HF directory of `model` plus `extra_files` (name -> tensors), swapped in at once.
+
+    Tensors stay on the host (no full copy on an accelerator); process 0 writes.
+    """
     config = model.config
     params = nnx.state(model, nnx.Param)
-    tensors = {hf_name: jnp.asarray(_to_hf(layout, _to_host(_at(params, ours).get_value())))
+    tensors = {hf_name: _to_hf(layout, _to_host(_at(params, ours).get_value()))
                for hf_name, ours, layout in _param_specs(config)}
     hf_config = config_to_hf(config)
 
@@ -257,8 +267,9 @@ def save_hf(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | No
         transformers.GenerationConfig(bos_token_id=config.bos_token_id,
                                       eos_token_id=config.eos_token_id,
                                       pad_token_id=config.pad_token_id).save_pretrained(tmp)
-        safetensors.flax.save_file(tensors, str(tmp / "model.safetensors"),
-                                   metadata={"format": "pt"})
+        for name, contents in {"model.safetensors": tensors, **extra_files}.items():
+            safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in contents.items()},
+                                        str(tmp / name), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
 
@@ -290,11 +301,8 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
 
 def save_ppm_hf(ppm: ProcessRewardModel, tokenizer: transformers.PreTrainedTokenizerBase | None,
                 path: str | os.PathLike) -> None:
-    """Writes the PPM as an HF backbone directory plus `value_head.safetensors`."""
-    save_hf(ppm.backbone, tokenizer, path)
+    """Writes the PPM as an HF backbone directory plus `value_head.safetensors`, atomically."""
     linear = ppm.value_head.linear
-    head = {"summary.weight": jnp.asarray(_to_host(linear.kernel.get_value()).T),  # torch [1, D]
-            "summary.bias": jnp.asarray(_to_host(linear.bias.get_value()))}
-    if jax.process_index() == 0:
-        safetensors.flax.save_file(head, str(Path(path) / VALUE_HEAD_FILE),
-                                   metadata={"format": "pt"})
+    head = {"summary.weight": _to_host(linear.kernel.get_value()).T,  # torch layout [1, hidden]
+            "summary.bias": _to_host(linear.bias.get_value())}
+    _save_dir(ppm.backbone, tokenizer, path, extra_files={VALUE_HEAD_FILE: head})

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -68,10 +69,15 @@ def test_sharded_safetensors_and_mesh(hf_dir, tmp_path):
     np.testing.assert_allclose(forward(model, TOKENS), _torch_logits(hf_model), atol=1e-4)
 
 
-def test_bf16_load(hf_dir):
-    _, path, _ = hf_dir
+def test_bf16_load_and_export(hf_dir, tmp_path):
+    _, path, hf_model = hf_dir
     model = load_decoder(path, dtype="bfloat16")
-    assert model.embed_tokens.embedding.get_value().dtype == np.dtype("bfloat16")
+    assert model.embed_tokens.embedding.get_value().dtype == jnp.bfloat16
+    save_hf(model, None, tmp_path / "bf16")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "bf16", dtype="auto")
+    assert reloaded.model.embed_tokens.weight.dtype == torch.bfloat16
+    want = hf_model.model.embed_tokens.weight.detach().to(torch.bfloat16)
+    assert torch.equal(reloaded.model.embed_tokens.weight, want)
 
 
 def test_missing_files_are_named(hf_dir, tmp_path):
