@@ -100,6 +100,15 @@ def mcts_loop(
     bar = tqdm(total=num_outer * num_slots, desc="mcts rollouts", unit="rollout", disable=not progress)
     start_time, kernel_s, phases = time.perf_counter(), 0.0, 0
 
+    def report() -> int:
+        """Updates the progress line; returns how many trees are finished (root terminal)."""
+        done = int(np.asarray(tree.terminal[:, ROOT]).sum())
+        wall = time.perf_counter() - start_time
+        bar.set_postfix(trees_done=f"{done}/{tree.batch_size}", phases=phases,
+                        nodes_per_s=f"{int(np.asarray(tree.node_count).sum()) / wall:.1f}",
+                        kernel_share=f"{kernel_s / wall:.1%}")
+        return done
+
     def timed(fn, *args, **kwargs):
         nonlocal kernel_s
         t0 = time.perf_counter()
@@ -130,13 +139,9 @@ def mcts_loop(
             tree, leaves = timed(kernels.select, tree, jnp.asarray(leaves), **select_kw)
             leaves = _within_budget(tree, np.asarray(leaves), first_depth, config.max_depth)
             phases += 1
-        done = int(np.asarray(tree.terminal[:, ROOT]).sum())
-        wall = time.perf_counter() - start_time
-        bar.set_postfix(trees_done=f"{done}/{tree.batch_size}", phases=phases,
-                        nodes_per_s=f"{int(np.asarray(tree.node_count).sum()) / wall:.1f}",
-                        kernel_share=f"{kernel_s / wall:.1%}")
+            report()
         bar.update(num_slots)
-        if done == tree.batch_size:  # every root is terminal: later rollouts do nothing
+        if report() == tree.batch_size:  # every root is terminal: later rollouts do nothing
             break
     bar.close()
     if stats is not None:
