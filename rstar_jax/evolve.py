@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import random
 import time
@@ -37,6 +38,7 @@ from rstar_jax.data.problems import Problem, load_problem_sets
 from rstar_jax.data.records import StepTree, write_json_atomic
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 # ---- the manifest: which stages are finished, with their results --------------------------------
@@ -157,7 +159,9 @@ SearchFn = Callable[[Sequence[Problem], int], list[StepTree]]  # (problems, seed
 
 def search_pass(directory: str, problems: Sequence[tuple[str, Problem]], search_pass_index: int,
                 search_fn: SearchFn, seed: int, chunk: int, process: tuple[int, int]) -> None:
-    """Searches this process's slice of `problems` in chunks; a chunk file that exists is done."""
+    """Searches this process's slice of `problems` in chunks; a chunk file that exists is done.
+
+    Every chunk uses the pass's seed: chunks hold different problems, so they need no own seed."""
     index, count = process
     mine = shard(problems, index, count)
     for start in range(0, len(mine), chunk):
@@ -165,7 +169,7 @@ def search_pass(directory: str, problems: Sequence[tuple[str, Problem]], search_
         if os.path.exists(path):
             continue
         batch = mine[start:start + chunk]
-        trees = search_fn([p for _, p in batch], seed + start)
+        trees = search_fn([p for _, p in batch], seed)
         write_jsonl_atomic(path, [Searched(name, p.index, search_pass_index, t).to_json()
                                   for (name, p), t in zip(batch, trees, strict=True)])
 
@@ -175,7 +179,7 @@ def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
                  chunk: int) -> dict[str, Any]:
     """All passes of a round's search: every problem once, then each unsolved-problem pass.
 
-    `search_fn(problems, rollouts, seed)`. Each pass uses a fresh seed; between passes every
+    `search_fn(problems, rollouts, seed)`. Pass k uses seed + k; between passes every
     process reads all shards to agree on which problems are still unsolved.
     """
     process = (jax.process_index(), jax.process_count())
@@ -185,14 +189,14 @@ def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
     for k, rollouts in enumerate(passes):
         directory = os.path.join(round_dir, "search", f"pass{k}")
         search_pass(directory, todo, k, lambda ps, s: search_fn(ps, rollouts, s),
-                    seed + 100_000 * k, chunk, process)
+                    seed + k, chunk, process)
         searched += len(todo)
         barrier(f"{directory} written")
         solved = {(t.set, t.index) for t in read_pass(directory) if records.is_solved(t.tree)}
         todo = [(name, p) for name, p in todo if (name, p.index) not in solved]
         if not todo:
             break
-    return {"trees": searched, "unsolved": len(todo)}
+    return {"trees": searched, "unsolved": len(todo), "ppm": rc.search.use_ppm}
 
 
 # ---- extraction --------------------------------------------------------------------------------------
@@ -262,9 +266,15 @@ def train_policy(run_dir: str, base_model: str, sft_file: str, config: EvolveCon
     return train_sft(run_dir, base_model=base_model, train_file=sft_file, config=train, mesh=config.mesh)
 
 
-def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: EvolveConfig) -> str:
+def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: EvolveConfig,
+                       previous: str | None) -> str | None:
+    """The round's PPM, or the previous round's when no problem gave a preference pair."""
     from rstar_jax.training.ppm import train_ppm
 
+    if not records.read_pairs(pairs_file):
+        log.warning("%s: no PPM pairs (no problem had both correct and wrong trajectories); "
+                    "keeping the previous PPM (%s)", pairs_file, previous)
+        return previous
     return train_ppm(run_dir, policy_model=policy, train_file=pairs_file, config=config.ppm_train,
                      mesh=config.mesh)
 
@@ -476,17 +486,18 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
     ppm = None
     for r, rc in enumerate(config.rounds, start=1):
         if rc.search.use_ppm and ppm is None:
-            raise ValueError(f"EvolveConfig.rounds[{r - 1}]: a PPM-augmented search needs an earlier round")
+            log.warning("round %d: no PPM from an earlier round; searching terminal-guided", r)
+            rc = dataclasses.replace(rc, search=dataclasses.replace(rc.search, use_ppm=False))
         round_dir = os.path.join(workdir, f"round{r}")
         manifest.run(f"round{r}/search", lambda: search_stage(
             round_dir, train_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
-            config.seed + 1_000_000 * r))
+            config.seed + 10 * r))
         manifest.run(f"round{r}/extract", lambda: extract_round(
             round_dir, train_sets, config, seed_file if config.seed_in_sft else None) if is_main else None)
         policy = manifest.run(f"round{r}/policy", lambda: train_policy(
             os.path.join(round_dir, "policy"), base, os.path.join(round_dir, "sft.json"), config, config.policy_train))
         ppm = manifest.run(f"round{r}/ppm", lambda: train_reward_model(
-            os.path.join(round_dir, "ppm"), policy, os.path.join(round_dir, "ppm.json"), config))
+            os.path.join(round_dir, "ppm"), policy, os.path.join(round_dir, "ppm.json"), config, ppm))
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
             os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
             os.path.join(round_dir, "ppm_heldout.json")))

@@ -71,7 +71,7 @@ def test_unsolved_problems_get_further_passes(tmp_path):
               ([search.calls[0], search.calls[1], search.calls[2]], [search.calls[3], search.calls[4]],
                [search.calls[5]])]
     assert passes == [list(range(9)), [1, 2, 4, 5, 7, 8], [2, 5, 8]]
-    assert result == {"trees": 9 + 6 + 3, "unsolved": 0}
+    assert result == {"trees": 9 + 6 + 3, "unsolved": 0, "ppm": True}
 
 
 def test_killed_search_resumes_without_losing_or_duplicating(tmp_path):
