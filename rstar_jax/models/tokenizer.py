@@ -50,18 +50,19 @@ def load_tokenizer(path: str | os.PathLike) -> transformers.PreTrainedTokenizerF
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike,
                         ) -> transformers.PreTrainedTokenizerFast:
-    """Trains a byte-fallback SentencePiece BPE on `texts` and saves it in `out_dir` as an HF fast
-    tokenizer (loads with `AutoTokenizer.from_pretrained`); returns it loaded from there.
+    """Trains a byte-fallback SentencePiece BPE of (up to, for a small corpus) `vocab_size` pieces on
+    `texts` and saves it in `out_dir` as an HF fast tokenizer (`AutoTokenizer.from_pretrained`
+    loads it); returns it loaded from there.
 
     rStar's special tokens are user-defined pieces, so they are atomic from the start. Text is not
-    normalised and gets no dummy prefix, so decoding gives back the exact text (tokens in the spm
-    model's own vocabulary: ids 0-3 are <unk>, <s>, </s>, <pad>).
+    normalised and gets no dummy prefix, so decoding gives back the exact text. Ids 0-3 are
+    <unk>, <s>, </s> and <pad>.
     """
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
-        model_type="bpe", byte_fallback=True, character_coverage=1.0, split_digits=True,
-        user_defined_symbols=list(SPECIAL_TOKENS), normalization_rule_name="identity",
+        hard_vocab_limit=False, model_type="bpe", byte_fallback=True, character_coverage=1.0,
+        split_digits=True, user_defined_symbols=list(SPECIAL_TOKENS), normalization_rule_name="identity",
         remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
         max_sentence_length=1 << 20, unk_id=0, bos_id=1, eos_id=2, pad_id=3, minloglevel=2)
     proto = sentencepiece_model_pb2.ModelProto.FromString(model.getvalue())
