@@ -38,10 +38,12 @@ def evaluate(
     sampler: SamplerConfig = SamplerConfig(),
     scorer: ScorerConfig = ScorerConfig(),
     mesh: MeshConfig | None = None,
+    dtype: str = "float32",
 ) -> list[dict[str, Any]]:
     """Loads the policy (and PPM) from HF directories and evaluates every set of `problems`.
 
-    `problems` is a problem file or a directory of them; returns the summary rows.
+    `problems` is a problem file or a directory of them; `dtype` is the models' compute dtype
+    ("float32" or "bfloat16"). Returns the summary rows.
     """
     # Model code is imported here so that metrics and reports need no model stack.
     from rstar_jax.inference.sampler import Sampler
@@ -53,14 +55,15 @@ def evaluate(
     check_config(config)
     sets = load_problem_sets(problems)
     device_mesh = make_mesh(mesh) if mesh is not None else None
-    model, tokenizer = load_hf(policy_path, mesh=device_mesh)
+    model, tokenizer = load_hf(policy_path, mesh=device_mesh, dtype=dtype)
     policy = Sampler(model, tokenizer, sampler, mesh=device_mesh)
     ppm = None
     if ppm_path:
-        ppm_model, _ = load_ppm_hf(ppm_path, mesh=device_mesh)
-        ppm = PPMScorer(ppm_model, tokenizer, scorer)
+        ppm_model, _ = load_ppm_hf(ppm_path, mesh=device_mesh, dtype=dtype)
+        ppm = PPMScorer(ppm_model, tokenizer, scorer, mesh=device_mesh)
     with Executor(num_workers=config.exec_workers, timeout_s=config.exec_timeout_s) as executor:
-        models = Models(policy=policy, executor=executor, ppm=ppm, tokenizer=tokenizer, search=search)
+        models = Models(policy=policy, executor=executor, ppm=ppm, tokenizer=tokenizer, search=search,
+                        mesh=device_mesh)
         return evaluate_sets(workdir, sets, models, config)
 
 

@@ -3,9 +3,10 @@
 greedy     one temperature-0 solution (the original's `sft_eval_greedy`), pass@1
 sample     `num_samples` sampled solutions: maj@k and pass@k
 best_of_n  sampled solutions ranked by the PPM (per-step min, last step or mean)
-mcts       `num_runs` MCTS searches with distinct seeds, one answer per run (the leaf with the
-           highest PPM value, spec §3.7); several runs are combined by top-K vote in the metrics
-beam       step-level beam search, its answers ranked by PPM value (spec §3.8)
+mcts       `num_runs` evaluation-mode MCTS searches with distinct seeds, one answer per run (the
+           answer leaf with the highest PPM value, spec §3.7); the metrics combine the runs by
+           top-K vote, PPM-weighted vote and pass@n
+beam       `num_runs` step-level beam searches (spec §3.8), one answer per run, combined alike
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from rstar_jax.evaluation import metrics
 from rstar_jax.evaluation.results import Candidate
 from rstar_jax.evaluation.solutions import Policy, Sampling, chat_solutions, rstar_solutions
 from rstar_jax.search import step_format
+from rstar_jax.search.beam import run_beam_search
+from rstar_jax.search.driver import run_mcts
+
 
 @dataclasses.dataclass(frozen=True)
 class Models:
@@ -31,6 +35,7 @@ class Models:
     ppm: Any = None  # rstar_jax.inference.scorer.PPMScorer: best_of_n, mcts, beam
     tokenizer: Any = None  # chat prompts
     search: Any = None  # rstar_jax.config.SearchConfig: mcts, beam
+    mesh: Any = None  # jax.sharding.Mesh the search trees are sharded over
 
 
 def greedy(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
@@ -67,15 +72,11 @@ def best_of_n(problems: Sequence[Problem], models: Models, config: EvalConfig) -
 
 def mcts(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
     """`config.num_runs` evaluation-mode MCTS runs (seeds search.seed + r), one answer per run."""
-    from rstar_jax.search.driver import run_mcts
-
     return _search_runs(run_mcts, problems, models, config)
 
 
 def beam(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
     """`config.num_runs` step beam searches, one answer (the best-valued) per run."""
-    from rstar_jax.search.beam import run_beam_search
-
     return _search_runs(run_beam_search, problems, models, config)
 
 
@@ -85,7 +86,8 @@ def _search_runs(search_fn, problems, models: Models, config: EvalConfig) -> lis
     candidates: list[list[Candidate]] = [[] for _ in problems]
     for run in range(config.num_runs):
         search_config = dataclasses.replace(models.search, seed=models.search.seed + run)
-        result = search_fn(problems, models.policy, models.ppm, search_config, models.executor, progress=False)
+        result = search_fn(problems, models.policy, models.ppm, search_config, models.executor, mesh=models.mesh,
+                           progress=False)
         for b in range(len(problems)):
             candidates[b].append(_run_answer(result, b, run))
     return candidates

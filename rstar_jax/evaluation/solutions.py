@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from rstar_jax.evaluation.results import Candidate
 from rstar_jax.search import step_format
+from rstar_jax.search.driver import CodeRunner, StepGenerator as Policy  # Executor and Sampler interfaces
 from rstar_jax.verify import grader
 
 CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-class Policy(Protocol):
-    """What the evaluation needs of a policy: the `Sampler.sample` interface."""
-
-    def sample(self, prompts: list[str], num_samples: int, *, max_new_tokens: int, stop: Sequence[str],
-               temperature: float, top_p: float, top_k: int, seed: int) -> list[list[Any]]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,35 +41,36 @@ class Sampling:
 
 @dataclasses.dataclass
 class _Partial:
+    """A solution being written: its steps so far, and its Candidate once it has ended."""
+
     steps: list[str] = dataclasses.field(default_factory=list)
     result: Candidate | None = None
 
 
 def rstar_solutions(
-    questions: Sequence[str], policy: Policy, executor, sampling: Sampling, *, num_samples: int,
+    questions: Sequence[str], policy: Policy, executor: CodeRunner, sampling: Sampling, *, num_samples: int,
     max_depth: int, stop: Sequence[str] = step_format.GREEDY_STOP,
 ) -> list[list[Candidate]]:
     """`num_samples` rStar-format solutions per question, at most `max_depth` generation calls each."""
     partials = [[_Partial() for _ in range(num_samples)] for _ in questions]
     for depth in range(max_depth):
         if depth == 0:  # one prompt per question, forked into num_samples samples
-            prompts = [step_format.policy_prompt(q) for q in questions]
-            outputs = policy.sample(prompts, num_samples, stop=list(stop), **sampling.kwargs(0))
-            pending = [(partials[q][s], questions[q], c) for q, cs in enumerate(outputs) for s, c in enumerate(cs)]
+            outputs = policy.sample([step_format.policy_prompt(q) for q in questions], num_samples,
+                                    stop=list(stop), **sampling.kwargs(0))
+            pending = [(partials[q][s], c) for q, cs in enumerate(outputs) for s, c in enumerate(cs)]
         else:
-            active = [(p, questions[q]) for q, ps in enumerate(partials) for p in ps if p.result is None]
+            active = [(questions[q], p) for q, ps in enumerate(partials) for p in ps if p.result is None]
             if not active:
                 break
-            prompts = [step_format.policy_prompt(q, "".join(p.steps)) for p, q in active]
-            outputs = policy.sample(prompts, 1, stop=list(stop), **sampling.kwargs(depth))
-            pending = [(p, q, cs[0]) for (p, q), cs in zip(active, outputs, strict=True)]
-        _advance([(p, c) for p, _, c in pending], executor)
-    unfinished = Candidate(answer=None, steps=(), finish="too_many_steps")
-    return [[dataclasses.replace(p.result or dataclasses.replace(unfinished, steps=tuple(p.steps)), run=s)
+            outputs = policy.sample([step_format.policy_prompt(q, "".join(p.steps)) for q, p in active], 1,
+                                    stop=list(stop), **sampling.kwargs(depth))
+            pending = [(p, cs[0]) for (_, p), cs in zip(active, outputs, strict=True)]
+        _advance(pending, executor)
+    return [[dataclasses.replace(p.result or Candidate(None, tuple(p.steps), "too_many_steps"), run=s)
              for s, p in enumerate(ps)] for ps in partials]
 
 
-def _advance(pending: Sequence[tuple[_Partial, Any]], executor) -> None:
+def _advance(pending: Sequence[tuple[_Partial, Any]], executor: CodeRunner) -> None:
     """Appends one generated step to each partial solution; executes the steps that close a block."""
     to_run: list[tuple[_Partial, str, str]] = []
     for partial, completion in pending:
@@ -85,7 +80,7 @@ def _advance(pending: Sequence[tuple[_Partial, Any]], executor) -> None:
             partial.steps.append(text)
             partial.result = Candidate(answer=parsed.answer, steps=tuple(partial.steps), finish="answer")
         elif parsed.kind == "code" and step_format.CODE_END in text:
-            to_run.append((partial, text, step_format.build_program(partial.steps, text)))
+            to_run.append((partial, text, step_format.build_program(_open_block(partial.steps), text)))
         elif parsed.kind == "code" and completion.stop_string == step_format.STEP_END:
             partial.steps.append(text)
         else:  # unparsable, or the model stopped (EOS / length) without an answer
@@ -94,6 +89,12 @@ def _advance(pending: Sequence[tuple[_Partial, Any]], executor) -> None:
     results = executor.run([program for _, _, program in to_run])
     for (partial, text, _), result in zip(to_run, results, strict=True):
         partial.steps.append(step_format.wrap_output(text, _observation(result)))
+
+
+def _open_block(steps: Sequence[str]) -> Sequence[str]:
+    """The steps after the last closed code block: the code a new code step continues."""
+    closed = [i for i, step in enumerate(steps) if step_format.CODE_END in step]
+    return steps[closed[-1] + 1:] if closed else steps
 
 
 def _observation(result) -> str:
