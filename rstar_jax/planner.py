@@ -4,7 +4,9 @@ The policy and the PPM are built abstractly (`nnx.eval_shape`: shapes, no memory
 the training and decoding rules of `rstar_jax.parallel` on an abstract mesh shaped like the target,
 so parameter, gradient and optimizer bytes per device are exact. Activations and KV caches are
 estimated from the shapes the trainer, sampler and scorer use (remat-aware, attention scores
-materialised as `jax.nn.dot_product_attention` does without a fused kernel): an upper-ish estimate.
+materialised as `jax.nn.dot_product_attention` does without a fused kernel). Against the real peak
+of the train loop's step on one H100 (Qwen2.5-Math-1.5B widths, 8 layers, 4096 tokens) the training
+estimate was +12% (1 sequence, remat), +7% (2 sequences, remat) and -1% (1 sequence, no remat).
 """
 
 from __future__ import annotations
@@ -216,9 +218,12 @@ def train_phase(name: str, model: ModelConfig, config: TrainConfig, mesh: jax.sh
     layer = layer_activation_bytes(model, rows, t, t, tp, c, backward=True)
     remat = config.remat or model.remat
     layers = model.num_hidden_layers
-    acts = (layers * rows * t * model.hidden_size * c + 2 * layer) if remat else (layers + 1) * layer
-    if with_logits:  # logits in compute dtype and fp32, and their gradient
-        acts += rows * t * (model.vocab_size // tp) * (c + 4 + 4)
+    # Logits in compute dtype and fp32; the cross-entropy and its gradient fuse into them.
+    logits = rows * t * (model.vocab_size // tp) * (c + 4) if with_logits else 0
+    if remat:  # layer inputs; the peak is either the loss's backward or one layer's recompute
+        acts = layers * rows * t * model.hidden_size * c + max(logits, 2 * layer)
+    else:  # every layer's saved activations are live when the loss's backward runs
+        acts = (layers + 1) * layer + logits
     opt = optimizer_bytes(model, mesh, config)
     batch_knobs = (f"raise TrainConfig.grad_accum_steps (now {config.grad_accum_steps}: {rows} sequences of {t} "
                    "tokens per device per micro-batch)",) + (() if remat else ("set TrainConfig.remat = True",))
