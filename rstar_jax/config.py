@@ -227,7 +227,7 @@ def _tiny_search(use_ppm: bool, **overrides: Any) -> SearchConfig:
 
 
 _TINY_TRAIN = TrainConfig(learning_rate=2e-3, schedule="cosine", warmup_steps=20, weight_decay=0.0,
-                          batch_size=32, num_epochs=4, max_length=320, min_bucket_length=64,
+                          batch_size=32, num_epochs=4, max_length=512, min_bucket_length=64,
                           compute_dtype="float32", checkpoint_every=200, log_every=20)
 
 

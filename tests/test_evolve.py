@@ -249,3 +249,20 @@ def test_smoke_run_killed_at_several_points_resumes_to_the_same_records(tmp_path
     report = json.load(open(killed / "report.json"))
     assert [row["round"] for row in report] == [0, 1, 2]
     assert (killed / "report.md").exists() and (killed / "accuracy.png").exists()
+
+
+def test_tiny_cpu_gin_restates_the_defaults():
+    """`rstar-jax evolve` with no arguments and with experiments/tiny_cpu.gin run the same thing."""
+    import gin
+
+    from rstar_jax import cli
+    from rstar_jax.config import CurriculumConfig
+
+    gin.clear_config()
+    try:
+        cli.configure("rstar_jax.evolve", "evolve", ["tiny_cpu"], [], [])
+        args = gin.get_bindings(evolve.evolve)
+    finally:
+        gin.clear_config()
+    assert args["curriculum"] == CurriculumConfig()
+    assert args["config"] == EvolveConfig()
