@@ -18,6 +18,7 @@ from rstar_jax.config import EvalConfig
 from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evaluate import evaluate_sets
 from rstar_jax.evaluation.methods import Models
+from rstar_jax.search import step_format
 from rstar_jax.verify.executor import Executor
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval_data_sample")
@@ -69,6 +70,39 @@ def test_two_hosts_each_take_a_slice_and_process_0_merges(tmp_path):
     assert [(r["set"], r["problems"], r["accuracy"]) for r in rows] == [("MATH_test", 4, 100.0), ("omni_test", 4, 100.0)]
     merged = (tmp_path / "omni_test" / "greedy" / "predictions.jsonl").read_text().splitlines()
     assert [json.loads(line)["position"] for line in merged] == [0, 1, 2, 3]
+
+
+class Killed(Exception):
+    pass
+
+
+class Recording(OraclePolicy):
+    """The oracle, noting the solutions it starts; killed once it has started `die_after`."""
+
+    def __init__(self, problems, die_after=None):
+        super().__init__(problems)
+        self.started, self.die_after = [], die_after
+
+    def sample(self, prompts, num_samples, **kwargs):
+        self.started += [p for p in prompts if p in self.golds]
+        if self.die_after is not None and len(self.started) > self.die_after:
+            raise Killed
+        return super().sample(prompts, num_samples, **kwargs)
+
+
+def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path):
+    problems = load_problem_sets(FIXTURES)["MATH_test"]  # 4 problems
+    sets, config = {"MATH_test": problems}, EvalConfig(methods=("greedy",), batch_size=2, grade_workers=0)
+    with Executor(num_workers=1, timeout_s=30.0) as executor:
+        with pytest.raises(Killed):  # dies in the second batch
+            evaluate_sets(str(tmp_path), sets, Models(Recording(problems, die_after=2), executor), config,
+                          process_index=0, process_count=1)
+        shard = tmp_path / "MATH_test" / "greedy" / "predictions.shard-00000-of-00001.jsonl"
+        assert len(shard.read_text().splitlines()) == 2
+        policy = Recording(problems)
+        (row,) = evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=0, process_count=1)
+    assert row["problems"] == 4 and row["accuracy"] == 100.0
+    assert policy.started == [step_format.policy_prompt(p.question) for p in problems[2:]]  # only the rest
 
 
 @NEEDS_SHARED
