@@ -4,7 +4,8 @@ Writes to the workdir, per set and method, `<set>/<method>/predictions.jsonl` (q
 every candidate with its answer, score, steps and correctness), then `summary.md` / `summary.json`
 (our number beside the paper's) and `<set>/<method>/accuracy_vs_k.png` when several k were run.
 Resumable (finished problems are skipped on restart) and sharded over hosts: each process
-evaluates its slice of every set, process 0 merges the shards and writes the summary.
+evaluates its slice of every set on its own devices (the workdir must be shared by the hosts),
+process 0 merges the shards and writes the summary.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from rstar_jax.config import EvalConfig, MeshConfig, SamplerConfig, ScorerConfig, SearchConfig
@@ -49,12 +51,11 @@ def evaluate(
     from rstar_jax.inference.sampler import Sampler
     from rstar_jax.inference.scorer import PPMScorer
     from rstar_jax.models.hf import load_hf, load_ppm_hf
-    from rstar_jax.parallel.mesh import make_mesh
     from rstar_jax.verify.executor import Executor
 
     check_config(config)
     sets = load_problem_sets(problems)
-    device_mesh = make_mesh(mesh) if mesh is not None else None
+    device_mesh = _host_mesh(mesh) if mesh is not None else None
     model, tokenizer = load_hf(policy_path, mesh=device_mesh, dtype=dtype)
     policy = Sampler(model, tokenizer, sampler, mesh=device_mesh)
     ppm = None
@@ -88,8 +89,6 @@ def evaluate_sets(
             for name, problems in sets.items():
                 _evaluate_slice(workdir, name, method, _head(problems, config), models, config, pool, index, count)
     if count > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices("rstar_jax.evaluate: all shards written")
     if index != 0:
         return []
@@ -105,6 +104,17 @@ def evaluate_sets(
             rows.append(row)
     reporting.write_summary(workdir, rows)
     return rows
+
+
+def _host_mesh(mesh: MeshConfig) -> jax.sharding.Mesh:
+    """This host's mesh: hosts evaluate different problems, so each mesh spans its own devices.
+
+    Decoding replicates the weights over 'data' and 'fsdp' (both only split rows, DECODE_RULES),
+    so they fold into 'data'; 'tensor' is kept.
+    """
+    from rstar_jax.parallel.mesh import make_mesh
+
+    return make_mesh(MeshConfig(data=-1, fsdp=1, tensor=mesh.tensor), devices=jax.local_devices())
 
 
 def check_config(config: EvalConfig) -> None:
