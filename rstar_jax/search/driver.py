@@ -151,7 +151,7 @@ def mcts_loop(
 
 def _within_budget(tree: Tree, leaves: np.ndarray, first_depth: np.ndarray, max_depth: int) -> np.ndarray:
     """Drops leaves the original's per-rollout step budget would not reach (see `mcts_loop`)."""
-    depth = np.take_along_axis(np.asarray(tree.depth), np.maximum(leaves, 0), axis=1)
+    depth = np.asarray(jnp.take_along_axis(tree.depth, jnp.maximum(jnp.asarray(leaves), 0), axis=1))
     return np.where(depth - first_depth < max_depth, leaves, NO_NODE).astype(np.int32)
 
 
