@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx, struct
 
 from rstar_jax.config import ModelConfig
+from rstar_jax.parallel.sharding import constrain
 
 
 @struct.dataclass
@@ -219,12 +220,14 @@ class Decoder(nnx.Module):
         run_layer = nnx.remat(_call_layer) if self.config.remat else _call_layer
         inv_freq = rope_inv_freq(self.config)
 
-        h_btd = self.embed_tokens(tokens_bt)
+        # The residual stream stays split by batch (identity without a mesh and logical rules).
+        h_btd = constrain(self.embed_tokens(tokens_bt), ("batch", "length", "embed"))
         new_k, new_v = (None, None) if cache is None else (cache.k, cache.v)
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
             h_btd, kv = run_layer(layer, h_btd, positions_bt, inv_freq, mask_bts, kv,
                                   None if cache is None else cache.index_b)
+            h_btd = constrain(h_btd, ("batch", "length", "embed"))
             if cache is not None:
                 new_k, new_v = new_k.at[i].set(kv[0]), new_v.at[i].set(kv[1])
         if cache is not None:

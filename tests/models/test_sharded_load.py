@@ -35,6 +35,8 @@ SCRIPT = textwrap.dedent("""
     forward = nnx.jit(lambda m, t, p: m(t, p)[0])
     want = forward(load_decoder(sys.argv[1]), tokens, positions)
     np.testing.assert_allclose(forward(sharded, tokens, positions), want, atol=1e-5)
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(TRAIN_RULES):
+        np.testing.assert_allclose(forward(sharded, tokens, positions), want, atol=1e-5)
     print("ok")
 """)
 
