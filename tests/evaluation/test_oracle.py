@@ -26,11 +26,16 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "ev
 NEEDS_SHARED = pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/eval_data (the nine rStar sets) is absent")
 
 
-def _evaluate(tmp_path, sets, *, wrong: bool, per_set: int = 0, grade_workers: int = 0):
+@pytest.fixture(scope="module")
+def executor():
+    with Executor(num_workers=2, timeout_s=30.0) as ex:
+        yield ex
+
+
+def _evaluate(tmp_path, sets, executor, *, wrong: bool, per_set: int = 0, grade_workers: int = 0):
     policy = OraclePolicy([p for ps in sets.values() for p in ps], right_samples=() if wrong else None)
     config = EvalConfig(methods=("greedy",), batch_size=512, max_problems=per_set, grade_workers=grade_workers)
-    with Executor(num_workers=2, timeout_s=30.0) as executor:
-        return evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=0, process_count=1)
+    return evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=0, process_count=1)
 
 
 def _failures(tmp_path, rows):
@@ -45,28 +50,27 @@ def _failures(tmp_path, rows):
     return failures
 
 
-def test_oracle_on_the_fixture_sample_scores_100_and_wrong_oracle_0(tmp_path):
+def test_oracle_on_the_fixture_sample_scores_100_and_wrong_oracle_0(tmp_path, executor):
     sets = load_problem_sets(FIXTURES)
-    rows = _evaluate(tmp_path / "right", sets, wrong=False)
+    rows = _evaluate(tmp_path / "right", sets, executor, wrong=False)
     assert _failures(tmp_path / "right", rows) == []
     assert [r["accuracy"] for r in rows] == [100.0] * len(sets)
-    rows = _evaluate(tmp_path / "wrong", sets, wrong=True)
+    rows = _evaluate(tmp_path / "wrong", sets, executor, wrong=True)
     assert [r["accuracy"] for r in rows] == [0.0] * len(sets)
 
 
-def test_two_hosts_each_take_a_slice_and_process_0_merges(tmp_path):
+def test_two_hosts_each_take_a_slice_and_process_0_merges(tmp_path, executor):
     sets = {name: ps for name, ps in load_problem_sets(FIXTURES).items() if name in ("MATH_test", "omni_test")}
     policy = OraclePolicy([p for ps in sets.values() for p in ps])
     config = EvalConfig(methods=("greedy",), batch_size=1, grade_workers=0)
-    with Executor(num_workers=1, timeout_s=30.0) as executor:
 
-        def run(i):
-            return evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=i, process_count=2)
+    def run(i):
+        return evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=i, process_count=2)
 
-        assert run(1) == []  # not process 0: writes its shard only
-        shard = tmp_path / "MATH_test" / "greedy" / "predictions.shard-00001-of-00002.jsonl"
-        assert [json.loads(line)["position"] for line in shard.read_text().splitlines()] == [1, 3]
-        rows = run(0)
+    assert run(1) == []  # not process 0: writes its shard only
+    shard = tmp_path / "MATH_test" / "greedy" / "predictions.shard-00001-of-00002.jsonl"
+    assert [json.loads(line)["position"] for line in shard.read_text().splitlines()] == [1, 3]
+    rows = run(0)
     assert [(r["set"], r["problems"], r["accuracy"]) for r in rows] == [("MATH_test", 4, 100.0), ("omni_test", 4, 100.0)]
     merged = (tmp_path / "omni_test" / "greedy" / "predictions.jsonl").read_text().splitlines()
     assert [json.loads(line)["position"] for line in merged] == [0, 1, 2, 3]
@@ -90,37 +94,36 @@ class Recording(OraclePolicy):
         return super().sample(prompts, num_samples, **kwargs)
 
 
-def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path):
+def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path, executor):
     problems = load_problem_sets(FIXTURES)["MATH_test"]  # 4 problems
     sets, config = {"MATH_test": problems}, EvalConfig(methods=("greedy",), batch_size=2, grade_workers=0)
-    with Executor(num_workers=1, timeout_s=30.0) as executor:
-        with pytest.raises(Killed):  # dies in the second batch
-            evaluate_sets(str(tmp_path), sets, Models(Recording(problems, die_after=2), executor), config,
-                          process_index=0, process_count=1)
-        shard = tmp_path / "MATH_test" / "greedy" / "predictions.shard-00000-of-00001.jsonl"
-        assert len(shard.read_text().splitlines()) == 2
-        policy = Recording(problems)
-        (row,) = evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=0, process_count=1)
+    with pytest.raises(Killed):  # dies in the second batch
+        evaluate_sets(str(tmp_path), sets, Models(Recording(problems, die_after=2), executor), config,
+                      process_index=0, process_count=1)
+    shard = tmp_path / "MATH_test" / "greedy" / "predictions.shard-00000-of-00001.jsonl"
+    assert len(shard.read_text().splitlines()) == 2
+    policy = Recording(problems)
+    (row,) = evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=0, process_count=1)
     assert row["problems"] == 4 and row["accuracy"] == 100.0
     assert policy.started == [step_format.policy_prompt(p.question) for p in problems[2:]]  # only the rest
 
 
 @NEEDS_SHARED
-def test_oracle_on_30_problems_of_each_real_set(tmp_path):
+def test_oracle_on_10_problems_of_each_real_set(tmp_path, executor):
     sets = load_problem_sets(SHARED)
-    rows = _evaluate(tmp_path, sets, wrong=False, per_set=30, grade_workers=2)
+    rows = _evaluate(tmp_path, sets, executor, wrong=False, per_set=10)
     assert _failures(tmp_path, rows) == []
 
 
 @pytest.mark.slow
 @NEEDS_SHARED
-def test_oracle_on_every_problem_of_the_nine_real_sets(tmp_path):
+def test_oracle_on_every_problem_of_the_nine_real_sets(tmp_path, executor):
     sets = load_problem_sets(SHARED)
-    rows = _evaluate(tmp_path / "right", sets, wrong=False, grade_workers=2)
+    rows = _evaluate(tmp_path / "right", sets, executor, wrong=False, grade_workers=2)
     assert sum(r["problems"] for r in rows) == 15195
     failures = _failures(tmp_path / "right", rows)
     assert [f for f in failures if not _malformed(f[2])] == []  # a few omni_test golds are malformed
-    rows = _evaluate(tmp_path / "wrong", sets, wrong=True, grade_workers=2)
+    rows = _evaluate(tmp_path / "wrong", sets, executor, wrong=True, grade_workers=2)
     assert [r["accuracy"] for r in rows] == [0.0] * len(sets)
 
 
