@@ -10,6 +10,7 @@ under the wrong parent.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Sequence
 
@@ -76,14 +77,17 @@ def _beam_batch(problems, policy, ppm, config, executor, mesh, progress) -> Sear
         scored = [(b, node) for b, l, j, node in created if kinds[b, l, j] in (NodeKind.STEP, NodeKind.ANSWER)]
         values.update(zip(scored, steps.ppm_values(scored).tolist()))
         beams = np.full_like(beams, NO_NODE)
-        for b in range(num):
-            # Invalid terminals rank last; stable sort keeps generation order among equals.
-            cands = sorted(((values.get((b, node), config.negative_reward), node) for bb, _, _, node in created
-                            if bb == b), key=lambda vn: -vn[0])[: max(width[b], 0)]
-            chosen.update((b, node) for _, node in cands)
-            kind_of = {node: NodeKind(int(kinds[b, l, j])) for bb, l, j, node in created if bb == b}
-            width[b] -= sum(kind_of[node] == NodeKind.ANSWER for _, node in cands)
-            nxt = [node for _, node in cands if kind_of[node] == NodeKind.STEP][: max(width[b], 0)]
+        by_tree: dict[int, list[tuple[int, NodeKind]]] = collections.defaultdict(list)
+        for b, l, j, node in created:
+            by_tree[b].append((node, NodeKind(int(kinds[b, l, j]))))
+        for b, children in by_tree.items():
+            # Invalid terminals (value -1) rank below every PPM value; the stable sort keeps
+            # generation order among equals.
+            ranked = sorted(children, key=lambda nk: -values.get((b, nk[0]), config.negative_reward))
+            top = ranked[: max(width[b], 0)]
+            chosen.update((b, node) for node, _ in top)
+            width[b] -= sum(kind == NodeKind.ANSWER for _, kind in top)
+            nxt = [node for node, kind in top if kind == NodeKind.STEP][: max(width[b], 0)]
             beams[b, : len(nxt)] = nxt
         bar.set_postfix(open_beams=int((beams != NO_NODE).any(axis=1).sum()), nodes=int(np.asarray(tree.node_count).sum()))
         bar.update(1)
