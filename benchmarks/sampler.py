@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 import tempfile
 import time
 
@@ -117,6 +118,7 @@ def main() -> None:
                 row = measure(hf_model, sampler, CONFIGS[name].vocab_size, batch, args.prompt,
                               args.new, greedy, args.repeats)
                 results.append({"model": name, **row})
+                print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
         del hf_model, model, sampler
         gc.collect()
     print(json.dumps({

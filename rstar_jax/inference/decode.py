@@ -62,7 +62,7 @@ class Refill:
     position_r: jax.Array  # int32[R]: its position (prompt length - 1)
     stream_r: jax.Array  # int32[R, 2]: (prompt index, sample index) naming the row's random stream
     budget_r: jax.Array  # int32[R]
-    seed: jax.Array  # int32[]
+    seed_key: jax.Array  # PRNG key of the sample() call
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
@@ -83,8 +83,7 @@ def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, new: Refill) 
         valid_bs=old.valid_bs.at[new.slot_r].set(valid_rs, mode="drop"),
         index_b=old.index_b.at[new.slot_r].set(t, mode="drop"))
     # A row's samples depend only on (seed, prompt, sample), not on its slot or batch-mates.
-    seed_key = jax.random.key(new.seed)
-    key_r = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(seed_key, s[0]), s[1]))(
+    key_r = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(new.seed_key, s[0]), s[1]))(
         new.stream_r)
     put = lambda x, v: x.at[new.slot_r].set(v, mode="drop")
     return Slots(cache=forked, token_b=put(slots.token_b, new.last_token_r),

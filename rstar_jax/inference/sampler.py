@@ -72,8 +72,17 @@ class _Row:
             reason = "length"
         else:
             return None
-        text = self.text.text if stop is not None else self.text.flush()
-        return Completion(text, self.token_ids, reason, self.logprob_sum, stop)
+        if stop is None:
+            self.text.flush()
+        return Completion(self.text.text, self.token_ids, reason, self.logprob_sum, stop)
+
+    def ended_on_device(self) -> Completion:
+        """The row's last token (device table) holds a stop that the stream has not shown yet."""
+        stop = self.text.stop_in_full_text()
+        if stop is None:
+            raise RuntimeError("sampler: a row ended on device on a stop token, but its text has "
+                               "no stop string (stop table and decoding disagree)")
+        return Completion(self.text.text, self.token_ids, "stop", self.logprob_sum, stop)
 
 
 class Sampler:
@@ -170,14 +179,13 @@ class Sampler:
                     if token < 0 or (completion := row.push(int(token), float(logprob),
                                                             self._eos_ids)):
                         break
+                if completion is None and device_done_b[b]:
+                    completion = row.ended_on_device()
                 if completion is not None:
                     done[row.prompt, row.sample] = completion
                     del live[b]
                     retire[b] = not device_done_b[b]
                     bar.update()
-                elif device_done_b[b]:
-                    raise RuntimeError(f"sampler: slot {b} ended on device without a host-side "
-                                       "reason (stop table and text disagree)")
         bar.close()
         return done
 
@@ -191,7 +199,8 @@ class Sampler:
         for p, i in enumerate(distinct):
             n = len(prompt_ids[i]) - 1
             tokens_pt[p, :n], mask_pt[p, :n] = prompt_ids[i][:-1], True
-        size = bucket(len(work))
+        # Always one entry per slot (the rest dropped): refill compiles per prompt bucket only.
+        size = slots.done_b.shape[0]
         pad = lambda values, fill: np.array(values + [fill] * (size - len(values)), np.int32)
         row_of = {i: p for p, i in enumerate(distinct)}
         new = decode.Refill(
@@ -202,7 +211,7 @@ class Sampler:
             position_r=pad([len(prompt_ids[i]) - 1 for i, _ in work], 0),
             stream_r=np.array([[i, j] for i, j in work] + [[0, 0]] * (size - len(work)), np.int32),
             budget_r=pad([budgets[i] for i, _ in work], 0),
-            seed=np.int32(seed))
+            seed_key=jax.random.key(seed))
         return decode.refill(self._graphdef, self._state, slots, new)
 
     def _place(self, slots: decode.Slots) -> decode.Slots:

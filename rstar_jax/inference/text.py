@@ -1,12 +1,14 @@
 """Host side of stop strings: incremental detokenisation of each row, and the per-token stop table.
 
 Stop strings are matched on decoded text, so a stop that spans several tokens, or sits inside a
-longer token, is found exactly. Each row decodes token by token in the context of its prompt's
-last tokens (tokenizers' `DecodeStream`, so multi-byte characters and SentencePiece's leading
-spaces come out as in a full decode) and searches only the text that each token adds. The device
-additionally ends a row as soon as it emits a token whose own text contains a stop string (the
-common case: rStar's stops are atomic special tokens), so such rows do not run on until the
-end of a decode chunk; the host still decides where the completion ends.
+longer token, is found exactly. Each row decodes incrementally in the context of its prompt's last
+tokens (vLLM's prefix / read offsets: the text a token adds is the decode of a small window of
+recent tokens minus the decode of the window without it; text ending in an incomplete character
+is held back until the character completes, and an invalid byte sequence never raises), and
+searches only the text each token adds. The device additionally ends a row as soon as it emits a
+token whose own text contains a stop string (the common case: rStar's stops are atomic special
+tokens), so such rows do not run on until the end of a decode chunk; the host still decides where
+the completion ends.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from tokenizers.decoders import DecodeStream
 from transformers import PreTrainedTokenizerBase
 
 # Prompt tokens decoded as context, so the first generated token renders as it would mid-text.
@@ -27,21 +28,37 @@ class RowText:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int],
                  stops: Sequence[str]):
         self._tokenizer = tokenizer
-        self._context = list(prompt_ids[-_CONTEXT_TOKENS:])
-        self._stream = DecodeStream(ids=self._context, skip_special_tokens=False)
+        self._ids = list(prompt_ids[-_CONTEXT_TOKENS:])  # context, then the generated tokens
+        self._num_context = len(self._ids)
+        self._prefix = 0  # window start: text before it is settled
+        self._read = len(self._ids)  # tokens before it are already in `text`
         self._stops = stops
-        self._ids: list[int] = []
         self.text = ""
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=False)
 
     def push(self, token: int) -> str | None:
         """Appends a token's text; returns the stop string it completes (text then ends with it)."""
         self._ids.append(token)
-        piece = self._stream.step(self._tokenizer.backend_tokenizer, token)
-        if not piece:
+        settled = self._decode(self._ids[self._prefix: self._read])
+        window = self._decode(self._ids[self._prefix:])
+        if len(window) <= len(settled):
             return None
-        start = len(self.text)
-        self.text += piece
-        # The earliest-ending stop wins; each search starts where a match could first overlap `piece`.
+        start, new = len(self.text), window[len(settled):]
+        if window.endswith("\ufffd"):
+            # Held back until the character completes; a stop before it is complete already.
+            held, self.text = self.text, self.text + new.rstrip("\ufffd")
+            stop = self._cut(start)
+            if stop is None:
+                self.text = held
+            return stop
+        self._prefix, self._read = self._read, len(self._ids)
+        self.text += new
+        return self._cut(start)
+
+    def _cut(self, start: int) -> str | None:
+        """Ends `text` after the earliest-ending stop that ends after `start`; returns that stop."""
         best_end, best = None, None
         for stop in self._stops:
             at = self.text.find(stop, max(0, start - len(stop) + 1))
@@ -51,11 +68,16 @@ class RowText:
             self.text = self.text[:best_end]
         return best
 
-    def flush(self) -> str:
-        """The whole text for a row that ended without a stop, incomplete trailing bytes included."""
-        decode = lambda ids: self._tokenizer.decode(ids, skip_special_tokens=False)
-        self.text = decode(self._context + self._ids)[len(decode(self._context)):]
-        return self.text
+    def flush(self) -> None:
+        """Sets `text` to the full decode, incomplete trailing bytes included (for a row that ended
+        without a stop string: the held-back text then holds none)."""
+        self.text = self._decode(self._ids)[len(self._decode(self._ids[: self._num_context])):]
+
+    def stop_in_full_text(self) -> str | None:
+        """Cuts the full decode after its first stop string and returns it (a safety net for a
+        row that ended on device on a stop token)."""
+        self.flush()
+        return self._cut(0)
 
 
 def token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:

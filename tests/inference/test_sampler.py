@@ -155,7 +155,7 @@ def test_forked_prefix_gives_from_scratch_logits(tiny):
         slot_r=jnp.array([0, 1, 2, 4], jnp.int32), prompt_r=jnp.zeros(4, jnp.int32),
         last_token_r=jnp.full(4, prompt[-1], jnp.int32), position_r=jnp.full(4, n - 1, jnp.int32),
         stream_r=jnp.zeros((4, 2), jnp.int32), budget_r=jnp.full(4, 8, jnp.int32),
-        seed=jnp.int32(0))
+        seed_key=jax.random.key(0))
     graphdef, state = nnx.split(model)
     cache = decode.refill(graphdef, state, slots, new).cache
     continuations = np.random.default_rng(0).integers(0, len(tokenizer), (k, steps))

@@ -1,5 +1,6 @@
 """Stop strings on incrementally decoded text, and the device-side table of stopping tokens."""
 
+import numpy as np
 import pytest
 
 from rstar_jax.inference.text import RowText, finish_table, token_texts
@@ -36,7 +37,8 @@ def test_no_stop_reproduces_the_full_decode(tokenizer):
     assert feed(tokenizer, TEXT, ["zzz"]) == (None, None, TEXT)
 
 
-@pytest.mark.parametrize("stop", ["k brown f", "lazy dog;", "héllo w", "<end_of_step>", "ö", "∑"])
+@pytest.mark.parametrize("stop", ["k brown f", "lazy dog;", "héllo w", "<end_of_step>", "ö", "∑",
+                                  "; h"])  # BPE: "; h" ends inside " h\xc3", a partial character
 def test_stop_spanning_tokens_ends_text_after_it(tokenizer, stop):
     end = TEXT.index(stop) + len(stop)
     assert feed(tokenizer, TEXT, [stop]) == (
@@ -65,6 +67,19 @@ def test_earliest_of_several_stops_wins(tokenizer):
 def test_first_token_is_decoded_in_prompt_context(tokenizer):
     # A leading space is part of the first generated token and must survive.
     assert feed(tokenizer, " lazy dog", [], prompt="the")[2] == " lazy dog"
+
+
+def test_invalid_byte_sequences_decode_without_error(tokenizer):
+    texts = token_texts(tokenizer)
+    partial = [i for i, t in enumerate(texts) if t == "\ufffd"]  # lone bytes
+    rng = np.random.default_rng(0)
+    ids = [int(i) for i in rng.choice(partial, 40)] + tokenizer("ok<end_of_step>")["input_ids"]
+    row = RowText(tokenizer, tokenizer("Q:")["input_ids"], ["<end_of_step>"])
+    stops = [row.push(token) for token in ids]
+    assert stops[-1] == "<end_of_step>" and stops[:-1] == [None] * (len(ids) - 1)
+    assert row.text.endswith("ok<end_of_step>")
+    row.flush()
+    assert row.text == tokenizer.decode(tokenizer("Q:")["input_ids"] + ids)[2:]
 
 
 def test_finish_table_marks_eos_and_tokens_containing_a_stop(tokenizer):
