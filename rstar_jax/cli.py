@@ -91,7 +91,9 @@ def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: li
               flags: list[tuple[str, str]]) -> None:
     """Parses gin files, then bindings, then flags (later ones win)."""
     scope = f"{module_name}.{fn_name}"
-    header = f"from __gin__ import dynamic_registration\nimport {module_name}\n"
+    # `config.X` names the library's dataclasses in bindings without the package path.
+    header = (f"from __gin__ import dynamic_registration\nimport {module_name}\n"
+              "from rstar_jax import config\n")
     flag_bindings = [flag_to_binding(scope, name, raw) for name, raw in flags]
     try:
         gin.parse_config(header)
@@ -100,7 +102,7 @@ def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: li
         gin.parse_config(header + "\n".join(bindings + flag_bindings))
     except CommandLineError:
         raise
-    except (ValueError, SyntaxError, ImportError, AttributeError) as e:
+    except (ValueError, SyntaxError, ImportError, AttributeError, NameError) as e:
         raise CommandLineError(f"bad config: {e}") from None
 
 

@@ -7,6 +7,7 @@ import types
 import pytest
 
 from rstar_jax import cli
+from rstar_jax.config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,3 +66,18 @@ def test_bad_config_is_one_clear_line(demo_command, tmp_path, capsys, argv, mess
 def test_unknown_command_lists_known_ones(capsys):
     assert cli.main(["no-such-command"]) == 2
     assert "unknown command 'no-such-command'" in capsys.readouterr().err
+
+
+def test_library_configs_bind_by_short_name(demo_command, tmp_path):
+    rc = cli.main(["demo", "--workdir", str(tmp_path),
+                   "--gin_bindings", "rstar_cli_demo.demo.config = @config.ModelConfig()",
+                   "--gin_bindings", "config.ModelConfig.hidden_size = 64"])
+    assert rc == 0
+    assert demo_command[0][1] == ModelConfig(hidden_size=64)
+    assert "rstar_jax.config.ModelConfig.hidden_size = 64" in (tmp_path / "config.gin").read_text()
+
+
+def test_unknown_name_in_a_binding_is_one_clear_line(demo_command, tmp_path, capsys):
+    rc = cli.main(["demo", "--workdir", str(tmp_path), "--gin_bindings", "nomodule.X.y = 4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad config" in err and "Traceback" not in err
