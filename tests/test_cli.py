@@ -74,7 +74,7 @@ def test_library_configs_bind_by_short_name(demo_command, tmp_path):
                    "--gin_bindings", "config.ModelConfig.hidden_size = 64"])
     assert rc == 0
     assert demo_command[0][1] == ModelConfig(hidden_size=64)
-    assert "rstar_jax.config.ModelConfig.hidden_size = 64" in (tmp_path / "config.gin").read_text()
+    assert "config.ModelConfig.hidden_size = 64" in (tmp_path / "config.gin").read_text()
 
 
 def test_unknown_name_in_a_binding_is_one_clear_line(demo_command, tmp_path, capsys):
