@@ -42,6 +42,10 @@ HEADLINE = {"greedy": "pass@1", "sample": "maj@{k}", "best_of_n": "best@{k}", "m
             "mcts_runs": "top{top_n}_maj@{k}", "beam_runs": "top{top_n}_maj@{k}"}
 
 
+# Methods whose candidates carry a PPM score (None for a candidate without a valid answer).
+SCORED_METHODS = ("best_of_n", "mcts", "beam")
+
+
 def benchmark_of(set_name: str) -> str | None:
     """The paper's column for one of our set names, e.g. "math500_test" -> "MATH"."""
     return next((b for b, pattern in BENCHMARKS.items() if re.match(pattern, set_name, re.IGNORECASE)), None)
@@ -51,14 +55,16 @@ def paper_reference(method: str, set_name: str, paper_round: int) -> tuple[float
     """(the paper's accuracy in %, where it comes from) for a method on a set, or (None, "")."""
     benchmark = benchmark_of(set_name)
     if method == "greedy":
-        table, row = TABLE3_GREEDY, f"SLM-r{paper_round}"
-        return table.get(row, {}).get(benchmark), f"Table 3 {row} (greedy)"
-    if method == "mcts":
+        row = f"SLM-r{paper_round}"
+        number, source = TABLE3_GREEDY.get(row, {}).get(benchmark), f"Table 3 {row} (greedy)"
+    elif method == "mcts":
         row = f"Round {paper_round}"
-        return TABLE6_MCTS.get(row, {}).get(benchmark), f"Table 6 {row} (MCTS, 8/16 trajectories)"
-    if method == "mcts_runs" and paper_round == 4:
-        return TABLE1_64.get(benchmark), "Table 1 rStar-Math Qwen-7B (64 trajectories)"
-    return None, ""
+        number, source = TABLE6_MCTS.get(row, {}).get(benchmark), f"Table 6 {row} (MCTS, 8/16 trajectories)"
+    elif method == "mcts_runs" and paper_round == 4:
+        number, source = TABLE1_64.get(benchmark), "Table 1 rStar-Math Qwen-7B (64 trajectories)"
+    else:
+        number = None
+    return (number, source) if number is not None else (None, "")
 
 
 def headline_metric(method: str, num_candidates: int, top_n: int) -> str:
@@ -73,7 +79,7 @@ def summarize(
     per_problem = []
     for record in records:
         cands = record["candidates"]
-        scores = [c["score"] for c in cands] if any(c["score"] is not None for c in cands) else None
+        scores = [c["score"] for c in cands] if method in SCORED_METHODS else None
         leaf_correct = [c["leaf_correct"] for c in cands] if all("leaf_correct" in c for c in cands) else None
         per_problem.append(metrics.problem_metrics(
             [c["correct"] for c in cands], [c["cluster"] for c in cands], scores, ks, top_n, leaf_correct))

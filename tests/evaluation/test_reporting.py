@@ -47,3 +47,10 @@ def test_write_summary_and_plot(tmp_path):
     assert (tmp_path / "acc.png").read_bytes().startswith(b"\x89PNG")
     single = reporting.summarize("amc23_test", "greedy", [_record([True], [0])], ks=(1,), top_n=4, paper_round=4)
     assert not reporting.plot_accuracy_vs_k(str(tmp_path / "none.png"), single)
+
+
+def test_scored_methods_report_zero_when_nothing_was_answered():
+    records = [_record([False, False], [None, None])]  # e.g. a random model: no valid answer
+    for method, headline in (("best_of_n", "best@2"), ("mcts", "top4_maj@2"), ("beam", "top4_maj@2")):
+        row = reporting.summarize("amc23_test", method, records, ks=(1, 2), top_n=4, paper_round=4)
+        assert (row["headline"], row["accuracy"], row["paper"], row["paper_source"]) == (headline, 0.0, None, "")
