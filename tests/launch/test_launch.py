@@ -74,7 +74,7 @@ def printed(stdout: str) -> list[list[str]]:
 
 def test_shellcheck():
     if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+        pytest.skip("shellcheck is not installed (pip install -e \".[test]\" brings it)")
     scripts = [str(p) for p in sorted(LAUNCH.glob("*.sh"))]
     result = subprocess.run(["shellcheck", "-x", *scripts], cwd=LAUNCH.parent,
                             capture_output=True, text=True)
