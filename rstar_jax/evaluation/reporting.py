@@ -123,6 +123,8 @@ def plot_accuracy_vs_k(path: str, summary: dict[str, Any]) -> bool:
         ks, values = zip(*sorted(points))
         ax.plot(ks, values, marker="o", label=family)
     ax.set_xscale("log", base=2)
+    all_ks = sorted({k for points in curves.values() for k, _ in points})
+    ax.set_xticks(all_ks, [str(k) for k in all_ks])
     ax.set_xlabel("number of sampled solutions")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{summary['set']} / {summary['method']}")
