@@ -25,7 +25,9 @@ class Candidate:
 
     answer: str | None
     steps: tuple[str, ...]
-    finish: str  # why it ended: "answer", "no_answer", "too_many_steps", "code_error", ...
+    # Why it ended: "answer", "no_answer", "too_many_steps", or the sampler's finish reason of a
+    # step that gave no answer ("eos", "length", or "stop" for an unparsable step).
+    finish: str
     score: float | None = None  # PPM value of the whole solution (None without a PPM)
     step_scores: tuple[float, ...] | None = None
     run: int = 0  # sample or search-run number
