@@ -127,7 +127,8 @@ case "${ACTION}" in
     BUCKET="${BUCKET%%/*}"
     [[ "${BUCKET}" =~ ^[a-z0-9][a-z0-9._-]*$ ]] || die "--workdir ${WORKDIR}: no valid bucket name"
     MOUNTED="/tmp/gcs/${WORKDIR#gs://}"
-    RSTAR_ARGS=(rstar-jax "${CMD}" --workdir "${MOUNTED%/}")
+    # A TPU VM sets no variable that tells JAX it is one of several hosts; this one does.
+    RSTAR_ARGS=(env RSTAR_JAX_DISTRIBUTED=1 rstar-jax "${CMD}" --workdir "${MOUNTED%/}")
     for f in "${GIN_FILES[@]}"; do RSTAR_ARGS+=(--gin_file "${f}"); done
     RSTAR_ARGS+=("$@")
     TARBALL="${TMPDIR:-/tmp}/rstar-jax-${NAME}.tar.gz"

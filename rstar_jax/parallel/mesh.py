@@ -17,12 +17,14 @@ AXES = ("data", "fsdp", "tensor")
 def initialize_distributed() -> None:
     """Starts jax.distributed when the environment describes several processes; else does nothing.
 
-    Cloud TPU pods and SLURM/Kubernetes GPU jobs are detected by JAX itself; an explicit
-    coordinator can be given with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
-    Must run before anything touches the devices; calling it again is harmless.
+    SLURM/Kubernetes jobs are recognised by their variables; a Cloud TPU VM sets none, so
+    launch/tpu.sh sets RSTAR_JAX_DISTRIBUTED=1 and JAX then finds the slice from the VM metadata.
+    An explicit coordinator can be given with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID. Must run before anything touches the devices; calling it again is harmless.
     """
     explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
-    cluster = any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
+    cluster = any(k in os.environ for k in (
+        "RSTAR_JAX_DISTRIBUTED", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
     if jax.distributed.is_initialized() or not (explicit or cluster):
         return
     if explicit:

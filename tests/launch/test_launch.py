@@ -158,7 +158,8 @@ def test_tpu_run_copies_code_and_starts_all_workers(repo, env, tmp_path):
     words = shlex.split(remote[remote.index("setsid"):remote.index(">>")])
     assert words == ["setsid", "nohup", "bash", "launch/worker.sh", "--extra", "tpu", "--python",
                      "python3.11", "--install_python", "--gcs_bucket", "bucket", "--gcs_dir",
-                     "/tmp/gcs/bucket", "--", "rstar-jax", "evolve", "--workdir", "/tmp/gcs/bucket/run",
+                     "/tmp/gcs/bucket", "--", "env", "RSTAR_JAX_DISTRIBUTED=1", "rstar-jax", "evolve",
+                     "--workdir", "/tmp/gcs/bucket/run",
                      "--gin_file", "experiments/paper.gin", "--gin_bindings", "RoundConfig.rollouts = 16"]
     assert "already running" in remote and "~/rstar-jax.pid" in remote
 
