@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import safetensors.flax
+import safetensors
 import safetensors.numpy
 import transformers
 from flax import nnx
@@ -168,17 +168,22 @@ def _weight_files(path: Path) -> list[Path]:
                             "pytorch_model.bin")
 
 
-def _read_tensors(file: Path) -> dict[str, np.ndarray]:
-    """All tensors of one safetensors / torch file as host numpy arrays (bf16 via ml_dtypes)."""
-    if not file.exists():
-        raise FileNotFoundError(f"{file}: weight file not found")
-    if file.suffix == ".bin":
-        import torch  # optional: only legacy torch checkpoints need it
+def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, host array) of every tensor, one at a time (torch files: one file at a time)."""
+    for file in files:
+        if not file.exists():
+            raise FileNotFoundError(f"{file}: weight file not found")
+        if file.suffix == ".bin":
+            import torch  # optional: only legacy torch checkpoints need it
 
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        return {k: v.float().numpy() for k, v in state.items()}
-    with jax.default_device(jax.devices("cpu")[0]):  # stays on the host until sharded
-        return {k: np.asarray(v) for k, v in safetensors.flax.load_file(str(file)).items()}
+            for name, value in torch.load(file, map_location="cpu", weights_only=True).items():
+                yield name, value.float().numpy()
+            continue
+        # framework="flax" reads bf16 (numpy cannot); the CPU device keeps it off accelerators.
+        with jax.default_device(jax.devices("cpu")[0]), \
+                safetensors.safe_open(str(file), framework="flax") as f:
+            for name in f.keys():
+                yield name, np.asarray(f.get_tensor(name))
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -194,18 +199,29 @@ def _at(state: nnx.State, path: tuple) -> nnx.Variable:
     return functools.reduce(lambda node, key: node[key], path, state)
 
 
-def _fill(abstract: Decoder, tensors: dict[str, np.ndarray], config: ModelConfig, source: Path,
-          mesh: Mesh | None, rules: Rules) -> Decoder:
-    """Merges `abstract` (from nnx.eval_shape) with converted tensors, sharded when a mesh is given."""
+def _fill(abstract: Decoder, files: list[Path], source: Path, mesh: Mesh | None,
+          rules: Rules) -> Decoder:
+    """Streams the tensors of `files` into `abstract` (from nnx.eval_shape), sharded when a mesh
+    is given; tensors are converted and placed one at a time, so peak host memory stays small."""
     graphdef, state = nnx.split(abstract)
     shardings = state_shardings(state, mesh, rules) if mesh is not None else None
-    for hf_name, path, layout in _param_specs(config):
-        if hf_name not in tensors:
-            raise KeyError(f"{source}: tensor {hf_name!r} is missing")
+    specs = {hf_name: (path, layout) for hf_name, path, layout in _param_specs(abstract.config)}
+    unused = []
+    for name, w in _iter_tensors(files):
+        if name not in specs:
+            unused.append(name)
+            continue
+        path, layout = specs.pop(name)
         variable = _at(state, path)
-        w = _to_ours(layout, tensors.pop(hf_name), variable.shape).astype(variable.dtype)
+        w = _to_ours(layout, w, variable.shape).astype(variable.dtype)
         target = None if shardings is None else _at(shardings, path).get_value()
         variable.set_value(jax.device_put(w, target))
+    if specs:
+        raise KeyError(f"{source}: tensor {next(iter(specs))!r} is missing")
+    # Tied checkpoints may still store lm_head.weight; older ones store rotary inv_freq buffers.
+    unused = [k for k in unused if k != "lm_head.weight" and "rotary_emb" not in k]
+    if unused:
+        log.warning("%s: ignored %d unexpected tensors, e.g. %s", source, len(unused), unused[:3])
     return nnx.merge(graphdef, state)
 
 
@@ -218,17 +234,9 @@ def load_decoder(path: str | os.PathLike, *, mesh: Mesh | None = None,
         raise FileNotFoundError(f"{path / 'config.json'}: not found (expected an HF model directory)")
     config = config_from_hf(transformers.AutoConfig.from_pretrained(path, local_files_only=True),
                             dtype=dtype, param_dtype=param_dtype)
-    tensors: dict[str, np.ndarray] = {}
-    for file in _weight_files(path):
-        tensors.update(_read_tensors(file))
     with nnx.use_eager_sharding(False):
         abstract = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
-    model = _fill(abstract, tensors, config, path, mesh, rules)
-    # Tied checkpoints may still store lm_head.weight; older ones store rotary inv_freq buffers.
-    unused = [k for k in tensors if k != "lm_head.weight" and "rotary_emb" not in k]
-    if unused:
-        log.warning("%s: ignored %d unexpected tensors, e.g. %s", path, len(unused), unused[:3])
-    return model
+    return _fill(abstract, _weight_files(path), path, mesh, rules)
 
 
 def load_hf(path: str | os.PathLike, *, mesh: Mesh | None = None, rules: Rules = DECODE_RULES,
@@ -237,7 +245,8 @@ def load_hf(path: str | os.PathLike, *, mesh: Mesh | None = None, rules: Rules =
     """Loads an HF Qwen2 / Llama directory as (Decoder, tokenizer with rStar's special tokens).
 
     With a mesh, each parameter is placed on its NamedSharding from `rules` (logical axis names).
-    The embeddings are not resized here: call `tokenizer.resize_embeddings` when adding tokens.
+    The embeddings are not resized here: call `rstar_jax.models.tokenizer.resize_embeddings`
+    when the tokenizer has more tokens than the model.
     """
     path = Path(path)
     model = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
@@ -289,7 +298,7 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
     backbone = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
     ppm = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(seed), backbone=backbone)
     head_file = path / VALUE_HEAD_FILE
-    tensors = {k.removeprefix("v_head."): v for k, v in _read_tensors(head_file).items()}
+    tensors = {k.removeprefix("v_head."): v for k, v in _iter_tensors([head_file])}
     for key in _VALUE_HEAD_KEYS:
         if key not in tensors:
             raise KeyError(f"{head_file}: tensor {key!r} is missing")

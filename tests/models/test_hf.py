@@ -107,3 +107,12 @@ def test_from_scratch_model_exports(spm_dir, tmp_path):
     np.testing.assert_allclose(_torch_logits(reloaded.eval()), forward(model, TOKENS), atol=1e-4)
     again, _ = load_hf(tmp_path / "scratch")
     np.testing.assert_allclose(forward(again, TOKENS), forward(model, TOKENS), atol=1e-6)
+
+
+def test_torch_bin_checkpoint(hf_dir, tmp_path):
+    _, path, hf_model = hf_dir
+    shutil.copy(path / "config.json", tmp_path)
+    torch.save(hf_model.state_dict(), tmp_path / "pytorch_model.bin")
+    for got, want in zip(jax.tree.leaves(nnx.state(load_decoder(tmp_path), nnx.Param)),
+                         jax.tree.leaves(nnx.state(load_decoder(path), nnx.Param)), strict=True):
+        np.testing.assert_array_equal(got, want)
