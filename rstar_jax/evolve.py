@@ -375,6 +375,10 @@ def _pct(x: float | None, scale: float = 1.0) -> str:
     return "-" if x is None else f"{x * scale:.1f}"
 
 
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
 def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """Coverage, records, PPM accuracy and test accuracy per round, then time per stage."""
     sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m},
@@ -384,8 +388,8 @@ def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         greedy, mcts = row["accuracy"].get("greedy", {}), row["accuracy"].get("mcts")
-        cells = [str(row["round"]), _pct(row["coverage_all"], 100), str(row["sft_records"] or "-"),
-                 str(row["ppm_pairs"] or "-"), _pct(row["ppm_heldout_accuracy"], 100)]
+        cells = [str(row["round"]), _pct(row["coverage_all"], 100), _count(row["sft_records"]),
+                 _count(row["ppm_pairs"]), _pct(row["ppm_heldout_accuracy"], 100)]
         cells += [_pct(greedy.get(s)) for s in sets] + [_pct(_mean(greedy))]
         cells += [_pct((mcts or {}).get(s)) for s in sets] + [_pct(_mean(mcts))]
         lines.append("| " + " | ".join(cells) + " |")
