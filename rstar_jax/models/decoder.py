@@ -36,7 +36,8 @@ class KVCache:
         return self.k.shape[2]
 
 
-def init_cache(config: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
+def init_cache(config: ModelConfig, batch: int, max_len: int,
+               dtype: jnp.dtype | str | None = None) -> KVCache:
     """An empty cache for `batch` rows of up to `max_len` tokens (dtype defaults to compute dtype)."""
     shape = (config.num_hidden_layers, batch, max_len, config.num_key_value_heads,
              config.resolved_head_dim)
@@ -186,6 +187,7 @@ class Decoder(nnx.Module):
     """Causal LM: token embedding, decoder layers, final RMSNorm, (tied or separate) LM head."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        rope_inv_freq(config)  # an unsupported rope type fails here, not at the first call
         self.config = config
         init = nnx.initializers.normal(config.initializer_range)
         self.embed_tokens = nnx.Embed(
@@ -203,8 +205,13 @@ class Decoder(nnx.Module):
                 kernel_init=_logical(init, ("embed", "vocab")),
                 rngs=rngs)
 
-    def hidden_states(self, tokens_bt, positions_bt, *, attention_mask_bt=None, cache=None):
-        """Final-norm hidden states [B, T, D] and the updated cache (None without one)."""
+    def hidden_states(self, tokens_bt: jax.Array, positions_bt: jax.Array, *,
+                      attention_mask_bt: jax.Array | None = None, cache: KVCache | None = None,
+                      ) -> tuple[jax.Array, KVCache | None]:
+        """Final-norm hidden states [B, T, D] and the updated cache (None without one).
+
+        `attention_mask_bt` marks real tokens (default: all); pads are never attended to.
+        """
         b, t = tokens_bt.shape
         if attention_mask_bt is None:
             attention_mask_bt = jnp.ones((b, t), bool)
@@ -242,7 +249,9 @@ class Decoder(nnx.Module):
             out = self.lm_head(h_btd)
         return out.astype(jnp.float32)
 
-    def __call__(self, tokens_bt, positions_bt, *, attention_mask_bt=None, cache=None):
+    def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array, *,
+                 attention_mask_bt: jax.Array | None = None, cache: KVCache | None = None,
+                 ) -> tuple[jax.Array, KVCache | None]:
         """Logits [B, T, V] (fp32) and the updated cache."""
         h_btd, cache = self.hidden_states(tokens_bt, positions_bt,
                                           attention_mask_bt=attention_mask_bt, cache=cache)

@@ -1,4 +1,7 @@
-"""Decoder shapes, logical axis names and the KV-cache contract (HF parity lives in test_parity)."""
+"""Decoder shapes, logical axis names, dtypes, remat and the KV-cache bookkeeping.
+
+Numerical agreement with HF transformers lives in test_parity.py.
+"""
 
 import dataclasses
 
@@ -9,11 +12,18 @@ import pytest
 from flax import nnx
 
 from rstar_jax.config import ModelConfig
-from rstar_jax.models.decoder import Decoder, init_cache
+from rstar_jax.models.decoder import Decoder, init_cache, rope_inv_freq
 
 CONFIG = ModelConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2)
 LOGICAL_AXES = {"vocab", "embed", "mlp", "heads", "kv_heads", "head_dim"}
+TOKENS = jnp.arange(10, dtype=jnp.int32).reshape(2, 5)
+POSITIONS = jnp.broadcast_to(jnp.arange(5), (2, 5))
+
+
+@nnx.jit
+def forward(model, tokens, positions, mask=None, cache=None):
+    return model(tokens, positions, attention_mask_bt=mask, cache=cache)
 
 
 @pytest.fixture(scope="module")
@@ -21,43 +31,49 @@ def model():
     return Decoder(CONFIG, rngs=nnx.Rngs(0))
 
 
-def test_shapes_and_cache_index(model):
-    tokens = jnp.arange(10, dtype=jnp.int32).reshape(2, 5)
-    positions = jnp.broadcast_to(jnp.arange(5), (2, 5))
-    logits, cache = model(tokens, positions)
+def test_shapes_and_cache_bookkeeping(model):
+    logits, cache = forward(model, TOKENS, POSITIONS)
     assert logits.shape == (2, 5, CONFIG.vocab_size) and logits.dtype == jnp.float32
     assert cache is None
-    h, _ = model.hidden_states(tokens, positions)
-    assert h.shape == (2, 5, CONFIG.hidden_size)
 
     cache = init_cache(CONFIG, batch=2, max_len=8)
-    assert cache.k.shape == (2, 2, 8, 2, 8)
-    _, cache = model(tokens, positions, attention_mask_bt=jnp.array([[0, 1, 1, 1, 1]] * 2, bool),
-                     cache=cache)
+    assert cache.k.shape == (2, 2, 8, 2, 8)  # [L, B, S, Hkv, Dh]
+    mask = jnp.array([[0, 1, 1, 1, 1]] * 2, bool)
+    _, cache = forward(model, TOKENS, POSITIONS, mask, cache)
     np.testing.assert_array_equal(cache.index_b, [5, 5])
-    np.testing.assert_array_equal(cache.valid_bs[:, :6], [[0, 1, 1, 1, 1, 0]] * 2)
+    np.testing.assert_array_equal(cache.valid_bs, [[0, 1, 1, 1, 1, 0, 0, 0]] * 2)
 
 
 def test_params_carry_logical_axis_names(model):
     params = nnx.state(model, nnx.Param)
-    for path, var in jax.tree.leaves_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable)):
+    leaves = jax.tree.leaves_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    for path, var in leaves:
         axes = var.get_metadata()["out_sharding"]
-        assert len(axes) == var.value.ndim and set(axes) <= LOGICAL_AXES, path
+        assert len(axes) == var.get_value().ndim and set(axes) <= LOGICAL_AXES, path
 
 
-def test_tied_embeddings_have_no_lm_head():
-    tied = Decoder(dataclasses.replace(CONFIG, tie_word_embeddings=True), rngs=nnx.Rngs(0))
-    assert not hasattr(tied, "lm_head")
-    tokens = jnp.zeros((1, 3), jnp.int32)
-    logits, _ = tied(tokens, jnp.arange(3)[None])
-    assert logits.shape == (1, 3, CONFIG.vocab_size)
+def test_tied_bf16_remat_model_trains():
+    """Tied embeddings (no lm_head), bf16 compute over fp32 params, rematerialised layers."""
+    config = dataclasses.replace(CONFIG, tie_word_embeddings=True, dtype="bfloat16", remat=True)
+    model = Decoder(config, rngs=nnx.Rngs(0))
+    assert not hasattr(model, "lm_head")
+    assert model.embed_tokens.embedding.get_value().dtype == jnp.float32
 
+    @nnx.jit
+    def loss_and_grad(model):
+        def loss(model):
+            h, _ = model.hidden_states(TOKENS, POSITIONS)
+            return model.logits(h).mean(), h.dtype == jnp.bfloat16
+        return nnx.value_and_grad(loss, has_aux=True)(model)
 
-def test_bf16_compute_and_remat_grad():
-    cfg = dataclasses.replace(CONFIG, dtype="bfloat16", remat=True)
-    model = Decoder(cfg, rngs=nnx.Rngs(0))
-    tokens = jnp.ones((1, 4), jnp.int32)
-    h, _ = model.hidden_states(tokens, jnp.arange(4)[None])
-    assert h.dtype == jnp.bfloat16
-    grads = nnx.grad(lambda m: m(tokens, jnp.arange(4)[None])[0].mean())(model)
+    (_, h_is_bf16), grads = loss_and_grad(model)
+    assert bool(h_is_bf16)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+def test_rope_types():
+    linear = dataclasses.replace(CONFIG, rope_scaling={"rope_type": "linear", "factor": 4.0})
+    np.testing.assert_allclose(rope_inv_freq(linear), rope_inv_freq(CONFIG) / 4, rtol=1e-6)
+    with pytest.raises(ValueError, match="yarn"):
+        Decoder(dataclasses.replace(CONFIG, rope_scaling={"rope_type": "yarn", "factor": 4.0}),
+                rngs=nnx.Rngs(0))
