@@ -124,6 +124,8 @@ class Sampler:
         if any(not s for s in stop):
             raise ValueError(f"sample: stop strings must be non-empty, got {list(stop)}")
         params = SamplingParams.make(temperature, top_k, top_p)
+        if not prompts:
+            return []
         prompt_ids = [list(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
         budgets = []
         for i, ids in enumerate(prompt_ids):
