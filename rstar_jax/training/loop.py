@@ -76,7 +76,11 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef, loss_
         return (grads, rest, loss + l, count + c, jax.tree.map(jnp.add, extras, e)), None
 
     init = (jax.tree.map(jnp.zeros_like, state.params), state.rest, jnp.zeros((), jnp.float32), zeros(count0), zeros(extras0))
-    (grads, rest, loss, count, extras), _ = jax.lax.scan(micro, init, batch)
+    if jax.tree.leaves(batch)[0].shape[0] == 1:
+        # One micro-batch: no loop, whose body XLA:CPU would run with far less parallelism.
+        (grads, rest, loss, count, extras), _ = micro(init, first)
+    else:
+        (grads, rest, loss, count, extras), _ = jax.lax.scan(micro, init, batch)
     denom = jnp.maximum(count, 1)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -90,6 +94,29 @@ def eval_sums(params: nnx.State, rest: nnx.State, batch: Batch, *, graphdef: nnx
     """(loss sum, count, extra sums) of one evaluation batch (no dropout)."""
     loss, (count, extras, _) = _sums(graphdef, loss_fn, params, rest, batch, False)
     return loss, count, extras
+
+
+def init_state(model: nnx.Module, tx: optax.GradientTransformation, mesh: Mesh,
+               rules: Rules) -> tuple[nnx.GraphDef, TrainState, TrainState]:
+    """(graphdef, train state placed on the mesh by logical names, the state's shardings)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    param_shardings = sharding.state_shardings(params, mesh, rules)
+    params = jax.device_put(params, param_shardings)
+    opt_shardings = sharding.like_params(jax.eval_shape(tx.init, params), params, param_shardings, mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    shardings = TrainState(replicated, param_shardings, opt_shardings, sharding.state_shardings(rest, mesh, rules))
+    state = TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init, out_shardings=opt_shardings)(params), rest)
+    return graphdef, jax.device_put(state, shardings), shardings
+
+
+def jit_train_step(graphdef: nnx.GraphDef, state_shardings: TrainState, loss_fn: LossFn,
+                   tx: optax.GradientTransformation, schedule: optax.Schedule):
+    """`train_step` jitted with the state donated and laid out by `state_shardings` in and out."""
+    replicated = NamedSharding(state_shardings.step.mesh, PartitionSpec())
+    step = functools.partial(train_step, graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule,
+                             param_shardings=state_shardings.params)
+    return jax.jit(step, in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated),
+                   donate_argnums=0)
 
 
 def _check_batch(config: TrainConfig, mesh: Mesh, rules: Rules) -> int:
@@ -123,26 +150,15 @@ def train(workdir: str, *, model: nnx.Module, task: Task, train_examples: Sequen
     tx, schedule = optimizer(config, total_steps), learning_rate_schedule(config, total_steps)
 
     with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        param_shardings = sharding.state_shardings(params, mesh, rules)
-        rest_shardings = sharding.state_shardings(rest, mesh, rules)
-        params = jax.device_put(params, param_shardings)
-        opt_shardings = sharding.like_params(jax.eval_shape(tx.init, params), params, param_shardings, mesh)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        state_shardings = TrainState(replicated, param_shardings, opt_shardings, rest_shardings)
-        state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated), params,
-                           jax.jit(tx.init, out_shardings=opt_shardings)(params), jax.device_put(rest, rest_shardings))
-
+        graphdef, state, state_shardings = init_state(model, tx, mesh, rules)
         checkpoints = Checkpoints(workdir, config)
         start = checkpoints.latest_step() or 0
         if start:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, _ = checkpoints.restore(start, abstract)
 
-        step_fn = jax.jit(
-            functools.partial(train_step, graphdef=graphdef, loss_fn=task.loss_fn, tx=tx, schedule=schedule,
-                              param_shardings=param_shardings),
-            in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated), donate_argnums=0)
+        step_fn = jit_train_step(graphdef, state_shardings, task.loss_fn, tx, schedule)
+        replicated = NamedSharding(mesh, PartitionSpec())
         eval_fn = jax.jit(functools.partial(eval_sums, graphdef=graphdef, loss_fn=task.loss_fn),
                           out_shardings=replicated)
 

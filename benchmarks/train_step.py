@@ -1,0 +1,163 @@
+"""Tokens/s of one SFT train step (forward + backward + clip + AdamW): ours vs PyTorch HF.
+
+Both run the same Qwen2 model (same config, batch and length, fp32) in one process, one after
+the other, on the same backend (CPU, or the GPU when jax has one); ours is `rstar_jax.training.loop.train_step` with the SFT loss. Model FLOPs
+utilisation is against the measured fp32 matmul peak of the backend (a large jitted matmul).
+Prints one JSON line.
+
+    python benchmarks/train_step.py [--configs tiny,0.5b] [--batch 4] [--length 512] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import transformers
+from flax import nnx
+
+from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
+from rstar_jax.models.decoder import Decoder
+from rstar_jax.models.hf import config_to_hf
+from rstar_jax.parallel.mesh import make_mesh
+from rstar_jax.parallel.rules import TRAIN_RULES
+from rstar_jax.training import data
+from rstar_jax.training.loop import init_state, jit_train_step
+from rstar_jax.training.optim import learning_rate_schedule, optimizer
+from rstar_jax.training.sft import sft_loss_fn
+
+CONFIGS = {
+    # The tiny CPU policy of the default self-evolution run.
+    "tiny": ModelConfig(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=2, attention_bias=True, tie_word_embeddings=True),
+    # Qwen2.5-0.5B's shape.
+    "0.5b": ModelConfig(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                        num_attention_heads=14, num_key_value_heads=2, attention_bias=True, tie_word_embeddings=True),
+}
+TRAIN = TrainConfig(learning_rate=1e-5, weight_decay=0.1, max_grad_norm=1.0)
+
+
+def matmul_peak_flops(n: int = 4096, reps: int = 10) -> float:
+    """fp32 FLOP/s of a jitted n x n matmul, the best of a few timings."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def model_flops_per_token(config: ModelConfig, length: int) -> float:
+    """6 x matmul parameters + attention scores (PaLM appendix B), forward and backward."""
+    d, f, layers, dh = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.resolved_head_dim
+    h, hkv = config.num_attention_heads, config.num_key_value_heads
+    per_layer = d * h * dh * 2 + d * hkv * dh * 2 + 3 * d * f
+    matmul_params = layers * per_layer + d * config.vocab_size  # + LM head
+    return 6 * matmul_params + 12 * layers * h * dh * length
+
+
+def sft_batch(config: ModelConfig, batch: int, length: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    examples = [data.SFTExample(rng.integers(0, config.vocab_size, size=length).astype(np.int32), prompt_len=1)
+                for _ in range(batch)]
+    return data.collate_sft(examples, length)
+
+
+def time_steps(step, steps: int) -> float:
+    """Seconds per step: one warm-up (compile) call, then the mean of `steps` calls."""
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def ours(config: ModelConfig, host: dict[str, np.ndarray], steps: int) -> float:
+    """The train loop's own jitted step on a one-device mesh."""
+    tx = optimizer(TRAIN, total_steps=1000)
+    mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+    graphdef, state, shardings = init_state(Decoder(config, rngs=nnx.Rngs(0)), tx, mesh, TRAIN_RULES)
+    step_fn = jit_train_step(graphdef, shardings, sft_loss_fn, tx, learning_rate_schedule(TRAIN, 1000))
+    batch = {k: jnp.asarray(v[None]) for k, v in host.items()}  # one micro-batch
+
+    def step():
+        nonlocal state
+        state, metrics = step_fn(state, batch)
+        jax.block_until_ready(metrics)
+
+    return time_steps(step, steps)
+
+
+def pytorch(config: ModelConfig, host: dict[str, np.ndarray], steps: int, device: str) -> float:
+    torch.manual_seed(0)
+    model = transformers.Qwen2ForCausalLM(config_to_hf(config)).float().train().to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": TRAIN.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=TRAIN.learning_rate)
+    tokens = torch.from_numpy(host["tokens"]).long().to(device)
+    labels = torch.from_numpy(np.where(host["weights"] > 0, host["targets"], -100)).long().to(device)
+    mask = torch.from_numpy(host["mask"]).long().to(device)
+
+    def step():
+        logits = model(input_ids=tokens, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return time_steps(step, steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="tiny,0.5b")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=0, help="> 0: override the layer count (memory)")
+    args = parser.parse_args()
+
+    peak = matmul_peak_flops()
+    torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"  # the anchor runs where ours does
+    torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default fp32 matmul precision on GPU
+    result = {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+              "torch_device": torch_device, "torch_threads": torch.get_num_threads(),
+              "batch": args.batch, "length": args.length, "matmul_peak_tflops": peak / 1e12}
+    for name in args.configs.split(","):
+        config = CONFIGS[name]
+        if args.layers:
+            config = dataclasses.replace(config, num_hidden_layers=args.layers)
+        host = sft_batch(config, args.batch, args.length)
+        tokens = args.batch * args.length
+        ours_s = ours(config, host, args.steps)
+        gc.collect()
+        torch_s = pytorch(config, host, args.steps, torch_device)
+        gc.collect()
+        flops = model_flops_per_token(config, args.length) * tokens
+        result[name] = {
+            "layers": config.num_hidden_layers,
+            "ours_tokens_per_s": tokens / ours_s,
+            "pytorch_tokens_per_s": tokens / torch_s,
+            "ratio": torch_s / ours_s,
+            "ours_mfu": flops / ours_s / peak,
+            "pytorch_mfu": flops / torch_s / peak,
+        }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
