@@ -76,11 +76,7 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef, loss_
         return (grads, rest, loss + l, count + c, jax.tree.map(jnp.add, extras, e)), None
 
     init = (jax.tree.map(jnp.zeros_like, state.params), state.rest, jnp.zeros((), jnp.float32), zeros(count0), zeros(extras0))
-    if jax.tree.leaves(batch)[0].shape[0] == 1:
-        # One micro-batch: no loop, whose body XLA:CPU would run with far less parallelism.
-        (grads, rest, loss, count, extras), _ = micro(init, first)
-    else:
-        (grads, rest, loss, count, extras), _ = jax.lax.scan(micro, init, batch)
+    (grads, rest, loss, count, extras), _ = jax.lax.scan(micro, init, batch)
     denom = jnp.maximum(count, 1)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
