@@ -21,6 +21,10 @@ from rstar_jax.models.files import write_dir_atomically
 from rstar_jax.search.step_format import SPECIAL_TOKENS
 
 
+# Any of these holds a tokenizer's vocabulary (fast tokenizers, SentencePiece, byte-level BPE).
+VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
 def add_special_tokens(tokenizer: transformers.PreTrainedTokenizerBase) -> int:
     """Adds rStar's special tokens as atomic, unnormalised tokens; returns how many were new.
 
@@ -40,6 +44,9 @@ def load_tokenizer(path: str | os.PathLike) -> transformers.PreTrainedTokenizerF
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: tokenizer directory not found")
+    # transformers would build an empty tokenizer from config.json alone; refuse instead.
+    if not any((path / name).exists() for name in VOCAB_FILES):
+        raise FileNotFoundError(f"{path}: no tokenizer files (looked for {', '.join(VOCAB_FILES)})")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:

@@ -1,5 +1,7 @@
 """SentencePiece training into an HF directory, rStar's atomic special tokens, embedding resizing."""
 
+import shutil
+
 import numpy as np
 import pytest
 import transformers
@@ -44,9 +46,13 @@ def test_load_tokenizer_adds_tokens_once(spm_dir):
     assert again.pad_token == "<pad>"
 
 
-def test_missing_tokenizer_dir_is_named(tmp_path):
+def test_missing_tokenizer_is_named(hf_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_tokenizer(tmp_path / "nowhere")
+    _, path, _ = hf_dir
+    shutil.copy(path / "config.json", tmp_path)  # a model config alone is no tokenizer
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+        load_tokenizer(tmp_path)
 
 
 @pytest.mark.parametrize("tied", [False, True])
