@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -15,7 +15,8 @@ from rstar_jax.parallel.rules import Rules
 LogicalAxes = Sequence[str | None]
 
 
-def logical_to_spec(axes: LogicalAxes, rules: Rules, mesh: Mesh | jax.sharding.AbstractMesh, shape: Sequence[int] | None = None) -> PartitionSpec:
+def logical_to_spec(axes: LogicalAxes, rules: Rules, mesh: Mesh | jax.sharding.AbstractMesh,
+                    shape: Sequence[int] | None = None) -> PartitionSpec:
     """PartitionSpec for an array whose dimensions carry logical names `axes`.
 
     Mesh axes that are absent from `mesh` or do not divide the dimension (e.g. 2 kv heads over a
@@ -26,11 +27,12 @@ def logical_to_spec(axes: LogicalAxes, rules: Rules, mesh: Mesh | jax.sharding.A
     for dim, entry in enumerate(spec):
         names = (entry,) if isinstance(entry, str) else tuple(entry or ())
         names = tuple(n for n in names if n in mesh.shape and mesh.shape[n] > 1)
-        if shape is not None:
-            kept = []
+        if shape is not None:  # keep axes while their product still divides the dimension
+            kept, size = [], 1
             for n in names:
-                if shape[dim] % (int(np.prod([mesh.shape[k] for k in kept])) * mesh.shape[n]) == 0:
+                if shape[dim] % (size * mesh.shape[n]) == 0:
                     kept.append(n)
+                    size *= mesh.shape[n]
             names = tuple(kept)
         out.append(None if not names else names[0] if len(names) == 1 else names)
     return PartitionSpec(*out)
@@ -78,23 +80,6 @@ def like_params(tree: Any, params: nnx.State, param_shardings: nnx.State, mesh: 
         return replicated
 
     return jax.tree_util.tree_map_with_path(one, tree)
-
-
-def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules) -> nnx.Module:
-    """Moves every Variable of `model` (in place) onto its sharding by logical names; returns it."""
-    state = nnx.state(model)
-    nnx.update(model, jax.device_put(state, state_shardings(state, mesh, rules)))
-    return model
-
-
-def create_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh, rules: Rules) -> nnx.Module:
-    """Initialises a model directly into its shards (no full copy on any one device)."""
-    with nnx.use_eager_sharding(False):
-        abstract = nnx.eval_shape(make_model)
-        graphdef, abstract_state = nnx.split(abstract)
-        shardings = state_shardings(abstract_state, mesh, rules)
-        state = jax.jit(lambda: nnx.split(make_model())[1], out_shardings=shardings)()
-    return nnx.merge(graphdef, state)
 
 
 def batch_sharding(mesh: Mesh, rules: Rules, ndim: int, batch_dim: int = 0) -> NamedSharding:
