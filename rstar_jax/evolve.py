@@ -14,7 +14,8 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
 Stages write atomically and are recorded in `<workdir>/manifest.json`; a restarted run skips
 finished stages, and a killed search keeps its finished chunks. With several processes
 (`jax.distributed`), each searches its slice of the problems into its own shard files, and
-process 0 extracts, trains the manifest and writes the report after a barrier.
+process 0 extracts the records and writes the manifest and the report after a barrier; every
+process trains and evaluates (the training and evaluation code shard the work themselves).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ from typing import Any
 
 import jax
 
-from rstar_jax.config import CurriculumConfig, EvalConfig, EvolveConfig, RoundConfig
+from rstar_jax.config import CurriculumConfig, EvolveConfig, RoundConfig
 from rstar_jax.data import records
-from rstar_jax.data.curriculum import Problem as CurriculumProblem
 from rstar_jax.data.curriculum import make_curriculum
 from rstar_jax.data.problems import Problem, load_problem_sets
 from rstar_jax.data.records import StepTree, write_json_atomic
