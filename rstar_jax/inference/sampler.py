@@ -90,7 +90,8 @@ class Sampler:
 
     With a mesh, parameters are placed by `parallel.rules.DECODE_RULES` (tensor parallel) and the
     decoding slots are split over the batch axes (data parallel); the code path is the same. On
-    several hosts, give each host a mesh of its local devices and its own prompts.
+    several hosts, give each host a mesh of its local devices and its own prompts. The parameters
+    are taken at construction: build a new Sampler after training the model further.
     """
 
     def __init__(self, model: nnx.Module, tokenizer: PreTrainedTokenizerBase,
@@ -141,8 +142,9 @@ class Sampler:
         if stops not in self._finish_tables:
             if self._token_texts is None and stops:
                 self._token_texts = token_texts(self.tokenizer)
-            self._finish_tables[stops] = jnp.asarray(finish_table(
-                self._token_texts or [], stops, sorted(self._eos_ids), self.model_config.vocab_size))
+            table = finish_table(self._token_texts or [], stops, sorted(self._eos_ids),
+                                 self.model_config.vocab_size)
+            self._finish_tables[stops] = jnp.asarray(table)
         return self._finish_tables[stops]
 
     def _run(self, prompt_ids: list[list[int]], budgets: list[int], num_samples: int,
@@ -150,7 +152,8 @@ class Sampler:
              progress: bool) -> dict[tuple[int, int], Completion]:
         """Decodes every (prompt, sample) row through the slots; returns completions by row."""
         cfg = self.config
-        queue = collections.deque((i, j) for i in range(len(prompt_ids)) for j in range(num_samples))
+        queue = collections.deque(
+            (i, j) for i in range(len(prompt_ids)) for j in range(num_samples))
         num_slots = min(bucket(len(queue)), 1 << (cfg.max_batch.bit_length() - 1))
         prefill_len = bucket(max(len(ids) for ids in prompt_ids) - 1, cfg.min_prompt_bucket)
         slots = self._place(decode.init_slots(self.model_config, num_slots,

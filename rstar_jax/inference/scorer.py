@@ -74,7 +74,8 @@ class PPMScorer:
         head = min(head, max_len // 2)
         return ids[:head] + ids[len(ids) - (max_len - head):]
 
-    def score(self, texts: Sequence[str], *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, texts: Sequence[str], *,
+              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(raw scores, search values tanh(raw / value_scale)), float32 [len(texts)], in order."""
         ids = [self.tokenize(t) for t in texts]
         if cut := sum(len(i) == self.config.max_len for i in ids):

@@ -25,7 +25,8 @@ def test_generate_command_writes_greedy_samples(tiny_dir, tiny, tmp_path):
                        "--gin_bindings", f"rstar_jax.config.SamplerConfig.{k} = {v!r}")]])
     cli.gin.clear_config()
     assert rc == 0
-    records = [json.loads(line) for line in (workdir / "generations.jsonl").read_text().splitlines()]
+    lines = (workdir / "generations.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
     assert [r["prompt"] for r in records] == PROMPTS[:3]
     for record in records:
         first, second = record["samples"]

@@ -14,7 +14,7 @@ from rstar_jax.inference.sampler import Sampler
 
 CONFIG = SamplerConfig(max_batch=8, max_len=256, chunk_tokens=8, min_prompt_bucket=16)
 PROMPTS = ["<|user|>:\nWhat is 12 + 30?\n\n<|assistant|>:", "the quick brown fox", "héllo",
-           "print(x)"]  # x 2 samples fills the 8 slots; most tests share these shapes (few compiles)
+           "print(x)"]  # 2 samples each fill the 8 slots: most tests share these shapes and programs
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def stopped(sampler, stop):
 
 
 def assert_cut_at(base, cut, stop):
-    """`cut` is `base` ended right after the first occurrence of `stop`, at the token completing it."""
+    """`cut` is `base` ended right after the first `stop`, at the token that completes it."""
     end = base.text.index(stop) + len(stop)
     assert (cut.text, cut.finish_reason, cut.stop_string) == (base.text[:end], "stop", stop)
     assert cut.token_ids == base.token_ids[: len(cut.token_ids)]
