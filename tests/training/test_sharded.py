@@ -14,6 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+pytestmark = pytest.mark.slow  # 8 compilations on 8 fake devices: about 80 s of CPU time
+
+
 @pytest.fixture(scope="module")
 def report():
     # Unoptimised XLA code compiles several times faster; the numbers compared do not change.
