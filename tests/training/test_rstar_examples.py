@@ -18,7 +18,7 @@ def _metrics(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow  # two training runs and two exports: about 40 s on 2 CPU cores
+@pytest.mark.slow  # two training runs and two exports: over a minute on 2 busy CPU cores
 def test_sft_then_ppm_on_rstar_examples(policy_dir, tmp_path):
     # 8 SFT records: 2 held out, 6 in one batch of 4 per epoch; sequences fit one 256-token bucket.
     sft_dir = tmp_path / "sft"
