@@ -47,6 +47,8 @@ class Task:
 
 @struct.dataclass
 class TrainState:
+    """Everything a step updates and a checkpoint holds (the data position follows from `step`)."""
+
     step: jax.Array
     params: nnx.State
     opt_state: optax.OptState
