@@ -147,11 +147,16 @@ def write_jsonl_atomic(path: str, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def read_pass(directory: str) -> list[Searched]:
-    """Every tree written by any process into a pass directory (chunk files)."""
+    """Every tree written by any process into a pass directory (chunk files), one per problem:
+    a run resumed with another process count may have searched a problem twice."""
     if not os.path.isdir(directory):
         return []
-    files = sorted(f for f in os.listdir(directory) if f.endswith(".jsonl"))
-    return [Searched.from_json(row) for f in files for row in read_jsonl(os.path.join(directory, f))]
+    trees: dict[tuple[str, Any], Searched] = {}
+    for f in sorted(f for f in os.listdir(directory) if f.endswith(".jsonl")):
+        for row in read_jsonl(os.path.join(directory, f)):
+            searched = Searched.from_json(row)
+            trees.setdefault((searched.set, searched.index), searched)
+    return list(trees.values())
 
 
 SearchFn = Callable[[Sequence[Problem], int], list[StepTree]]  # (problems, seed) -> trees

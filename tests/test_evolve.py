@@ -102,6 +102,10 @@ def test_process_shards_cover_every_problem_once(tmp_path):
     three = sorted(evolve.read_pass(str(tmp_path / "three")), key=key)
     assert three == sorted(evolve.read_pass(str(tmp_path / "one")), key=key)
     assert [t.index for t in three] == list(range(11))
+    # a run resumed with another process count reads each problem once
+    evolve.search_pass(str(tmp_path / "three"), todo, 0, lambda b, s: [stand_in_tree(p, 4) for p in b],
+                       seed=0, chunk=2, process=(0, 1))
+    assert sorted(evolve.read_pass(str(tmp_path / "three")), key=key) == three
 
 
 def test_extract_writes_records_and_coverage(tmp_path):
