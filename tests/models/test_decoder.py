@@ -54,7 +54,8 @@ def test_params_carry_logical_axis_names(model):
 
 def test_tied_bf16_remat_model_trains():
     """Tied embeddings (no lm_head), bf16 compute over fp32 params, rematerialised layers."""
-    config = dataclasses.replace(CONFIG, tie_word_embeddings=True, dtype="bfloat16", remat=True)
+    config = dataclasses.replace(CONFIG, tie_word_embeddings=True, dtype="bfloat16", remat=True,
+                                 num_hidden_layers=1)
     model = Decoder(config, rngs=nnx.Rngs(0))
     assert not hasattr(model, "lm_head")
     assert model.embed_tokens.embedding.get_value().dtype == jnp.float32

@@ -10,7 +10,7 @@ from rstar_jax.config import ModelConfig, PPMConfig
 from rstar_jax.models.hf import VALUE_HEAD_FILE, load_ppm_hf, save_ppm_hf
 from rstar_jax.models.ppm import ProcessRewardModel, search_value
 
-CONFIG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+CONFIG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                      num_attention_heads=4, num_key_value_heads=2)
 TOKENS = np.random.default_rng(0).integers(0, 64, (1, 6)).astype(np.int32)
 
