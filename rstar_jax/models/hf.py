@@ -290,7 +290,8 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
                 mesh: Mesh | None = None, rules: Rules = DECODE_RULES, dtype: str = "float32",
                 param_dtype: str | None = None, seed: int = 0,
                 ) -> tuple[ProcessRewardModel, transformers.PreTrainedTokenizerFast]:
-    """Loads a PPM saved by `save_ppm_hf`: the backbone directory plus `value_head.safetensors`.
+    """Loads a PPM saved by `save_ppm_hf`: the backbone directory plus `value_head.safetensors`
+    (or the original's `value_head.bin`).
 
     `seed` seeds the value head's dropout stream (used only when training).
     """
@@ -298,6 +299,8 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
     backbone = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
     ppm = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(seed), backbone=backbone)
     head_file = path / VALUE_HEAD_FILE
+    if not head_file.exists() and (path / "value_head.bin").exists():
+        head_file = path / "value_head.bin"  # the original's torch layout
     tensors = {k.removeprefix("v_head."): v for k, v in _iter_tensors([head_file])}
     for key in _VALUE_HEAD_KEYS:
         if key not in tensors:

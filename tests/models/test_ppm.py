@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from flax import nnx
 from safetensors.numpy import load_file
 
@@ -71,3 +72,16 @@ def test_hf_export_round_trip(ppm, spm_dir, tmp_path):
     assert loaded.value_head.dropout.rate == 0.2
     np.testing.assert_allclose(score(loaded, *_padded(left=True)),
                                score(ppm, *_padded(left=True)), atol=1e-6)
+
+
+def test_original_value_head_bin_loads(ppm, spm_dir, tmp_path):
+    """rStar's PPM directories carry the head as torch `value_head.bin` with `v_head.` keys."""
+    _, tokenizer = spm_dir
+    save_ppm_hf(ppm, tokenizer, tmp_path / "ppm")
+    head = tmp_path / "ppm" / VALUE_HEAD_FILE
+    torch.save({f"v_head.{k}": torch.from_numpy(v) for k, v in load_file(str(head)).items()},
+               tmp_path / "ppm" / "value_head.bin")
+    head.unlink()
+    loaded, _ = load_ppm_hf(tmp_path / "ppm")
+    np.testing.assert_allclose(score(loaded, *_padded(left=False)),
+                               score(ppm, *_padded(left=False)), atol=1e-6)
