@@ -11,9 +11,10 @@ from test_sampler import CONFIG, PROMPTS
 
 
 def test_generate_command_writes_greedy_samples(tiny_dir, tiny, tmp_path):
+    texts = PROMPTS + [p[::-1] for p in PROMPTS]  # the greedy test's prompts: same programs
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:2])
-                       + json.dumps(PROMPTS[2]) + "\n")
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in texts[:-1])
+                       + json.dumps(texts[-1]) + "\n")
     workdir = tmp_path / "run"
     # The sampler tests' SamplerConfig (bound through gin), so their programs are reused.
     rc = cli.main(["generate", "--workdir", str(workdir), "--model_path", str(tiny_dir[0]),
@@ -27,7 +28,7 @@ def test_generate_command_writes_greedy_samples(tiny_dir, tiny, tmp_path):
     assert rc == 0
     lines = (workdir / "generations.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    assert [r["prompt"] for r in records] == PROMPTS[:3]
+    assert [r["prompt"] for r in records] == texts
     for record in records:
         first, second = record["samples"]
         assert first == second and first["finish_reason"] in ("stop", "eos", "length")

@@ -147,25 +147,29 @@ def test_forked_prefix_gives_from_scratch_logits(tiny):
     _, model, tokenizer = tiny
     prompt = tokenizer(PROMPTS[0])["input_ids"]
     n, k, steps = len(prompt), 3, 4
-    slots = decode.init_slots(model.config, 4, 64)
+    # One prompt prefilled once, forked into slots 0-2 of 8 (the other entries are dropped).
+    slots = decode.init_slots(model.config, 8, 64)
+    pad = lambda values, fill: jnp.array(values + [fill] * (8 - len(values)), jnp.int32)
     new = decode.Refill(
         tokens_pt=jnp.array([prompt[:-1] + [0] * (16 - n + 1)] + [[0] * 16], jnp.int32),
         mask_pt=jnp.array([[True] * (n - 1) + [False] * (16 - n + 1), [False] * 16]),
-        slot_r=jnp.array([0, 1, 2, 4], jnp.int32), prompt_r=jnp.zeros(4, jnp.int32),
-        last_token_r=jnp.full(4, prompt[-1], jnp.int32), position_r=jnp.full(4, n - 1, jnp.int32),
-        stream_r=jnp.zeros((4, 2), jnp.int32), budget_r=jnp.full(4, 8, jnp.int32),
+        slot_r=pad([0, 1, 2], 8), prompt_r=pad([], 0), last_token_r=pad([], prompt[-1]),
+        position_r=pad([], n - 1), stream_r=jnp.zeros((8, 2), jnp.int32), budget_r=pad([], 8),
         seed_key=jax.random.key(0))
     graphdef, state = nnx.split(model)
     cache = decode.refill(graphdef, state, slots, new).cache
+    forward = jax.jit(lambda tokens, positions, cache: nnx.merge(graphdef, state)(
+        tokens, positions, cache=cache))
     continuations = np.random.default_rng(0).integers(0, len(tokenizer), (k, steps))
     inputs = np.concatenate([np.full((k, 1), prompt[-1]), continuations], axis=1)
     forked = []
     for t in range(steps + 1):
-        logits, cache = model(jnp.asarray(np.pad(inputs[:, t: t + 1], ((0, 1), (0, 0)))),
-                              jnp.full((4, 1), n - 1 + t), cache=cache)
+        logits, cache = forward(jnp.asarray(np.pad(inputs[:, t: t + 1], ((0, 8 - k), (0, 0)))),
+                                jnp.full((8, 1), n - 1 + t), cache)
         forked.append(logits[:k, 0])
     full = np.concatenate([np.tile(prompt[:-1], (k, 1)), inputs], axis=1)
-    scratch, _ = model(jnp.asarray(full), jnp.broadcast_to(jnp.arange(full.shape[1]), full.shape))
+    scratch, _ = forward(jnp.asarray(full), jnp.broadcast_to(jnp.arange(full.shape[1]), full.shape),
+                         None)
     np.testing.assert_allclose(np.stack(forked, 1), scratch[:, n - 1:], atol=1e-4, rtol=1e-4)
 
 

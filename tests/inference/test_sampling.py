@@ -5,7 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rstar_jax.inference.sampling import SamplingParams, filter_logits, next_tokens
+from rstar_jax.inference import sampling
+from rstar_jax.inference.sampling import SamplingParams
+
+# Jitted once here: op-by-op execution would compile every primitive separately.
+filter_logits, next_tokens = jax.jit(sampling.filter_logits), jax.jit(sampling.next_tokens)
 
 LOGITS = jnp.log(jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15], [0.2, 0.2, 0.2, 0.2, 0.2]]))
 
