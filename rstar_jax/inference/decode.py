@@ -70,16 +70,16 @@ def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, new: Refill) 
     """Prefills each new prompt once and forks its cache rows into the slots that sample from it."""
     model = nnx.merge(graphdef, state)
     p, t = new.tokens_pt.shape
-    cache = init_cache(model.config, p, t, slots.cache.k.dtype)
+    cache = init_cache(model.config, p, t, slots.cache.k[0].dtype)
     positions_pt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (p, t))
     _, cache = model.hidden_states(new.tokens_pt, positions_pt, attention_mask_bt=new.mask_pt,
                                    cache=cache)
     old = slots.cache
     valid_rs = jnp.zeros((new.slot_r.shape[0], old.max_len), bool).at[:, :t].set(
         cache.valid_bs[new.prompt_r])
+    fork = lambda old_bs, new_ps: old_bs.at[new.slot_r, :t].set(new_ps[new.prompt_r], mode="drop")
     forked = KVCache(
-        k=old.k.at[:, new.slot_r, :t].set(cache.k[:, new.prompt_r], mode="drop"),
-        v=old.v.at[:, new.slot_r, :t].set(cache.v[:, new.prompt_r], mode="drop"),
+        k=tuple(map(fork, old.k, cache.k)), v=tuple(map(fork, old.v, cache.v)),
         valid_bs=old.valid_bs.at[new.slot_r].set(valid_rs, mode="drop"),
         index_b=old.index_b.at[new.slot_r].set(t, mode="drop"))
     # A row's samples depend only on (seed, prompt, sample), not on its slot or batch-mates.

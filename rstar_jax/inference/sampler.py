@@ -223,10 +223,10 @@ class Sampler:
         """Splits the slots over the mesh's batch axes (and the cache over kv heads)."""
         if self.mesh is None:
             return slots
-        cache_axes = (None, "batch", "length", "kv_heads", "head_dim")
+        cache_axes = ("batch", "length", "kv_heads", "head_dim")
 
         def one(x):
-            axes = cache_axes if x.ndim == 5 else ("batch",) + (None,) * (x.ndim - 1)
+            axes = cache_axes if x.ndim == 4 else ("batch",) + (None,) * (x.ndim - 1)
             return jax.device_put(x, sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh,
                                                                x.shape))
 

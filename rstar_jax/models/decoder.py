@@ -23,28 +23,31 @@ from rstar_jax.parallel.sharding import constrain
 class KVCache:
     """Keys/values of every layer; row b writes its next tokens at slot `index_b[b]`.
 
+    One array per layer (not one stacked [L, ...] buffer), so a decode step updates each layer in
+    place instead of copying it out of and back into the stack. Every leaf has batch on axis 0:
+    `jax.tree.map(lambda x: jnp.repeat(x, K, axis=0), cache)` forks each row into K rows.
     Callers keep index_b + T <= max_len (a write past the end would be clamped onto earlier slots).
     """
 
-    k: jax.Array  # [L, B, S, Hkv, Dh]
-    v: jax.Array  # [L, B, S, Hkv, Dh]
+    k: tuple[jax.Array, ...]  # L x [B, S, Hkv, Dh]
+    v: tuple[jax.Array, ...]  # L x [B, S, Hkv, Dh]
     valid_bs: jax.Array  # bool[B, S]: the slot holds a real (non-pad) token
     index_b: jax.Array  # int32[B]: next write slot per row
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.valid_bs.shape[1]
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int,
                dtype: jnp.dtype | str | None = None) -> KVCache:
     """An empty cache for `batch` rows of up to `max_len` tokens (dtype defaults to compute dtype)."""
-    shape = (config.num_hidden_layers, batch, max_len, config.num_key_value_heads,
-             config.resolved_head_dim)
+    shape = (batch, max_len, config.num_key_value_heads, config.resolved_head_dim)
     dtype = dtype or jnp.dtype(config.dtype)
+    layers = range(config.num_hidden_layers)
     return KVCache(
-        k=jnp.zeros(shape, dtype),
-        v=jnp.zeros(shape, dtype),
+        k=tuple(jnp.zeros(shape, dtype) for _ in layers),
+        v=tuple(jnp.zeros(shape, dtype) for _ in layers),
         valid_bs=jnp.zeros((batch, max_len), bool),
         index_b=jnp.zeros((batch,), jnp.int32),
     )
@@ -229,15 +232,15 @@ class Decoder(nnx.Module):
 
         # The residual stream stays split by batch (identity without a mesh and logical rules).
         h_btd = constrain(self.embed_tokens(tokens_bt), ("batch", "length", "embed"))
-        new_k, new_v = (None, None) if cache is None else (cache.k, cache.v)
+        new_kv = []
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
             h_btd, kv = run_layer(layer, h_btd, positions_bt, inv_freq, mask_bts, kv,
                                   None if cache is None else cache.index_b)
             h_btd = constrain(h_btd, ("batch", "length", "embed"))
-            if cache is not None:
-                new_k, new_v = new_k.at[i].set(kv[0]), new_v.at[i].set(kv[1])
+            new_kv.append(kv)
         if cache is not None:
+            new_k, new_v = zip(*new_kv)
             cache = KVCache(k=new_k, v=new_v, valid_bs=valid_bs, index_b=cache.index_b + t)
         return self.norm(h_btd), cache
 

@@ -37,7 +37,7 @@ def test_shapes_and_cache_bookkeeping(model):
     assert cache is None
 
     cache = init_cache(CONFIG, batch=2, max_len=8)
-    assert cache.k.shape == (2, 2, 8, 2, 8)  # [L, B, S, Hkv, Dh]
+    assert [k.shape for k in cache.k] == [(2, 8, 2, 8)] * 2  # L x [B, S, Hkv, Dh]
     mask = jnp.array([[0, 1, 1, 1, 1]] * 2, bool)
     _, cache = forward(model, TOKENS, POSITIONS, mask, cache)
     np.testing.assert_array_equal(cache.index_b, [5, 5])
