@@ -254,7 +254,8 @@ class EvolveConfig:
     sampler: SamplerConfig = SamplerConfig(max_batch=64, max_len=512, chunk_tokens=16)
     scorer: ScorerConfig = ScorerConfig(max_batch=64, max_len=512)
     evaluation: EvalConfig = EvalConfig(methods=("greedy", "mcts"), max_new_tokens=320, ks=(1,),
-                                        batch_size=64, exec_workers=2, exec_timeout_s=5.0)
+                                        batch_size=64, exec_workers=2, exec_timeout_s=5.0,
+                                        grade_workers=0)
     eval_search: SearchConfig = SearchConfig.evaluation(
         num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48, max_nodes=256, batch_size=64)
     mesh: MeshConfig = MeshConfig()
