@@ -197,7 +197,7 @@ def _numbers_close(a, b, percent: bool) -> bool:
         return a == b
     try:
         return _close(complex(sympy.N(a, 20)), complex(sympy.N(b, 20)), percent)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, ArithmeticError):  # ArithmeticError: sympy's PrecisionExhausted
         return False
 
 

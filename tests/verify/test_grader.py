@@ -37,6 +37,12 @@ def test_gold_list_any_match():
     assert not is_equivalent(None, "3")
 
 
+def test_a_number_sympy_cannot_evaluate_is_unequal_not_an_error():
+    # sympy's evalf raises PrecisionExhausted on this gold (a real omni answer).
+    gold = r"2^{2015}+\left\lfloor\left(\frac{3}{2}\right)^{2015}\right\rfloor-2"
+    assert is_equivalent("-987654.3", gold) is False
+
+
 @pytest.mark.parametrize("pred, gold", [
     ("(a+b+c+d)^{30}", "(a+b+c-d)^{30}"),   # symbolic expansion
     ("3^{3^{20}}", "1"),                     # a number with billions of digits
