@@ -226,8 +226,10 @@ def _tiny_search(use_ppm: bool, **overrides: Any) -> SearchConfig:
                                   max_nodes=256, batch_size=64, use_ppm=use_ppm), **overrides})
 
 
+# Batch 16: twice the updates of batch 32 for the same epochs; the from-scratch policy only learns to
+# copy names and numbers from the question with them (measured in the README).
 _TINY_TRAIN = TrainConfig(learning_rate=2e-3, schedule="cosine", warmup_steps=20, weight_decay=0.0,
-                          batch_size=32, num_epochs=4, max_length=512, min_bucket_length=64,
+                          batch_size=16, num_epochs=4, max_length=512, min_bucket_length=64,
                           compute_dtype="float32", checkpoint_every=200, log_every=20)
 
 
@@ -250,7 +252,7 @@ class EvolveConfig:
     tokenizer_vocab: int = 800
     seed_train: TrainConfig = _TINY_TRAIN  # round 0: the seed set -> bootstrap policy
     policy_train: TrainConfig = _TINY_TRAIN  # every round, from the base model
-    ppm_train: TrainConfig = dataclasses.replace(_TINY_TRAIN, learning_rate=5e-4, num_epochs=2)
+    ppm_train: TrainConfig = dataclasses.replace(_TINY_TRAIN, learning_rate=5e-4, num_epochs=2, batch_size=32)
     sampler: SamplerConfig = SamplerConfig(max_batch=64, max_len=512, chunk_tokens=16)
     scorer: ScorerConfig = ScorerConfig(max_batch=64, max_len=512)
     evaluation: EvalConfig = EvalConfig(methods=("greedy", "mcts"), max_new_tokens=320, ks=(1,),
