@@ -24,6 +24,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from rstar_jax.config import TrainConfig
+from rstar_jax.models.decoder import Decoder
+from rstar_jax.models.hf import load_hf
+from rstar_jax.models.tokenizer import resize_embeddings
 from rstar_jax.parallel import sharding
 from rstar_jax.parallel.rules import TRAIN_RULES, Rules
 from rstar_jax.training import data
@@ -213,3 +216,13 @@ def train(workdir: str, *, model: nnx.Module, task: Task, train_examples: Sequen
         writer.close()
         checkpoints.close()
     return nnx.merge(graphdef, state.params, state.rest)
+
+
+def load_for_training(path: str, config: TrainConfig, mesh: Mesh) -> tuple[Decoder, Any]:
+    """An HF model sharded for training: fp32 master weights, rStar's special tokens in its
+    vocabulary (they may be new to a base model), remat as configured; and its tokenizer."""
+    model, tokenizer = load_hf(path, mesh=mesh, rules=TRAIN_RULES, dtype=config.compute_dtype,
+                               param_dtype="float32")
+    resize_embeddings(model, len(tokenizer))
+    model.config = dataclasses.replace(model.config, remat=config.remat)
+    return model, tokenizer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import jax
@@ -11,14 +10,12 @@ from flax import nnx
 
 from rstar_jax.config import MeshConfig, PPMConfig, TrainConfig
 from rstar_jax.data.records import read_pairs
-from rstar_jax.models.hf import load_hf, save_ppm_hf
+from rstar_jax.models.hf import save_ppm_hf
 from rstar_jax.models.ppm import ProcessRewardModel
-from rstar_jax.models.tokenizer import resize_embeddings
 from rstar_jax.parallel.mesh import initialize_distributed, make_mesh
-from rstar_jax.parallel.rules import TRAIN_RULES
 from rstar_jax.parallel.sharding import constrain
 from rstar_jax.training import data, losses
-from rstar_jax.training.loop import Batch, Task, train
+from rstar_jax.training.loop import Batch, Task, load_for_training, train
 
 
 def ppm_loss_fn(model: ProcessRewardModel, batch: Batch, train: bool) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
@@ -45,10 +42,7 @@ def train_ppm(workdir: str, *, policy_model: str, train_file: str, config: Train
     """
     initialize_distributed()
     device_mesh = make_mesh(mesh)
-    backbone, tokenizer = load_hf(policy_model, mesh=device_mesh, rules=TRAIN_RULES, dtype=config.compute_dtype,
-                                  param_dtype="float32")
-    resize_embeddings(backbone, len(tokenizer))
-    backbone.config = dataclasses.replace(backbone.config, remat=config.remat)
+    backbone, tokenizer = load_for_training(policy_model, config, device_mesh)
     model = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(config.seed), backbone=backbone)
     examples = data.encode_pairs(read_pairs(train_file), tokenizer, config.max_length)
     train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)

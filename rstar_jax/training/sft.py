@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import jax
@@ -11,13 +10,11 @@ import jax.numpy as jnp
 from rstar_jax.config import MeshConfig, TrainConfig
 from rstar_jax.data.records import read_sft
 from rstar_jax.models.decoder import Decoder
-from rstar_jax.models.hf import load_hf, save_hf
-from rstar_jax.models.tokenizer import resize_embeddings
+from rstar_jax.models.hf import save_hf
 from rstar_jax.parallel.mesh import initialize_distributed, make_mesh
-from rstar_jax.parallel.rules import TRAIN_RULES
 from rstar_jax.parallel.sharding import constrain
 from rstar_jax.training import data, losses
-from rstar_jax.training.loop import Batch, Task, train
+from rstar_jax.training.loop import Batch, Task, load_for_training, train
 
 
 def sft_loss_fn(model: Decoder, batch: Batch, train: bool) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
@@ -43,10 +40,7 @@ def train_sft(workdir: str, *, base_model: str, train_file: str, config: TrainCo
     """
     initialize_distributed()
     device_mesh = make_mesh(mesh)
-    model, tokenizer = load_hf(base_model, mesh=device_mesh, rules=TRAIN_RULES, dtype=config.compute_dtype,
-                               param_dtype="float32")
-    resize_embeddings(model, len(tokenizer))  # rStar's special tokens may be new to the base model
-    model.config = dataclasses.replace(model.config, remat=config.remat)
+    model, tokenizer = load_for_training(base_model, config, device_mesh)
     examples = data.encode_sft(read_sft(train_file), tokenizer, config.max_length)
     train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)
     model = train(workdir, model=model, task=SFT, train_examples=[examples[i] for i in train_idx],
