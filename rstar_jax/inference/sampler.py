@@ -100,10 +100,7 @@ class Sampler:
         self.tokenizer = tokenizer
         self.config = config
         self.mesh = mesh
-        self._graphdef, state = nnx.split(model)
-        if mesh is not None:
-            state = jax.device_put(state, sharding.state_shardings(state, mesh, rules.DECODE_RULES))
-        self._state = state
+        self._graphdef, self._state = sharding.split_placed(model, mesh, rules.DECODE_RULES)
         self._eos_ids = frozenset(
             i for i in (tokenizer.eos_token_id, model.config.eos_token_id) if i is not None)
         self._token_texts: list[str] | None = None

@@ -57,10 +57,7 @@ class PPMScorer:
         self.config = config
         self.mesh = mesh
         self.prompt_end = prompt_end
-        self._graphdef, state = nnx.split(ppm)
-        if mesh is not None:
-            state = jax.device_put(state, sharding.state_shardings(state, mesh, rules.DECODE_RULES))
-        self._state = state
+        self._graphdef, self._state = sharding.split_placed(ppm, mesh, rules.DECODE_RULES)
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text`, cut to `max_len` by dropping the start of the solution if needed."""

@@ -58,6 +58,14 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules) -> nnx.State:
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def split_placed(module: nnx.Module, mesh: Mesh | None, rules: Rules) -> tuple[nnx.GraphDef, nnx.State]:
+    """`nnx.split`, with the state placed on `mesh` by `rules` (left where it is without a mesh)."""
+    graphdef, state = nnx.split(module)
+    if mesh is not None:
+        state = jax.device_put(state, state_shardings(state, mesh, rules))
+    return graphdef, state
+
+
 def like_params(tree: Any, params: nnx.State, param_shardings: nnx.State, mesh: Mesh) -> Any:
     """Shardings for a tree whose sub-trees mirror the params (optax state: mu, nu, ...).
 
