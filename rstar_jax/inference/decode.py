@@ -23,7 +23,7 @@ from flax import nnx, struct
 
 from rstar_jax.config import ModelConfig
 from rstar_jax.inference.sampling import SamplingParams, next_tokens
-from rstar_jax.models.decoder import KVCache, init_cache
+from rstar_jax.models.decoder import K_AXES, V_AXES, KVCache, init_cache
 
 
 @struct.dataclass
@@ -77,9 +77,14 @@ def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, new: Refill) 
     old = slots.cache
     valid_rs = jnp.zeros((new.slot_r.shape[0], old.max_len), bool).at[:, :t].set(
         cache.valid_bs[new.prompt_r])
-    fork = lambda old_bs, new_ps: old_bs.at[new.slot_r, :t].set(new_ps[new.prompt_r], mode="drop")
+
+    def fork(axes, old_layer, new_layer):  # the prompts' t slots into their sample rows
+        at = (new.slot_r,) + tuple(slice(None, t if a == "length" else None) for a in axes[1:])
+        return old_layer.at[at].set(new_layer[new.prompt_r], mode="drop")
+
     forked = KVCache(
-        k=tuple(map(fork, old.k, cache.k)), v=tuple(map(fork, old.v, cache.v)),
+        k=tuple(fork(K_AXES, *layers) for layers in zip(old.k, cache.k)),
+        v=tuple(fork(V_AXES, *layers) for layers in zip(old.v, cache.v)),
         valid_bs=old.valid_bs.at[new.slot_r].set(valid_rs, mode="drop"),
         index_b=old.index_b.at[new.slot_r].set(t, mode="drop"))
     # A row's samples depend only on (seed, prompt, sample), not on its slot or batch-mates.

@@ -27,6 +27,7 @@ from rstar_jax.config import SamplerConfig
 from rstar_jax.inference import decode
 from rstar_jax.inference.sampling import SamplingParams
 from rstar_jax.inference.text import RowText, finish_table, token_texts
+from rstar_jax.models.decoder import K_AXES, V_AXES
 from rstar_jax.parallel import rules, sharding
 
 
@@ -220,11 +221,10 @@ class Sampler:
         """Splits the slots over the mesh's batch axes (and the cache over kv heads)."""
         if self.mesh is None:
             return slots
-        cache_axes = ("batch", "length", "kv_heads", "head_dim")
-
-        def one(x):
-            axes = cache_axes if x.ndim == 4 else ("batch",) + (None,) * (x.ndim - 1)
-            return jax.device_put(x, sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh,
-                                                               x.shape))
-
-        return jax.tree.map(one, slots)
+        place = lambda x, axes: jax.device_put(
+            x, sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh, x.shape))
+        by_batch = lambda x: place(x, ("batch",) + (None,) * (x.ndim - 1))
+        k, v = slots.cache.k, slots.cache.v
+        slots = jax.tree.map(by_batch, slots.replace(cache=slots.cache.replace(k=(), v=())))
+        return slots.replace(cache=slots.cache.replace(
+            k=tuple(place(x, K_AXES) for x in k), v=tuple(place(x, V_AXES) for x in v)))

@@ -19,6 +19,13 @@ from rstar_jax.config import ModelConfig
 from rstar_jax.parallel.sharding import constrain
 
 
+# Layout of each layer's keys and values in the cache. Keys lie with their slots last and values
+# with theirs next to last, so the two attention products of a decode step (q.k over slots, then
+# p.v) are plain batched matrix products over the cache as it lies: no per-step transpose.
+K_AXES = ("batch", "kv_heads", "head_dim", "length")
+V_AXES = ("batch", "kv_heads", "length", "head_dim")
+
+
 @struct.dataclass
 class KVCache:
     """Keys/values of every layer; row b writes its next tokens at slot `index_b[b]`.
@@ -29,8 +36,8 @@ class KVCache:
     Callers keep index_b + T <= max_len (a write past the end would be clamped onto earlier slots).
     """
 
-    k: tuple[jax.Array, ...]  # L x [B, S, Hkv, Dh]
-    v: tuple[jax.Array, ...]  # L x [B, S, Hkv, Dh]
+    k: tuple[jax.Array, ...]  # L x [B, Hkv, Dh, S] (K_AXES)
+    v: tuple[jax.Array, ...]  # L x [B, Hkv, S, Dh] (V_AXES)
     valid_bs: jax.Array  # bool[B, S]: the slot holds a real (non-pad) token
     index_b: jax.Array  # int32[B]: next write slot per row
 
@@ -42,12 +49,14 @@ class KVCache:
 def init_cache(config: ModelConfig, batch: int, max_len: int,
                dtype: jnp.dtype | str | None = None) -> KVCache:
     """An empty cache for `batch` rows of up to `max_len` tokens (dtype defaults to compute dtype)."""
-    shape = (batch, max_len, config.num_key_value_heads, config.resolved_head_dim)
+    sizes = {"batch": batch, "kv_heads": config.num_key_value_heads,
+             "head_dim": config.resolved_head_dim, "length": max_len}
     dtype = dtype or jnp.dtype(config.dtype)
+    zeros = lambda axes: jnp.zeros([sizes[a] for a in axes], dtype)
     layers = range(config.num_hidden_layers)
     return KVCache(
-        k=tuple(jnp.zeros(shape, dtype) for _ in layers),
-        v=tuple(jnp.zeros(shape, dtype) for _ in layers),
+        k=tuple(zeros(K_AXES) for _ in layers),
+        v=tuple(zeros(V_AXES) for _ in layers),
         valid_bs=jnp.zeros((batch, max_len), bool),
         index_b=jnp.zeros((batch,), jnp.int32),
     )
@@ -87,10 +96,24 @@ def apply_rope(x_bthk: jax.Array, positions_bt: jax.Array, inv_freq: np.ndarray)
     return x_bthk * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
 
 
-def _write_rows(buf_bs: jax.Array, new_bt: jax.Array, index_b: jax.Array) -> jax.Array:
-    """Writes row b's T new entries at slots index_b[b] .. index_b[b]+T-1."""
-    write = lambda buf, new, i: jax.lax.dynamic_update_slice_in_dim(buf, new, i, axis=0)
-    return jax.vmap(write)(buf_bs, new_bt, index_b)
+def _write_rows(buf: jax.Array, new: jax.Array, index_b: jax.Array, axis: int) -> jax.Array:
+    """Writes row b's T new entries (`new`: T along `axis`) at slots index_b[b] .. index_b[b]+T-1."""
+    write = lambda row, new_row, i: jax.lax.dynamic_update_slice_in_dim(row, new_row, i, axis - 1)
+    return jax.vmap(write)(buf, new, index_b)
+
+
+def _cached_attention(q_bthd: jax.Array, k_bkds: jax.Array, v_bksd: jax.Array,
+                      mask_bts: jax.Array) -> jax.Array:
+    """Grouped-query attention of T queries over one cache layer (K_AXES / V_AXES layouts)."""
+    b, t, h, dh = q_bthd.shape
+    hkv = k_bkds.shape[1]
+    q_bkgtd = q_bthd.reshape(b, t, hkv, h // hkv, dh).transpose(0, 2, 3, 1, 4)
+    scores = jnp.einsum("bkgtd,bkds->bkgts", q_bkgtd, k_bkds.astype(q_bthd.dtype),
+                        preferred_element_type=jnp.float32) / math.sqrt(dh)
+    scores = jnp.where(mask_bts[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q_bthd.dtype)
+    out_bkgtd = jnp.einsum("bkgts,bksd->bkgtd", probs, v_bksd.astype(q_bthd.dtype))
+    return out_bkgtd.transpose(0, 3, 1, 2, 4).reshape(b, t, h, dh)
 
 
 def _logical(init: nnx.Initializer, axes: tuple[str, ...]) -> nnx.Initializer:
@@ -126,18 +149,18 @@ class Attention(nnx.Module):
             bias_init=_logical(nnx.initializers.zeros, ("embed",)),
             **common)
 
-    def __call__(self, x_btd, positions_bt, inv_freq, mask_bts, kv_bshk=None, index_b=None):
-        """Attends over this call's tokens, or over the cache layer `kv_bshk` after writing them."""
+    def __call__(self, x_btd, positions_bt, inv_freq, mask_bts, kv=None, index_b=None):
+        """Attends over this call's tokens, or over the cache layer `kv` = (k, v) after writing them."""
         q = apply_rope(self.q_proj(x_btd), positions_bt, inv_freq)
         k = apply_rope(self.k_proj(x_btd), positions_bt, inv_freq)
         v = self.v_proj(x_btd)
-        if kv_bshk is not None:
-            k = _write_rows(kv_bshk[0], k.astype(kv_bshk[0].dtype), index_b)
-            v = _write_rows(kv_bshk[1], v.astype(kv_bshk[1].dtype), index_b)
-            kv_bshk = (k, v)
-        out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype),
-                                           mask=mask_bts[:, None])
-        return self.o_proj(out), kv_bshk
+        if kv is None:
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask_bts[:, None])
+            return self.o_proj(out), None
+        k_cache, v_cache = kv
+        kv = (_write_rows(k_cache, k.transpose(0, 2, 3, 1).astype(k_cache.dtype), index_b, axis=3),
+              _write_rows(v_cache, v.transpose(0, 2, 1, 3).astype(v_cache.dtype), index_b, axis=2))
+        return self.o_proj(_cached_attention(q, *kv, mask_bts)), kv
 
 
 class MLP(nnx.Module):
@@ -175,11 +198,11 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = _rms_norm(config, rngs)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, h_btd, positions_bt, inv_freq, mask_bts, kv_bshk=None, index_b=None):
-        attn, kv_bshk = self.self_attn(self.input_layernorm(h_btd), positions_bt, inv_freq,
-                                       mask_bts, kv_bshk, index_b)
+    def __call__(self, h_btd, positions_bt, inv_freq, mask_bts, kv=None, index_b=None):
+        attn, kv = self.self_attn(self.input_layernorm(h_btd), positions_bt, inv_freq,
+                                       mask_bts, kv, index_b)
         h_btd = h_btd + attn
-        return h_btd + self.mlp(self.post_attention_layernorm(h_btd)), kv_bshk
+        return h_btd + self.mlp(self.post_attention_layernorm(h_btd)), kv
 
 
 def _call_layer(layer: DecoderLayer, *args):
@@ -223,7 +246,7 @@ class Decoder(nnx.Module):
             causal_tt = jnp.tril(jnp.ones((t, t), bool))
             mask_bts = causal_tt[None] & attention_mask_bt[:, None, :]
         else:
-            valid_bs = _write_rows(cache.valid_bs, attention_mask_bt, cache.index_b)
+            valid_bs = _write_rows(cache.valid_bs, attention_mask_bt, cache.index_b, axis=1)
             query_slot_bt = cache.index_b[:, None] + jnp.arange(t)
             mask_bts = valid_bs[:, None, :] & (
                 jnp.arange(cache.max_len)[None, None, :] <= query_slot_bt[:, :, None])

@@ -36,12 +36,13 @@ def test_shapes_and_cache_bookkeeping(model):
     assert logits.shape == (2, 5, CONFIG.vocab_size) and logits.dtype == jnp.float32
     assert cache is None
 
-    cache = init_cache(CONFIG, batch=2, max_len=8)
-    assert [k.shape for k in cache.k] == [(2, 8, 2, 8)] * 2  # L x [B, S, Hkv, Dh]
+    cache = init_cache(CONFIG, batch=2, max_len=12)
+    assert [k.shape for k in cache.k] == [(2, 2, 8, 12)] * 2  # L x [B, Hkv, Dh, S]
+    assert [v.shape for v in cache.v] == [(2, 2, 12, 8)] * 2  # L x [B, Hkv, S, Dh]
     mask = jnp.array([[0, 1, 1, 1, 1]] * 2, bool)
     _, cache = forward(model, TOKENS, POSITIONS, mask, cache)
     np.testing.assert_array_equal(cache.index_b, [5, 5])
-    np.testing.assert_array_equal(cache.valid_bs, [[0, 1, 1, 1, 1, 0, 0, 0]] * 2)
+    np.testing.assert_array_equal(cache.valid_bs, [[0, 1, 1, 1, 1] + [0] * 7] * 2)
 
 
 def test_params_carry_logical_axis_names(model):
