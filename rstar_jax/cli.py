@@ -135,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(args.workdir or Path("runs") / args.command)
     write_config(workdir, gin.config_str())
+    function = getattr(module, fn_name)
     try:
-        gin.get_configurable(getattr(module, fn_name))(workdir=str(workdir))
+        function = gin.get_configurable(function)
+    except ValueError:  # nothing bound any of its parameters: gin never registered it
+        pass
+    try:
+        function(workdir=str(workdir))
     except (FileNotFoundError, NotADirectoryError) as e:
         print(f"rstar-jax {args.command}: {e}", file=sys.stderr)
         return 1

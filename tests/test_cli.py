@@ -49,6 +49,11 @@ def test_gin_file_bindings_and_flags_reach_the_function(demo_command, tmp_path):
     assert "rstar_cli_demo.demo.count = 3" in written
 
 
+def test_no_arguments_runs_the_function_with_its_defaults(demo_command, tmp_path):
+    assert cli.main(["demo", "--workdir", str(tmp_path)]) == 0
+    assert demo_command == [(str(tmp_path), DemoConfig(), "a", 1)]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--bogus", "1"], "doesn't have a parameter named 'bogus'"),
     (["--gin_bindings", "rstar_cli_demo.DemoConfig.nope = 2"], "named 'nope'"),
