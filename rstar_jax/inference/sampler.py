@@ -60,18 +60,25 @@ class _Row:
     token_ids: list[int] = dataclasses.field(default_factory=list)
     logprob_sum: float = 0.0
 
-    def push(self, token: int, logprob: float, eos_ids: frozenset[int]) -> Completion | None:
-        """Takes one generated token; returns the finished completion if the row ends here."""
-        self.token_ids.append(token)
-        self.logprob_sum += logprob
-        stop = None if token in eos_ids else self.text.push(token)
-        if token in eos_ids:
-            reason = "eos"
-        elif stop is not None:
+    def extend(self, tokens: Sequence[int], logprobs: Sequence[float],
+               eos_ids: frozenset[int]) -> Completion | None:
+        """Takes a chunk's tokens; returns the finished completion if the row ends among them
+        (at a stop string, an end-of-sequence token or its budget; whichever comes first)."""
+        eos_at = next((i for i, token in enumerate(tokens) if token in eos_ids), len(tokens))
+        room = self.budget - len(self.token_ids)
+        text_tokens = tokens[:min(eos_at, room)]
+        stop, used = self.text.extend(text_tokens)
+        if stop is not None:
             reason = "stop"
-        elif len(self.token_ids) >= self.budget:
+        elif eos_at < min(len(tokens), room):
+            reason, used = "eos", eos_at + 1
+        elif used == room:
             reason = "length"
         else:
+            reason = None
+        self.token_ids += tokens[:used]
+        self.logprob_sum += float(sum(logprobs[:used]))
+        if reason is None:
             return None
         if stop is None:
             self.text.flush()
@@ -177,11 +184,8 @@ class Sampler:
                 (chunk.tokens_bn, chunk.logprobs_bn, chunk.done_b))
             retire[:] = False
             for b, row in list(live.items()):
-                completion = None
-                for token, logprob in zip(tokens_bn[b], logprobs_bn[b]):
-                    if token < 0 or (completion := row.push(int(token), float(logprob),
-                                                            self._eos_ids)):
-                        break
+                generated = tokens_bn[b][tokens_bn[b] >= 0].tolist()  # -1: done before that step
+                completion = row.extend(generated, logprobs_bn[b][: len(generated)], self._eos_ids)
                 if completion is None and device_done_b[b]:
                     completion = row.ended_on_device()
                 if completion is not None:

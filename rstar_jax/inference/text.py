@@ -40,7 +40,29 @@ class RowText:
 
     def push(self, token: int) -> str | None:
         """Appends a token's text; returns the stop string it completes (text then ends with it)."""
-        self._ids.append(token)
+        return self.extend([token])[0]
+
+    def extend(self, tokens: Sequence[int]) -> tuple[str | None, int]:
+        """Appends tokens; returns (the first stop string they complete, tokens taken up to and
+        including the one completing it), or (None, len(tokens)).
+
+        All tokens are decoded at once (two decodes, not two per token); only when a stop string
+        turns up are they replayed one by one, the reference behaviour, to find the token that
+        completed it.
+        """
+        before = (len(self._ids), self._prefix, self._read, self.text)
+        stop = self._append(tokens)
+        if stop is None or len(tokens) == 1:
+            return stop, len(tokens)
+        count, self._prefix, self._read, self.text = before
+        del self._ids[count:]
+        for used, token in enumerate(tokens, start=1):
+            if (stop := self._append([token])) is not None:
+                return stop, used
+        return None, len(tokens)
+
+    def _append(self, tokens: Sequence[int]) -> str | None:
+        self._ids.extend(tokens)
         settled = self._decode(self._ids[self._prefix: self._read])
         window = self._decode(self._ids[self._prefix:])
         if len(window) <= len(settled):

@@ -18,12 +18,19 @@ def tokenizer(request, bpe_tokenizer, tmp_path_factory):
     return train_sentencepiece(CORPUS, 400, tmp_path_factory.mktemp("spm"))
 
 
-def feed(tokenizer, text, stops, prompt="Q:"):
-    """Pushes the tokens of `text` one by one; returns (index of the stopping token, stop, text)."""
+@pytest.fixture(params=[1, 5, 1000], ids=lambda n: f"chunks of {n}")
+def chunk(request):
+    return request.param
+
+
+def feed(tokenizer, text, stops, prompt="Q:", chunk=1):
+    """Feeds the tokens of `text` in chunks; returns (index of the stopping token, stop, text)."""
     row = RowText(tokenizer, tokenizer(prompt)["input_ids"], stops)
-    for i, token in enumerate(tokenizer(text)["input_ids"]):
-        if (stop := row.push(token)) is not None:
-            return i, stop, row.text
+    ids = tokenizer(text)["input_ids"]
+    for start in range(0, len(ids), chunk):
+        stop, used = row.extend(ids[start:start + chunk])
+        if stop is not None:
+            return start + used - 1, stop, row.text
     return None, None, row.text
 
 
@@ -33,19 +40,19 @@ def first_token_containing(tokenizer, text, end):
     return next(i for i in range(len(ids)) if tokenizer.decode(ids[: i + 1]).startswith(text[:end]))
 
 
-def test_no_stop_reproduces_the_full_decode(tokenizer):
-    assert feed(tokenizer, TEXT, ["zzz"]) == (None, None, TEXT)
+def test_no_stop_reproduces_the_full_decode(tokenizer, chunk):
+    assert feed(tokenizer, TEXT, ["zzz"], chunk=chunk) == (None, None, TEXT)
 
 
 @pytest.mark.parametrize("stop", ["k brown f", "lazy dog;", "héllo w", "<end_of_step>", "ö", "∑",
                                   "; h"])  # BPE: "; h" ends inside " h\xc3", a partial character
-def test_stop_spanning_tokens_ends_text_after_it(tokenizer, stop):
+def test_stop_spanning_tokens_ends_text_after_it(tokenizer, stop, chunk):
     end = TEXT.index(stop) + len(stop)
-    assert feed(tokenizer, TEXT, [stop]) == (
+    assert feed(tokenizer, TEXT, [stop], chunk=chunk) == (
         first_token_containing(tokenizer, TEXT, end), stop, TEXT[:end])
 
 
-def test_stop_inside_a_longer_token(tokenizer):
+def test_stop_inside_a_longer_token(tokenizer, chunk):
     ids = tokenizer(TEXT)["input_ids"]
     # A token of >= 3 characters whose interior first occurs in TEXT inside that token.
     for i, token in enumerate(ids):
@@ -55,13 +62,13 @@ def test_stop_inside_a_longer_token(tokenizer):
             break
     end = TEXT.index(stop) + len(stop)
     assert end < start + len(piece)  # the token goes on after the stop
-    assert feed(tokenizer, TEXT, [stop]) == (i, stop, TEXT[:end])
+    assert feed(tokenizer, TEXT, [stop], chunk=chunk) == (i, stop, TEXT[:end])
 
 
-def test_earliest_of_several_stops_wins(tokenizer):
+def test_earliest_of_several_stops_wins(tokenizer, chunk):
     stops = ["<end_of_step>", "over", "fox jumps"]
     end = TEXT.index("fox jumps") + len("fox jumps")
-    assert feed(tokenizer, TEXT, stops)[1:] == ("fox jumps", TEXT[:end])
+    assert feed(tokenizer, TEXT, stops, chunk=chunk)[1:] == ("fox jumps", TEXT[:end])
 
 
 def test_first_token_is_decoded_in_prompt_context(tokenizer):
