@@ -97,11 +97,11 @@ class TrainConfig:
 class CurriculumConfig:
     """Synthetic arithmetic word problems (data/curriculum.py): levels = number of operations."""
 
-    levels: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    levels: tuple[int, ...] = (1, 2, 3, 4)  # the generator knows 1-6; level 4 is the one above the seed
     seed_levels: tuple[int, ...] = (1, 2, 3)  # levels whose worked solutions form the seed set
     seed_per_level: int = 600
-    train_per_level: int = 200
-    test_per_level: int = 50
+    train_per_level: int = 32
+    test_per_level: int = 20
     seed_seed: int = 0  # each split draws from its own seed
     train_seed: int = 1
     test_seed: int = 2
@@ -223,7 +223,8 @@ class RoundConfig:
 def _tiny_search(use_ppm: bool, **overrides: Any) -> SearchConfig:
     """Data-generation search of the tiny CPU default: few rollouts, short steps, small trees."""
     return SearchConfig(**{**dict(num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48,
-                                  max_nodes=256, batch_size=64, use_ppm=use_ppm), **overrides})
+                                  max_nodes=256, batch_size=64, temperature=0.8, use_ppm=use_ppm),
+                           **overrides})
 
 
 # Batch 8: four times the updates of batch 32 for the same epochs; the from-scratch policy only learns
@@ -231,6 +232,8 @@ def _tiny_search(use_ppm: bool, **overrides: Any) -> SearchConfig:
 _TINY_TRAIN = TrainConfig(learning_rate=2e-3, schedule="cosine", warmup_steps=20, weight_decay=0.0,
                           batch_size=8, num_epochs=4, max_length=512, min_bucket_length=64,
                           compute_dtype="float32", checkpoint_every=200, log_every=20)
+# Each round fine-tunes the bootstrap policy on that round's trajectories and a seed replay.
+_TINY_ROUND_TRAIN = dataclasses.replace(_TINY_TRAIN, learning_rate=1e-3, num_epochs=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +246,7 @@ class EvolveConfig:
         RoundConfig(_tiny_search(False), (4,)),
         RoundConfig(_tiny_search(False), (4,)),
         RoundConfig(_tiny_search(True), (4,)),
-        RoundConfig(_tiny_search(True), (4, 8)),
+        RoundConfig(_tiny_search(True), (8,)),
     )
     # From-scratch policy (vocab_size and special token ids come from the trained tokenizer).
     model: ModelConfig = ModelConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=3,
@@ -251,21 +254,27 @@ class EvolveConfig:
                                      max_position_embeddings=512, tie_word_embeddings=True)
     tokenizer_vocab: int = 800
     seed_train: TrainConfig = _TINY_TRAIN  # round 0: the seed set -> bootstrap policy
-    policy_train: TrainConfig = _TINY_TRAIN  # every round, from the base model
-    ppm_train: TrainConfig = dataclasses.replace(_TINY_TRAIN, learning_rate=5e-4, num_epochs=2, batch_size=32)
+    policy_train: TrainConfig = _TINY_ROUND_TRAIN  # every round, from the base model
+    # Without an HF base model, the base model of every round is the bootstrap policy (it plays the
+    # part of the paper's pretrained model: it knows the step format); False: the random init.
+    rounds_from_bootstrap: bool = True
+    ppm_train: TrainConfig = dataclasses.replace(_TINY_TRAIN, learning_rate=1e-3, num_epochs=4, batch_size=16)
     sampler: SamplerConfig = SamplerConfig(max_batch=64, max_len=512, chunk_tokens=16)
     scorer: ScorerConfig = ScorerConfig(max_batch=64, max_len=512)
     evaluation: EvalConfig = EvalConfig(methods=("greedy", "mcts"), max_new_tokens=320, ks=(1,),
                                         batch_size=64, exec_workers=2, exec_timeout_s=5.0,
                                         grade_workers=0)
     eval_search: SearchConfig = SearchConfig.evaluation(
-        num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48, max_nodes=256, batch_size=64)
+        num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48, max_nodes=256, batch_size=64,
+        temperature=0.5)
     mesh: MeshConfig = MeshConfig()
     sft_per_problem: int = 2  # top-n correct trajectories per problem (spec §4.1)
-    seed_in_sft: bool = True  # the seed set's worked solutions join every round's SFT data
+    # Worked solutions of the seed set (a fixed random sample; -1: all) that join every round's SFT
+    # data, so a round's short fine-tune on mostly 1-2 step trajectories keeps longer solutions.
+    seed_replay: int = 400
     min_step_margin: float = 0.5  # PPM step-pair filters (spec §4.2)
     min_edit_distance: int = 20
-    ppm_heldout_fraction: float = 0.05  # pairs kept out of PPM training to measure its accuracy
+    ppm_heldout_fraction: float = 0.15  # pairs kept out of PPM training to measure its accuracy
     search_chunk: int = 64  # problems per resumable search write
     exec_workers: int = 2
     exec_timeout_s: float = 5.0

@@ -215,7 +215,9 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
         for t in read_pass(os.path.join(search_dir, k)):
             by_problem.setdefault((t.set, t.index), []).append(t.tree)
     flt = records.PairFilter(config.min_step_margin, config.min_edit_distance)
-    sft = records.read_sft(seed_file) if seed_file else []
+    sft = records.read_sft(seed_file) if seed_file and config.seed_replay else []
+    if 0 <= config.seed_replay < len(sft):
+        sft = random.Random(config.seed).sample(sft, config.seed_replay)
     pairs: list[records.PreferencePair] = []
     coverage = {}
     for name, problems in train_sets.items():
@@ -488,6 +490,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         base = manifest.run("round0/init", lambda: init_policy(os.path.join(round0, "init"), tokenizer_dir, config))
         policy = manifest.run("round0/policy", lambda: train_policy(
             os.path.join(round0, "policy"), base, seed_file, config, config.seed_train))
+        if config.rounds_from_bootstrap:
+            base = policy
     manifest.run("round0/evaluate", lambda: evaluate_round(
         os.path.join(round0, "eval"), test_sets, config, policy, None, None))
     markdown = write_report(workdir, round_rows(manifest, 0)) if is_main else ""
@@ -502,7 +506,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             round_dir, train_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
             config.seed + 10 * r))
         manifest.run(f"round{r}/extract", lambda: extract_round(
-            round_dir, train_sets, config, seed_file if config.seed_in_sft else None) if is_main else None)
+            round_dir, train_sets, config, seed_file) if is_main else None)
         policy = manifest.run(f"round{r}/policy", lambda: train_policy(
             os.path.join(round_dir, "policy"), base, os.path.join(round_dir, "sft.json"), config, config.policy_train))
         ppm = manifest.run(f"round{r}/ppm", lambda: train_reward_model(
