@@ -12,7 +12,7 @@ from rstar_jax.config import CurriculumConfig
 from rstar_jax.data.curriculum import generate_problem, make_curriculum
 from rstar_jax.search import step_format as sf
 
-SMALL = CurriculumConfig(seed_per_level=40, train_per_level=30, test_per_level=20)
+SMALL = CurriculumConfig(levels=(1, 2, 3, 4, 5, 6), seed_per_level=40, train_per_level=30, test_per_level=20)
 
 
 def run_solution(response: str) -> str:
