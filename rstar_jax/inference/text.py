@@ -38,10 +38,6 @@ class RowText:
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=False)
 
-    def push(self, token: int) -> str | None:
-        """Appends a token's text; returns the stop string it completes (text then ends with it)."""
-        return self.extend([token])[0]
-
     def extend(self, tokens: Sequence[int]) -> tuple[str | None, int]:
         """Appends tokens; returns (the first stop string they complete, tokens taken up to and
         including the one completing it), or (None, len(tokens)).

@@ -200,7 +200,7 @@ class DecoderLayer(nnx.Module):
 
     def __call__(self, h_btd, positions_bt, inv_freq, mask_bts, kv=None, index_b=None):
         attn, kv = self.self_attn(self.input_layernorm(h_btd), positions_bt, inv_freq,
-                                       mask_bts, kv, index_b)
+                                  mask_bts, kv, index_b)
         h_btd = h_btd + attn
         return h_btd + self.mlp(self.post_attention_layernorm(h_btd)), kv
 

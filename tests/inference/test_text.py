@@ -82,7 +82,7 @@ def test_invalid_byte_sequences_decode_without_error(tokenizer):
     rng = np.random.default_rng(0)
     ids = [int(i) for i in rng.choice(partial, 40)] + tokenizer("ok<end_of_step>")["input_ids"]
     row = RowText(tokenizer, tokenizer("Q:")["input_ids"], ["<end_of_step>"])
-    stops = [row.push(token) for token in ids]
+    stops = [row.extend([token])[0] for token in ids]
     assert stops[-1] == "<end_of_step>" and stops[:-1] == [None] * (len(ids) - 1)
     assert row.text.endswith("ok<end_of_step>")
     row.flush()
