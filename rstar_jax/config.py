@@ -82,7 +82,7 @@ class TrainConfig:
     num_epochs: int = 2
     max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides num_epochs)
     max_length: int = 2048  # tokens per sequence; longer ones keep their beginning
-    min_bucket_length: int = 64  # batches are padded to a power of two >= this (bounded recompiles)
+    min_bucket_length: int = 64  # batches are padded to 2^k or 3 * 2^(k-2) >= this (bounded recompiles)
     compute_dtype: str = "bfloat16"  # activations; parameters stay float32 (master weights)
     remat: bool = False  # rematerialise decoder layers in the backward pass
     eval_fraction: float = 0.0  # held-out share of the records (PPM: 0.05 in rStar)
