@@ -12,7 +12,9 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
     evaluate greedy pass@1 and MCTS policy + PPM on the test sets, the PPM's held-out accuracy
 
 Stages write atomically and are recorded in `<workdir>/manifest.json`; a restarted run skips
-finished stages, and a killed search keeps its finished chunks. With several processes
+finished stages, and a killed search keeps its finished chunks. A search pass is a directory of
+chunks saved by `rstar_jax.search.io` (`<workdir>/round1/search/pass0` opens in
+experiments/notebooks/inspect_tree.ipynb). With several processes
 (`jax.distributed`), each searches its slice of the problems into its own shard files, and
 process 0 extracts the records and writes the manifest and the report after a barrier; every
 process trains and evaluates (the training and evaluation code shard the work themselves).
@@ -25,6 +27,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +39,8 @@ from rstar_jax.data import records
 from rstar_jax.data.curriculum import make_curriculum
 from rstar_jax.data.problems import Problem, load_problem_sets
 from rstar_jax.data.records import StepTree, write_json_atomic
+from rstar_jax.search import io as search_io
+from rstar_jax.search.io import SearchResult
 
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
@@ -117,70 +122,48 @@ def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> l
 
 @dataclasses.dataclass(frozen=True)
 class Searched:
-    """One search tree of one training problem, as stored in a shard file line."""
+    """One search tree of one training problem, as extraction reads it."""
 
     set: str
     index: int | str
-    search_pass: int
     tree: StepTree
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "index": self.index, "pass": self.search_pass,
-                "tree": records.tree_to_json(self.tree)}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Searched:
-        return cls(obj["set"], obj["index"], obj["pass"], records.tree_from_json(obj["tree"]))
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_jsonl_atomic(path: str, rows: Sequence[dict[str, Any]]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)
 
 
 def read_pass(directory: str) -> list[Searched]:
-    """Every tree written by any process into a pass directory (chunk files), one per problem:
-    a run resumed with another process count may have searched a problem twice."""
+    """Every tree that any process saved into a pass directory (one `search_io.save` directory per
+    chunk), one per problem: a run resumed with another process count may have searched one twice."""
     if not os.path.isdir(directory):
         return []
-    trees: dict[tuple[str, Any], Searched] = {}
-    for f in sorted(f for f in os.listdir(directory) if f.endswith(".jsonl")):
-        for row in read_jsonl(os.path.join(directory, f)):
-            searched = Searched.from_json(row)
-            trees.setdefault((searched.set, searched.index), searched)
-    return list(trees.values())
+    return [Searched(p.source, p.index, result.step_tree(b))
+            for result in search_io.load_each(directory) for b, p in enumerate(result.problems)]
 
 
-SearchFn = Callable[[Sequence[Problem], int], list[StepTree]]  # (problems, seed) -> trees
+SearchFn = Callable[[Sequence[Problem], int], SearchResult]  # (problems, seed) -> searched trees
 
 
-def search_pass(directory: str, problems: Sequence[tuple[str, Problem]], search_pass_index: int,
-                search_fn: SearchFn, seed: int, chunk: int, process: tuple[int, int]) -> None:
-    """Searches this process's slice of `problems` in chunks; a chunk file that exists is done.
+def search_pass(directory: str, problems: Sequence[tuple[str, Problem]], search_fn: SearchFn, seed: int,
+                chunk: int, process: tuple[int, int]) -> None:
+    """Searches this process's slice of `problems` in chunks, each saved as a search directory
+    (`rstar_jax.search.io`, so the notebook opens it) written under a temporary name and renamed:
+    a chunk directory that exists is done. A problem's `source` is set to its set's name.
 
     Every chunk uses the pass's seed: chunks hold different problems, so they need no own seed."""
     index, count = process
     mine = shard(problems, index, count)
     for start in range(0, len(mine), chunk):
-        path = os.path.join(directory, f"p{index:03d}-of-{count:03d}.c{start // chunk:05d}.jsonl")
+        path = os.path.join(directory, f"p{index:03d}-of-{count:03d}.c{start // chunk:05d}")
         if os.path.exists(path):
             continue
-        batch = mine[start:start + chunk]
-        trees = search_fn([p for _, p in batch], seed)
-        write_jsonl_atomic(path, [Searched(name, p.index, search_pass_index, t).to_json()
-                                  for (name, p), t in zip(batch, trees, strict=True)])
+        batch = [dataclasses.replace(p, source=name) for name, p in mine[start:start + chunk]]
+        result = search_fn(batch, seed)
+        tmp = f"{path}.tmp"  # chunk names are per process, so this one is ours (left over if killed)
+        shutil.rmtree(tmp, ignore_errors=True)
+        search_io.save(result, tmp)
+        os.replace(tmp, path)
 
 
 def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: RoundConfig,
-                 search_fn: Callable[[Sequence[Problem], int, int], list[StepTree]], seed: int,
+                 search_fn: Callable[[Sequence[Problem], int, int], SearchResult], seed: int,
                  chunk: int) -> dict[str, Any]:
     """All passes of a round's search: every problem once, then each unsolved-problem pass.
 
@@ -193,8 +176,7 @@ def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
     searched = 0
     for k, rollouts in enumerate(passes):
         directory = os.path.join(round_dir, "search", f"pass{k}")
-        search_pass(directory, todo, k, lambda ps, s: search_fn(ps, rollouts, s),
-                    seed + k, chunk, process)
+        search_pass(directory, todo, lambda ps, s: search_fn(ps, rollouts, s), seed + k, chunk, process)
         searched += len(todo)
         barrier(f"{directory} written")
         solved = {(t.set, t.index) for t in read_pass(directory) if records.is_solved(t.tree)}
@@ -316,10 +298,9 @@ def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
     """A round's MCTS over the training problems with the given policy (and PPM)."""
     from rstar_jax.search.driver import run_mcts
 
-    def search_fn(problems: Sequence[Problem], rollouts: int, pass_seed: int) -> list[StepTree]:
+    def search_fn(problems: Sequence[Problem], rollouts: int, pass_seed: int) -> SearchResult:
         search = dataclasses.replace(rc.search, num_rollouts=rollouts, seed=pass_seed)
-        result = run_mcts(problems, stack.policy, stack.ppm, search, stack.executor)
-        return [result.step_tree(b) for b in range(len(result))]
+        return run_mcts(problems, stack.policy, stack.ppm, search, stack.executor)
 
     with ModelStack(config, policy_dir, ppm_dir) as stack:
         return search_round(round_dir, train_sets, rc, search_fn, seed, config.search_chunk)

@@ -6,7 +6,9 @@ real MCTS needs a trained policy; the end-to-end run is tested with experiments/
 
 import json
 import os
+import pathlib
 
+import numpy as np
 import pytest
 
 from rstar_jax import evolve
@@ -14,6 +16,11 @@ from rstar_jax.config import EvolveConfig, RoundConfig, SearchConfig
 from rstar_jax.data import records
 from rstar_jax.data.problems import Problem
 from rstar_jax.data.records import StepNode, StepTree
+from rstar_jax.search import io
+from rstar_jax.search.io import NodeRecord, SearchResult
+from rstar_jax.search.tree import NO_NODE, NodeKind, Tree
+
+NOTEBOOK = pathlib.Path(__file__).parents[1] / "experiments" / "notebooks" / "inspect_tree.ipynb"
 
 
 def problems(n: int, source: str = "level1") -> list[Problem]:
@@ -35,6 +42,28 @@ def stand_in_tree(problem: Problem, rollouts: int) -> StepTree:
     return StepTree(problem.question, tuple(nodes))
 
 
+_KINDS = {None: NodeKind.STEP, "answer": NodeKind.ANSWER, "code_error": NodeKind.CODE_ERRORS}
+
+
+def search_result(batch: list[Problem], trees: list[StepTree], max_nodes: int = 8, k: int = 4) -> SearchResult:
+    """The driver's result holding `trees` (the inverse of `SearchResult.step_tree`)."""
+    a = SearchResult.from_tree(batch, Tree.init(len(trees), max_nodes, k), []).arrays
+    nodes = []
+    for b, tree in enumerate(trees):
+        a["node_count"][b] = len(tree.nodes)
+        for i, n in enumerate(tree.nodes):
+            kind = _KINDS[n.terminal]
+            a["parent"][b, i], a["kind"][b, i], a["terminal"][b, i] = n.parent, kind, kind != NodeKind.STEP
+            a["visit_count"][b, i], a["value_sum"][b, i] = n.visits, n.q * n.visits
+            if i:
+                a["depth"][b, i] = a["depth"][b, n.parent] + 1
+                slot = list(a["children"][b, n.parent]).index(NO_NODE)
+                a["children"][b, n.parent, slot] = i
+        nodes.append([NodeRecord(n.text, answer="x" if n.terminal == "answer" else None,
+                                 correct=n.correct if n.terminal == "answer" else None) for n in tree.nodes])
+    return SearchResult(list(batch), a, nodes)
+
+
 class StandInSearch:
     def __init__(self, fail_on_call: int | None = None):
         self.calls: list[list[int]] = []
@@ -44,7 +73,13 @@ class StandInSearch:
         if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
             raise KeyboardInterrupt("killed")
         self.calls.append([p.index for p in batch])
-        return [stand_in_tree(p, rollouts) for p in batch]
+        return search_result(batch, [stand_in_tree(p, rollouts) for p in batch])
+
+
+def test_stand_in_result_holds_the_stand_in_trees():
+    batch = problems(3)
+    result = search_result(batch, [stand_in_tree(p, 8) for p in batch])
+    assert [result.step_tree(b) for b in range(3)] == [stand_in_tree(p, 8) for p in batch]
 
 
 ROUND = RoundConfig(SearchConfig(num_rollouts=4), unsolved_rollouts=(8, 16))
@@ -81,6 +116,9 @@ def test_killed_search_resumes_without_losing_or_duplicating(tmp_path):
     killed = StandInSearch(fail_on_call=2)
     with pytest.raises(KeyboardInterrupt):
         evolve.search_round(str(tmp_path / "killed"), sets, ROUND, killed, seed=0, chunk=4)
+    leftover = tmp_path / "killed" / "search" / "pass0" / "p000-of-001.c00002.tmp"  # killed while saving
+    leftover.mkdir()
+    (leftover / "problems.jsonl").write_text("{half a line")
     resumed = StandInSearch()
     evolve.search_round(str(tmp_path / "killed"), sets, ROUND, resumed, seed=0, chunk=4)
     assert resumed.calls[0] == clean.calls[2]  # the two finished chunks are not searched again
@@ -91,21 +129,60 @@ def test_killed_search_resumes_without_losing_or_duplicating(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "killed" / "search" / "pass0") if ".tmp" in f]
 
 
+def _evolve_search(workdir) -> str:
+    """Round 1's search of a small run with the stand-in; returns its first pass directory."""
+    sets = {"level1": problems(5), "level2": problems(3, "level2")}
+    evolve.search_round(os.path.join(workdir, "round1"), sets, ROUND, StandInSearch(), seed=0, chunk=2)
+    return os.path.join(workdir, "round1", "search", "pass0")
+
+
+def test_an_evolve_pass_opens_like_a_saved_search(tmp_path):
+    """What the inspect_tree notebook does, on `<workdir>/round1/search/pass0`."""
+    from rstar_jax.search import inspect as si
+
+    result = io.load(_evolve_search(str(tmp_path)))
+    assert len(os.listdir(tmp_path / "round1" / "search" / "pass0")) == 4  # chunks of two problems
+    assert [(p.source, p.index) for p in result.problems] == [("level1", i) for i in range(5)] + [
+        ("level2", i) for i in range(3)]
+    assert [result.pass_at_n(b) for b in range(len(result))] == [p.index % 3 == 0 for p in result.problems]
+    table = si.to_dataframe(result, 0)
+    assert list(table.kind) == ["STEP", "STEP", "ANSWER", "CODE_ERRORS", "ANSWER"]
+    assert si.draw_tree(result, 0)._repr_html_().count("<polygon") == 2
+    assert "=> ANSWER: 'x' (correct)" in si.best_trajectory(result, 0)
+    assert "treescope-container" in si.render_arrays(result, 0)
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_an_evolve_pass(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("RSTAR_SEARCH_DIR", _evolve_search(str(tmp_path)))
+    repo = str(NOTEBOOK.parents[2])  # the kernel imports rstar_jax from this checkout
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "<svg" in html and "level2" in html
+
+
 def test_process_shards_cover_every_problem_once(tmp_path):
     todo = [("level1", p) for p in problems(11)]
+    search = StandInSearch()
     for index in range(3):
-        evolve.search_pass(str(tmp_path / "three"), todo, 0, lambda b, s: [stand_in_tree(p, 4) for p in b],
+        evolve.search_pass(str(tmp_path / "three"), todo, lambda b, s: search(b, 4, s),
                            seed=0, chunk=2, process=(index, 3))
-    evolve.search_pass(str(tmp_path / "one"), todo, 0, lambda b, s: [stand_in_tree(p, 4) for p in b],
-                       seed=0, chunk=2, process=(0, 1))
+    evolve.search_pass(str(tmp_path / "one"), todo, lambda b, s: search(b, 4, s), seed=0, chunk=2, process=(0, 1))
     key = lambda t: (t.set, t.index)  # noqa: E731
     three = sorted(evolve.read_pass(str(tmp_path / "three")), key=key)
     assert three == sorted(evolve.read_pass(str(tmp_path / "one")), key=key)
     assert [t.index for t in three] == list(range(11))
     # a run resumed with another process count reads each problem once
-    evolve.search_pass(str(tmp_path / "three"), todo, 0, lambda b, s: [stand_in_tree(p, 4) for p in b],
-                       seed=0, chunk=2, process=(0, 1))
+    evolve.search_pass(str(tmp_path / "three"), todo, lambda b, s: search(b, 4, s), seed=0, chunk=2, process=(0, 1))
     assert sorted(evolve.read_pass(str(tmp_path / "three")), key=key) == three
+    assert len(io.load(str(tmp_path / "three"))) == 11  # the notebook's view: each problem once too
 
 
 def test_extract_writes_records_and_coverage(tmp_path):
@@ -210,8 +287,11 @@ def _evolve_cmd(workdir) -> list[str]:
 def _outputs(workdir) -> dict[str, object]:
     """Stage names, search trees and records of a finished run (what must not depend on kills)."""
     out: dict[str, object] = {"stages": list(json.load(open(workdir / "manifest.json"))["stages"])}
-    for path in sorted(workdir.glob("round[1-9]/search/pass*/*.jsonl")):
+    for path in sorted(workdir.glob("round[1-9]/search/pass*/*/*.jsonl")):
         out[str(path.relative_to(workdir))] = path.read_text()
+    for path in sorted(workdir.glob("round[1-9]/search/pass*/*/trees.npz")):  # zip entries carry a time
+        with np.load(path) as arrays:
+            out[str(path.relative_to(workdir))] = {k: (arrays[k].shape, arrays[k].tobytes()) for k in arrays.files}
     for path in sorted(workdir.glob("round[1-9]/*.json")):
         out[str(path.relative_to(workdir))] = json.load(open(path))
     return out
@@ -231,7 +311,7 @@ def test_smoke_run_killed_at_several_points_resumes_to_the_same_records(tmp_path
     assert "| round |" in clean.stdout
     killed = tmp_path / "killed"
     kill_points = (
-        lambda: any(killed.glob("round1/search/pass0/*.jsonl")),  # mid-search: one chunk written
+        lambda: any(killed.glob("round1/search/pass0/*/trees.npz")),  # mid-search: a chunk (being) written
         lambda: any(killed.glob("round1/policy/checkpoints/*")),  # mid-training
         lambda: "round2/search" in (killed / "manifest.json").read_text(),  # between stages
     )

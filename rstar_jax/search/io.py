@@ -3,7 +3,8 @@ the original's per-problem JSONL (`{tag: state}`, spec §3.10).
 
 A saved search is a directory: `trees.npz` (the `Tree` arrays), `problems.jsonl` (one line per
 tree: problem id, question, gold answer, source) and `nodes.jsonl` (one line per node: tree, node,
-text, code, output, answer, correct). Every file is written atomically.
+text, code, output, answer, correct). Every file is written atomically. `load` also reads a
+directory of saved searches as one (e.g. a pass of `rstar-jax evolve`, saved in chunks).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _RECORD_TERMINALS = {
     NodeKind.UNPARSABLE: "no_valid_child",
 }
 _TREE_FIELDS = tuple(f.name for f in dataclasses.fields(Tree))
+_FILES = ("trees.npz", "problems.jsonl", "nodes.jsonl")  # what `save` writes
 
 
 @dataclasses.dataclass
@@ -88,6 +90,12 @@ class SearchResult:
 
     def __len__(self) -> int:
         return len(self.problems)
+
+    def take(self, rows: Sequence[int]) -> SearchResult:
+        """The trees `rows` only, in that order."""
+        rows = list(rows)
+        return SearchResult([self.problems[b] for b in rows], {k: a[rows] for k, a in self.arrays.items()},
+                            [self.nodes[b] for b in rows])
 
     def tree(self) -> Tree:
         """The arrays back as a device `Tree` (e.g. to continue searching)."""
@@ -197,9 +205,47 @@ def save(result: SearchResult, directory: str) -> None:
     _atomic(os.path.join(directory, "trees.npz"), lambda f: np.savez_compressed(f, **result.arrays))
 
 
+def _is_saved(directory: str) -> bool:
+    return any(os.path.exists(os.path.join(directory, name)) for name in _FILES)
+
+
+def load_each(directory: str) -> Iterator[SearchResult]:
+    """The saved searches in `directory`: itself when `save` wrote it, else every subdirectory that
+    `save` wrote, in name order (`*.tmp*` ones, still being written, skipped). A problem (source,
+    index) that an earlier subdirectory holds is left out: a resumed sharded run may search one twice.
+    """
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: no such search directory")
+    if _is_saved(directory):
+        yield _load_one(directory)
+        return
+    seen: set[tuple[str, Any]] = set()
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if ".tmp" in name or not os.path.isdir(path) or not _is_saved(path):
+            continue
+        result = _load_one(path)
+        keys = [(p.source, p.index) for p in result.problems]
+        rows = [b for b, key in enumerate(keys) if key not in seen]
+        seen.update(keys)
+        if rows:
+            yield result if len(rows) == len(keys) else result.take(rows)
+
+
 def load(directory: str) -> SearchResult:
-    """Reads a directory written by `save`."""
-    paths = {name: os.path.join(directory, name) for name in ("trees.npz", "problems.jsonl", "nodes.jsonl")}
+    """Reads a directory written by `save`, or a directory of them as one result (see `load_each`)."""
+    results = list(load_each(directory))
+    if not results:
+        raise FileNotFoundError(f"{directory}: no trees.npz here or in a subdirectory; not a saved search directory")
+    shapes = {r.arrays["children"].shape[1:] for r in results}
+    if len(shapes) > 1:
+        raise ValueError(f"{directory}: its saved searches have different tree shapes (nodes, children) "
+                         f"{sorted(shapes)}; read them one by one with `load_each`")
+    return results[0] if len(results) == 1 else concat(results)
+
+
+def _load_one(directory: str) -> SearchResult:
+    paths = {name: os.path.join(directory, name) for name in _FILES}
     for path in paths.values():
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: missing; not a saved search directory")
