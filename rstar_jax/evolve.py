@@ -367,8 +367,87 @@ def _count(n: int | None) -> str:
     return "-" if n is None else str(n)
 
 
-def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Coverage, records, PPM accuracy and test accuracy per round, then time per stage."""
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One goal of the CPU default checked on the round rows; `met` is None when too few rounds
+    (or sets) were run to tell. `detail` gives the numbers, and by how much a missed goal misses."""
+
+    name: str
+    met: bool | None
+    detail: str
+
+    def markdown(self) -> str:
+        verdict = {True: "met", False: "not met", None: "n/a"}[self.met]
+        return f"- {self.name}: {verdict} ({self.detail})"
+
+
+GREEDY_RISE = 15.0  # points of mean greedy pass@1 from round 0 to the last round
+
+
+def _rounds(values: Sequence[tuple[int, float]], scale: float = 1.0, sign: str = "") -> str:
+    return ", ".join(f"round {r} {v * scale:{sign}.1f}" for r, v in values) or "none"
+
+
+def _not_in(rounds: Sequence[int], what: str) -> str:
+    return f"; {what} in round{'s' if len(rounds) > 1 else ''} {', '.join(map(str, rounds))}" if rounds else ""
+
+
+def _greedy(row: dict[str, Any], level: str | None = None) -> float | None:
+    """A row's greedy pass@1: the mean over sets, or on one set."""
+    greedy = row["accuracy"].get("greedy") or {}
+    return _mean(greedy) if level is None else greedy.get(level)
+
+
+def targets(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = None) -> list[Target]:
+    """The issue's goals for the rounds, from `round_rows` (accuracy in %, coverage and PPM accuracy
+    as fractions): (a) coverage, (b) greedy mean, (c) greedy beyond the seed set, (d) MCTS + PPM
+    over greedy, (e) PPM accuracy. (c) needs the curriculum's seed levels (sets "level<n>"); a
+    base-model run has none, and (c) is left out."""
+    out = []
+    coverage = [(row["round"], row["coverage_all"]) for row in rows if row["coverage_all"] is not None]
+    flat = [r for (_, a), (r, b) in zip(coverage, coverage[1:]) if b <= a]
+    out.append(Target("(a) training coverage rises every round", None if len(coverage) < 2 else not flat,
+                      "coverage %: " + _rounds(coverage, 100) + _not_in(flat, "no rise")))
+
+    first, last = (rows[0], rows[-1]) if len(rows) > 1 else ({"accuracy": {}}, {"accuracy": {}})
+    name = f"(b) greedy pass@1 mean rises >= {GREEDY_RISE:g} points from round 0"
+    before, after = _greedy(first), _greedy(last)
+    if before is None or after is None:
+        out.append(Target(name, None, "needs round 0 and a later round"))
+    else:
+        rise = after - before
+        short = f", {GREEDY_RISE - rise:.1f} short" if rise < GREEDY_RISE else ""
+        out.append(Target(name, rise >= GREEDY_RISE,
+                          f"round 0 {before:.1f} -> round {last['round']} {after:.1f}: {rise:+.1f}{short}"))
+
+    if seed_levels:
+        levels = [f"level{max(seed_levels)}", f"level{max(seed_levels) + 1}"]
+        rises, parts = [], []
+        for level in levels:
+            before, after = _greedy(first, level), _greedy(last, level)
+            rises.append(None if before is None or after is None else after - before)
+            parts.append(f"{level} not evaluated" if rises[-1] is None
+                         else f"{level} {before:.1f} -> {after:.1f} ({rises[-1]:+.1f})")
+        out.append(Target(f"(c) greedy rises on the hardest seeded level and the one above ({', '.join(levels)})",
+                          None if None in rises else all(x > 0 for x in rises), "; ".join(parts)))
+
+    margins = [(row["round"], mcts - greedy) for row in rows
+               if (mcts := _mean(row["accuracy"].get("mcts"))) is not None and (greedy := _greedy(row)) is not None]
+    behind = [r for r, m in margins if m <= 0]
+    out.append(Target("(d) MCTS + PPM mean beats greedy mean in every round with a PPM",
+                      not behind if margins else None,
+                      "MCTS - greedy points: " + _rounds(margins, sign="+") + _not_in(behind, "not ahead")))
+
+    ppm = [(row["round"], row["ppm_heldout_accuracy"]) for row in rows if row.get("ppm_heldout_accuracy") is not None]
+    low = [r for r, v in ppm if v <= 0.5]
+    fell = [r for (_, a), (r, b) in zip(ppm, ppm[1:]) if b < a]
+    out.append(Target("(e) PPM held-out pairwise accuracy > 50% and does not fall", not (low or fell) if ppm else None,
+                      "accuracy %: " + _rounds(ppm, 100) + _not_in(low, "<= 50") + _not_in(fell, "falls")))
+    return out
+
+
+def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = None) -> str:
+    """Coverage, records, PPM accuracy and test accuracy per round, the targets, then time per stage."""
     sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m},
                   key=lambda s: (len(s), s))
     head = ["round", "coverage % (all)", "SFT records", "PPM pairs", "PPM held-out acc %"]
@@ -381,6 +460,7 @@ def report_markdown(rows: Sequence[dict[str, Any]]) -> str:
         cells += [_pct(greedy.get(s)) for s in sets] + [_pct(_mean(greedy))]
         cells += [_pct((mcts or {}).get(s)) for s in sets] + [_pct(_mean(mcts))]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Targets:", ""] + [t.markdown() for t in targets(rows, seed_levels)]
     lines += ["", "Coverage of the training problems per set (%):", ""]
     for row in rows:
         if row["coverage"]:
@@ -421,10 +501,12 @@ def plot_rounds(path: str, rows: Sequence[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def write_report(workdir: str, rows: Sequence[dict[str, Any]]) -> str:
-    """report.json, report.md and accuracy.png in the workdir; returns the markdown."""
-    markdown = report_markdown(rows)
-    write_json_atomic(os.path.join(workdir, "report.json"), list(rows))
+def write_report(workdir: str, rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = None) -> str:
+    """report.json (`{"rounds": rows, "targets": [...]}`), report.md and accuracy.png in the
+    workdir; returns the markdown."""
+    markdown = report_markdown(rows, seed_levels)
+    write_json_atomic(os.path.join(workdir, "report.json"), {
+        "rounds": list(rows), "targets": [dataclasses.asdict(t) for t in targets(rows, seed_levels)]})
     tmp = os.path.join(workdir, "report.md.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("# Self-evolution report\n\n" + markdown)
@@ -475,7 +557,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             base = policy
     manifest.run("round0/evaluate", lambda: evaluate_round(
         os.path.join(round0, "eval"), test_sets, config, policy, None, None))
-    markdown = write_report(workdir, round_rows(manifest, 0)) if is_main else ""
+    seed_levels = None if base_model else curriculum.seed_levels
+    markdown = write_report(workdir, round_rows(manifest, 0), seed_levels) if is_main else ""
 
     ppm = None
     for r, rc in enumerate(config.rounds, start=1):
@@ -495,7 +578,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
             os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
             os.path.join(round_dir, "ppm_heldout.json")))
-        markdown = write_report(workdir, round_rows(manifest, r)) if is_main else ""
+        markdown = write_report(workdir, round_rows(manifest, r), seed_levels) if is_main else ""
     if is_main:
         print(markdown)
     return round_rows(manifest, len(config.rounds))

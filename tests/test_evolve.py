@@ -219,9 +219,65 @@ def test_report_files(tmp_path):
     assert [r["round"] for r in rows] == [0, 1]
     markdown = evolve.write_report(str(tmp_path), rows)
     assert "| 1 | 40.0 | 12 | 30 | 75.0 | 70.0 | 20.0 | 45.0 | 80.0 | 30.0 | 55.0 |" in markdown
-    assert json.load(open(tmp_path / "report.json"))[1]["coverage"] == {"level1": 0.5, "level2": 0.25}
+    report = json.load(open(tmp_path / "report.json"))
+    assert report["rounds"][1]["coverage"] == {"level1": 0.5, "level2": 0.25}
+    assert report["targets"][0] == {"name": "(a) training coverage rises every round", "met": None,
+                                    "detail": "coverage %: round 1 40.0"}
+    assert "- (b) greedy pass@1 mean rises >= 15 points from round 0: met (round 0 30.0 -> round 1 45.0: +15.0)" \
+        in markdown
     assert (tmp_path / "report.md").read_text().startswith("# Self-evolution report")
     assert (tmp_path / "accuracy.png").stat().st_size > 0
+
+
+def report_row(r, coverage, greedy, mcts=None, ppm=None):
+    """A `round_rows` row; greedy / MCTS accuracy (%) on level1..level4."""
+    accuracy = {"greedy": dict(zip(("level1", "level2", "level3", "level4"), greedy))}
+    if mcts:
+        accuracy["mcts"] = dict(zip(("level1", "level2", "level3", "level4"), mcts))
+    return {"round": r, "coverage": None, "coverage_all": coverage, "sft_records": None, "ppm_pairs": None,
+            "accuracy": accuracy, "ppm_heldout_accuracy": ppm, "seconds": {}}
+
+
+def test_targets_say_which_are_met_and_by_how_much():
+    missed = [report_row(0, None, (60, 30, 10, 0)),  # greedy mean 25
+              report_row(1, 0.40, (70, 40, 15, 0), (80, 50, 20, 5), 0.62),  # means 31.25 / 38.75
+              report_row(2, 0.50, (75, 45, 20, 5), (74, 44, 19, 4), 0.70),  # 36.25 / 35.25
+              report_row(3, 0.45, (80, 50, 22, 0), (85, 55, 30, 10), 0.66)]  # 38 / 45
+    assert [(t.name, t.met, t.detail) for t in evolve.targets(missed, seed_levels=(1, 2, 3))] == [
+        ("(a) training coverage rises every round", False,
+         "coverage %: round 1 40.0, round 2 50.0, round 3 45.0; no rise in round 3"),
+        ("(b) greedy pass@1 mean rises >= 15 points from round 0", False,
+         "round 0 25.0 -> round 3 38.0: +13.0, 2.0 short"),
+        ("(c) greedy rises on the hardest seeded level and the one above (level3, level4)", False,
+         "level3 10.0 -> 22.0 (+12.0); level4 0.0 -> 0.0 (+0.0)"),
+        ("(d) MCTS + PPM mean beats greedy mean in every round with a PPM", False,
+         "MCTS - greedy points: round 1 +7.5, round 2 -1.0, round 3 +7.0; not ahead in round 2"),
+        ("(e) PPM held-out pairwise accuracy > 50% and does not fall", False,
+         "accuracy %: round 1 62.0, round 2 70.0, round 3 66.0; falls in round 3"),
+    ]
+    met = [report_row(0, None, (50, 20, 0, 0)),  # 17.5
+           report_row(1, 0.5, (60, 30, 10, 5), (70, 40, 20, 11), 0.6),  # 26.25 / 35.25
+           report_row(2, 0.7, (80, 50, 20, 10), (85, 60, 30, 15), 0.6)]  # 40 / 47.5; PPM accuracy level
+    assert [(t.met, t.detail) for t in evolve.targets(met, seed_levels=(1, 2, 3))] == [
+        (True, "coverage %: round 1 50.0, round 2 70.0"),
+        (True, "round 0 17.5 -> round 2 40.0: +22.5"),
+        (True, "level3 0.0 -> 20.0 (+20.0); level4 0.0 -> 10.0 (+10.0)"),
+        (True, "MCTS - greedy points: round 1 +9.0, round 2 +7.5"),
+        (True, "accuracy %: round 1 60.0, round 2 60.0"),
+    ]
+    low = [report_row(0, None, (50, 20, 0, 0)), report_row(1, 0.5, (60, 30, 10, 5), (60, 30, 10, 5), 0.5)]
+    assert [(t.met, t.detail) for t in evolve.targets(low)][2:] == [  # no seed levels (base model): no (c)
+        (False, "MCTS - greedy points: round 1 +0.0; not ahead in round 1"),
+        (False, "accuracy %: round 1 50.0; <= 50 in round 1"),
+    ]
+    bootstrap_only = evolve.targets(met[:1], seed_levels=(1, 2, 3))
+    assert [t.met for t in bootstrap_only] == [None] * 5
+    assert bootstrap_only[2].detail == "level3 not evaluated; level4 not evaluated"
+    markdown = evolve.report_markdown(missed, seed_levels=(1, 2, 3))
+    assert ("Targets:\n\n- (a) training coverage rises every round: not met (coverage %: round 1 40.0, "
+            "round 2 50.0, round 3 45.0; no rise in round 3)\n") in markdown
+    assert "- (e) PPM held-out pairwise accuracy > 50% and does not fall: n/a (accuracy %: none)" in \
+        evolve.report_markdown(met[:1])
 
 
 WORKER = """
@@ -331,7 +387,7 @@ def test_smoke_run_killed_at_several_points_resumes_to_the_same_records(tmp_path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _outputs(killed) == _outputs(tmp_path / "clean")
     report = json.load(open(killed / "report.json"))
-    assert [row["round"] for row in report] == [0, 1, 2]
+    assert [row["round"] for row in report["rounds"]] == [0, 1, 2]
     assert (killed / "report.md").exists() and (killed / "accuracy.png").exists()
 
 
