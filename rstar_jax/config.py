@@ -275,6 +275,9 @@ class EvolveConfig:
     min_step_margin: float = 0.5  # PPM step-pair filters (spec §4.2)
     min_edit_distance: int = 20
     ppm_heldout_fraction: float = 0.15  # pairs kept out of PPM training to measure its accuracy
+    # The PPM of round r trains (and is measured) on the pairs of rounds r - n + 1 .. r; 1: its own
+    # round's, as the paper (whose rounds each yield millions of pairs; ours yield about a hundred).
+    ppm_pair_rounds: int = 4
     search_chunk: int = 64  # problems per resumable search write
     exec_workers: int = 2
     exec_timeout_s: float = 5.0

@@ -188,9 +188,15 @@ def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
 
 # ---- extraction --------------------------------------------------------------------------------------
 
+PPM_TRAIN, PPM_HELDOUT = "ppm_train.json", "ppm_heldout_pool.json"  # what the round's PPM sees
+
+
 def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: EvolveConfig,
-                  seed_file: str | None) -> dict[str, Any]:
-    """SFT records, PPM pairs (train / held-out) and coverage per set from all passes' trees."""
+                  seed_file: str | None, earlier_rounds: Sequence[str] = ()) -> dict[str, Any]:
+    """SFT records, PPM pairs (train / held-out) and coverage per set from all passes' trees.
+
+    The round's own pairs go to ppm.json / ppm_heldout.json; with the pairs of `earlier_rounds`
+    (round directories) they form the PPM's training and held-out pools."""
     by_problem: dict[tuple[str, Any], list[StepTree]] = {}
     search_dir = os.path.join(round_dir, "search")
     for k in sorted(os.listdir(search_dir)):
@@ -218,10 +224,15 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
     records.write_records(os.path.join(round_dir, "sft.json"), sft)
     records.write_records(os.path.join(round_dir, "ppm_heldout.json"), pairs[:held])
     records.write_records(os.path.join(round_dir, "ppm.json"), pairs[held:])
+    pools = {}
+    for pool, own, name in ((PPM_TRAIN, pairs[held:], "ppm.json"), (PPM_HELDOUT, pairs[:held], "ppm_heldout.json")):
+        pools[pool] = [p for d in earlier_rounds for p in records.read_pairs(os.path.join(d, name))] + own
+        records.write_records(os.path.join(round_dir, pool), pools[pool])
     total = sum(len(v) for v in train_sets.values())
     covered = sum(coverage[n] * len(v) for n, v in train_sets.items())
     return {"coverage": coverage, "coverage_all": covered / max(total, 1), "sft_records": len(sft),
-            "ppm_pairs": len(pairs) - held, "ppm_heldout_pairs": held}
+            "ppm_pairs": len(pairs) - held, "ppm_heldout_pairs": held,
+            "ppm_train_pairs": len(pools[PPM_TRAIN]), "ppm_heldout_pool_pairs": len(pools[PPM_HELDOUT])}
 
 
 # ---- model stages (the model stack is imported here, so manifests and records need none of it) ---
@@ -348,6 +359,7 @@ def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
             "round": r,
             "coverage": extract.get("coverage"), "coverage_all": extract.get("coverage_all"),
             "sft_records": extract.get("sft_records"), "ppm_pairs": extract.get("ppm_pairs"),
+            "ppm_train_pairs": extract.get("ppm_train_pairs"), "ppm_heldout_pairs": extract.get("ppm_heldout_pool_pairs"),
             **evaluation["result"],
             "seconds": manifest.seconds(f"round{r}/"),
         })
@@ -450,13 +462,14 @@ def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] |
     """Coverage, records, PPM accuracy and test accuracy per round, the targets, then time per stage."""
     sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m},
                   key=lambda s: (len(s), s))
-    head = ["round", "coverage % (all)", "SFT records", "PPM pairs", "PPM held-out acc %"]
+    head = ["round", "coverage % (all)", "SFT records", "PPM pairs (new / trained on)", "PPM held-out acc % (pairs)"]
     head += [f"greedy {s}" for s in sets] + ["greedy mean"] + [f"MCTS {s}" for s in sets] + ["MCTS mean"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         greedy, mcts = row["accuracy"].get("greedy", {}), row["accuracy"].get("mcts")
         cells = [str(row["round"]), _pct(row["coverage_all"], 100), _count(row["sft_records"]),
-                 _count(row["ppm_pairs"]), _pct(row["ppm_heldout_accuracy"], 100)]
+                 f"{_count(row['ppm_pairs'])} / {_count(row.get('ppm_train_pairs'))}",
+                 f"{_pct(row['ppm_heldout_accuracy'], 100)} ({_count(row.get('ppm_heldout_pairs'))})"]
         cells += [_pct(greedy.get(s)) for s in sets] + [_pct(_mean(greedy))]
         cells += [_pct((mcts or {}).get(s)) for s in sets] + [_pct(_mean(mcts))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -569,15 +582,16 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         manifest.run(f"round{r}/search", lambda: search_stage(
             round_dir, train_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
             config.seed + 10 * r))
+        earlier = [os.path.join(workdir, f"round{k}") for k in range(max(1, r - config.ppm_pair_rounds + 1), r)]
         manifest.run(f"round{r}/extract", lambda: extract_round(
-            round_dir, train_sets, config, seed_file) if is_main else None)
+            round_dir, train_sets, config, seed_file, earlier) if is_main else None)
         policy = manifest.run(f"round{r}/policy", lambda: train_policy(
             os.path.join(round_dir, "policy"), base, os.path.join(round_dir, "sft.json"), config, config.policy_train))
         ppm = manifest.run(f"round{r}/ppm", lambda: train_reward_model(
-            os.path.join(round_dir, "ppm"), policy, os.path.join(round_dir, "ppm.json"), config, ppm))
+            os.path.join(round_dir, "ppm"), policy, os.path.join(round_dir, PPM_TRAIN), config, ppm))
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
             os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
-            os.path.join(round_dir, "ppm_heldout.json")))
+            os.path.join(round_dir, PPM_HELDOUT)))
         markdown = write_report(workdir, round_rows(manifest, r), seed_levels) if is_main else ""
     if is_main:
         print(markdown)

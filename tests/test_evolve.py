@@ -204,6 +204,23 @@ def test_extract_writes_records_and_coverage(tmp_path):
     # per solved tree: one step pair (right vs wrong answer) and two final-answer pairs
     assert len(train) + len(held) == 3 * 3 and len(held) == 2
     assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
+    assert records.read_pairs(str(tmp_path / evolve.PPM_TRAIN)) == train  # round 1: the pool is its own pairs
+
+
+def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):
+    sets = {"level1": problems(6)}
+    rounds = [tmp_path / "round1", tmp_path / "round2"]
+    results = []
+    for k, round_dir in enumerate(rounds):
+        evolve.search_round(str(round_dir), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+                            StandInSearch(), seed=k, chunk=4)
+        results.append(evolve.extract_round(str(round_dir), sets, EvolveConfig(ppm_heldout_fraction=0.25),
+                                            None, [str(d) for d in rounds[:k]]))
+    for pool, own in ((evolve.PPM_TRAIN, "ppm.json"), (evolve.PPM_HELDOUT, "ppm_heldout.json")):
+        assert (records.read_pairs(str(rounds[1] / pool))
+                == records.read_pairs(str(rounds[0] / own)) + records.read_pairs(str(rounds[1] / own)))
+    assert results[1]["ppm_train_pairs"] == results[0]["ppm_pairs"] + results[1]["ppm_pairs"]
+    assert results[1]["ppm_heldout_pool_pairs"] == results[0]["ppm_heldout_pairs"] + results[1]["ppm_heldout_pairs"]
 
 
 def test_report_files(tmp_path):
@@ -211,14 +228,15 @@ def test_report_files(tmp_path):
     manifest.run("round0/evaluate", lambda: {"accuracy": {"greedy": {"level1": 50.0, "level2": 10.0}},
                                              "ppm_heldout_accuracy": None})
     manifest.run("round1/extract", lambda: {"coverage": {"level1": 0.5, "level2": 0.25}, "coverage_all": 0.4,
-                                            "sft_records": 12, "ppm_pairs": 30, "ppm_heldout_pairs": 2})
+                                            "sft_records": 12, "ppm_pairs": 30, "ppm_heldout_pairs": 2,
+                                            "ppm_train_pairs": 50, "ppm_heldout_pool_pairs": 4})
     manifest.run("round1/evaluate", lambda: {
         "accuracy": {"greedy": {"level1": 70.0, "level2": 20.0}, "mcts": {"level1": 80.0, "level2": 30.0}},
         "ppm_heldout_accuracy": 0.75})
     rows = evolve.round_rows(manifest, 4)
     assert [r["round"] for r in rows] == [0, 1]
     markdown = evolve.write_report(str(tmp_path), rows)
-    assert "| 1 | 40.0 | 12 | 30 | 75.0 | 70.0 | 20.0 | 45.0 | 80.0 | 30.0 | 55.0 |" in markdown
+    assert "| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 | 20.0 | 45.0 | 80.0 | 30.0 | 55.0 |" in markdown
     report = json.load(open(tmp_path / "report.json"))
     assert report["rounds"][1]["coverage"] == {"level1": 0.5, "level2": 0.25}
     assert report["targets"][0] == {"name": "(a) training coverage rises every round", "met": None,
