@@ -4,7 +4,9 @@ A slot holds one (prompt, sample) row. `refill` prefills a batch of distinct pro
 copies each prompt's cache rows into every slot that samples from it (the fork). `decode_chunk`
 then runs up to `num_steps` decode steps for all slots inside one `lax.while_loop`, so Python never
 runs per token; it hands back to the host early once `min_done` rows have finished, so finished
-slots can take queued work (continuous batching). A row finishes on device when it emits an
+slots can take queued work (continuous batching). A chunk works on the cache's first `view_len`
+slots only, the ones its live rows can reach: a decode step reads every cache slot it attends
+over, which makes attention the memory-bound part of a step. A row finishes on device when it emits an
 end-of-sequence token, a token whose text contains a stop string, or reaches its token budget;
 stop strings spanning several tokens are found on the host, which then retires the row.
 
@@ -106,18 +108,36 @@ class Chunk:
     done_b: jax.Array  # bool[B] after the chunk
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7), donate_argnums=2)
+def _prefix(cache: KVCache, n: int) -> KVCache:
+    """The cache's first n slots of every row, as a cache of length n."""
+    return KVCache(k=tuple(k[..., :n] for k in cache.k), v=tuple(v[:, :, :n] for v in cache.v),
+                   valid_bs=cache.valid_bs[:, :n], index_b=cache.index_b)
+
+
+def _put_prefix(cache: KVCache, prefix: KVCache) -> KVCache:
+    """`cache` with its first slots replaced by `prefix` (in place when `cache` is donated)."""
+    n = prefix.max_len
+    return KVCache(k=tuple(k.at[..., :n].set(p) for k, p in zip(cache.k, prefix.k)),
+                   v=tuple(v.at[:, :, :n].set(p) for v, p in zip(cache.v, prefix.v)),
+                   valid_bs=cache.valid_bs.at[:, :n].set(prefix.valid_bs),
+                   index_b=prefix.index_b)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7, 8), donate_argnums=2)
 def decode_chunk(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, params: SamplingParams,
                  finish_v: jax.Array, retire_b: jax.Array, min_done: jax.Array,
-                 num_steps: int) -> tuple[Slots, Chunk]:
+                 num_steps: int, view_len: int) -> tuple[Slots, Chunk]:
     """Up to `num_steps` decode steps of every live slot; stops early once `min_done` rows are done.
 
     finish_v: bool[V], tokens that end a row (end of sequence, or text containing a stop string).
     retire_b: bool[B], rows the host finished (multi-token stop strings) since the last chunk.
+    view_len: cache slots the chunk attends over and writes; callers keep it >= index_b +
+    num_steps of every live row (rows already done may write past it: clamped, never read).
     """
     model = nnx.merge(graphdef, state)
     batch = slots.done_b.shape[0]
-    slots = slots.replace(done_b=slots.done_b | retire_b)
+    full = slots.cache
+    slots = slots.replace(cache=_prefix(full, view_len), done_b=slots.done_b | retire_b)
 
     def step(carry):
         i, slots, tokens_bn, logprobs_bn = carry
@@ -143,4 +163,5 @@ def decode_chunk(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, params:
     init = (jnp.int32(0), slots, jnp.full((batch, num_steps), -1, jnp.int32),
             jnp.zeros((batch, num_steps), jnp.float32))
     _, slots, tokens_bn, logprobs_bn = jax.lax.while_loop(running, step, init)
+    slots = slots.replace(cache=_put_prefix(full, slots.cache))
     return slots, Chunk(tokens_bn, logprobs_bn, slots.done_b)

@@ -4,8 +4,9 @@ The host keeps a queue of (prompt, sample) rows and B decoding slots. It fills f
 queued rows (`decode.refill`: each distinct prompt prefilled once, its cache forked into its
 slots), runs a jitted chunk of decode steps (`decode.decode_chunk`), then detokenises the new
 tokens, matches stop strings and retires finished rows, whose slots take the next queued rows.
-Shapes are bucketed to powers of two (slots, prompts per refill, prompt length, cache length), so
-a long run compiles a bounded number of programs.
+Shapes are bucketed to powers of two (slots, prompts per refill, prompt length, cache length), and
+the cache prefix a chunk attends over to four sizes per power of two, so a long run compiles a
+bounded number of programs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def bucket(n: int, minimum: int = 1) -> int:
     return 1 << (max(n, minimum) - 1).bit_length()
 
 
+def fine_bucket(n: int) -> int:
+    """Smallest multiple of bucket(n) / 8 that is >= n: four sizes per power of two, at most a
+    quarter above n (the cache prefix a decode chunk attends over)."""
+    step = max(1, bucket(n) // 8)
+    return -(-n // step) * step
+
+
 @dataclasses.dataclass
 class _Row:
     """Host bookkeeping of a row in flight."""
@@ -57,8 +65,14 @@ class _Row:
     sample: int
     budget: int
     text: RowText
+    cache_start: int  # cache slot of the row's first decode step
     token_ids: list[int] = dataclasses.field(default_factory=list)
     logprob_sum: float = 0.0
+
+    @property
+    def cache_index(self) -> int:
+        """Cache slot of the row's next decode step."""
+        return self.cache_start + len(self.token_ids)
 
     def extend(self, tokens: Sequence[int], logprobs: Sequence[float],
                eos_ids: frozenset[int]) -> Completion | None:
@@ -161,8 +175,8 @@ class Sampler:
             (i, j) for i in range(len(prompt_ids)) for j in range(num_samples))
         num_slots = min(bucket(len(queue)), 1 << (cfg.max_batch.bit_length() - 1))
         prefill_len = bucket(max(len(ids) for ids in prompt_ids) - 1, cfg.min_prompt_bucket)
-        slots = self._place(decode.init_slots(self.model_config, num_slots,
-                                              bucket(prefill_len + max(budgets))))
+        max_len = bucket(prefill_len + max(budgets))
+        slots = self._place(decode.init_slots(self.model_config, num_slots, max_len))
         finish_v = self._finish_table(stops)
         live: dict[int, _Row] = {}
         retire = np.zeros(num_slots, bool)  # finished on the host, still running on device
@@ -172,14 +186,16 @@ class Sampler:
             free = [b for b in range(num_slots) if b not in live]
             if queue and free:
                 work = [queue.popleft() for _ in range(min(len(free), len(queue)))]
-                slots = self._refill(slots, free, work, prompt_ids, budgets, seed)
+                slots, start = self._refill(slots, free, work, prompt_ids, budgets, seed)
                 for b, (i, j) in zip(free, work):
-                    live[b] = _Row(i, j, budgets[i], RowText(self.tokenizer, prompt_ids[i], stops))
+                    live[b] = _Row(i, j, budgets[i], RowText(self.tokenizer, prompt_ids[i], stops),
+                                   start)
                     retire[b] = False
             min_done = max(1, int(num_slots * cfg.refill_fraction)) if queue else num_slots
+            reach = max(row.cache_index for row in live.values()) + cfg.chunk_tokens
             slots, chunk = decode.decode_chunk(
                 self._graphdef, self._state, slots, params, finish_v, jnp.asarray(retire),
-                jnp.int32(min_done), cfg.chunk_tokens)
+                jnp.int32(min_done), cfg.chunk_tokens, min(fine_bucket(reach), max_len))
             tokens_bn, logprobs_bn, device_done_b = jax.device_get(
                 (chunk.tokens_bn, chunk.logprobs_bn, chunk.done_b))
             retire[:] = False
@@ -197,8 +213,10 @@ class Sampler:
         return done
 
     def _refill(self, slots: decode.Slots, free: list[int], work: list[tuple[int, int]],
-                prompt_ids: list[list[int]], budgets: list[int], seed: int) -> decode.Slots:
-        """Puts queued rows into free slots, prefilling each distinct prompt once."""
+                prompt_ids: list[list[int]], budgets: list[int],
+                seed: int) -> tuple[decode.Slots, int]:
+        """Puts queued rows into free slots, prefilling each distinct prompt once; also returns
+        the cache slot of the new rows' first decode step (the padded prefill width)."""
         distinct = list(dict.fromkeys(i for i, _ in work))
         width = bucket(max(len(prompt_ids[i]) - 1 for i in distinct), self.config.min_prompt_bucket)
         tokens_pt = np.zeros((bucket(len(distinct)), width), np.int32)
@@ -219,7 +237,7 @@ class Sampler:
             stream_r=np.array([[i, j] for i, j in work] + [[0, 0]] * (size - len(work)), np.int32),
             budget_r=pad([budgets[i] for i, _ in work], 0),
             seed_key=jax.random.key(seed))
-        return decode.refill(self._graphdef, self._state, slots, new)
+        return decode.refill(self._graphdef, self._state, slots, new), width
 
     def _place(self, slots: decode.Slots) -> decode.Slots:
         """Splits the slots over the mesh's batch axes (and the cache over kv heads)."""
