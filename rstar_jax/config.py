@@ -82,6 +82,9 @@ class TrainConfig:
     num_epochs: int = 2
     max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides num_epochs)
     max_length: int = 2048  # tokens per sequence; longer ones keep their beginning
+    # SFT: whether interpreter output in a response (`<output>...<end_of_output>`) carries loss, as
+    # in the original; the policy never writes it, and predicting it teaches guessing results.
+    train_on_outputs: bool = True
     min_bucket_length: int = 64  # batches are padded to 2^k or 3 * 2^(k-2) >= this (bounded recompiles)
     compute_dtype: str = "bfloat16"  # activations; parameters stay float32 (master weights)
     remat: bool = False  # rematerialise decoder layers in the backward pass

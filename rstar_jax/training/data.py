@@ -9,6 +9,7 @@ epoch is a pure function of (seed, epoch), which makes a resumed run see the sam
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,10 +21,12 @@ from rstar_jax.search import step_format
 
 @dataclasses.dataclass(frozen=True)
 class SFTExample:
-    """Prompt + response + EOS token ids; the loss covers the ids from `prompt_len` on."""
+    """Prompt + response + EOS token ids; the loss covers the ids from `prompt_len` on, except those
+    that `learned` (bool per id, when given) marks False."""
 
     ids: np.ndarray
     prompt_len: int
+    learned: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,20 +42,41 @@ def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[li
     return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
 
-def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[SFTExample]:
+# What the code interpreter appends to a step (step_format.wrap_output); the policy never writes it.
+_INTERPRETER_TEXT = re.compile(re.escape(step_format.STEP_DELIM + step_format.OUTPUT) + ".*?"
+                               + re.escape(step_format.OUTPUT_END), re.DOTALL)
+
+
+def _encode_responses(tokenizer: PreTrainedTokenizerBase, responses: Sequence[str]
+                      ) -> tuple[list[list[int]], list[list[bool]]]:
+    """Each response's ids, and for each id whether the policy writes it: False for tokens that start
+    inside interpreter output. Learning to predict those teaches a model to guess a program's
+    result instead of reading it, and at inference the interpreter writes them anyway."""
+    encoded = tokenizer(list(responses), add_special_tokens=False, return_offsets_mapping=True)
+    written = []
+    for response, offsets in zip(responses, encoded["offset_mapping"], strict=True):
+        spans = [m.span() for m in _INTERPRETER_TEXT.finditer(response)]
+        written.append([not any(a <= start < b for a, b in spans) for start, _ in offsets])
+    return encoded["input_ids"], written
+
+
+def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase, max_length: int,
+               train_on_outputs: bool = True) -> list[SFTExample]:
     """`sft_prompt(query)` + response + EOS, truncated to `max_length` keeping the beginning.
 
+    Without `train_on_outputs`, interpreter output in the responses carries no loss.
     Examples whose prompt alone fills `max_length` have nothing to learn from and are dropped.
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("SFT needs a tokenizer with an EOS token (its id ends every response)")
     prompts = _encode(tokenizer, [step_format.sft_prompt(r.query) for r in records])
-    responses = _encode(tokenizer, [r.response for r in records])
+    responses, written = _encode_responses(tokenizer, [r.response for r in records])
     out = []
-    for prompt, response in zip(prompts, responses, strict=True):
+    for prompt, response, policy_written in zip(prompts, responses, written, strict=True):
         ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
+        learned = None if train_on_outputs else np.asarray([False] * len(prompt) + policy_written + [True])[:max_length]
         if len(prompt) < len(ids):
-            out.append(SFTExample(np.asarray(ids, np.int32), len(prompt)))
+            out.append(SFTExample(np.asarray(ids, np.int32), len(prompt), learned))
     return out
 
 
@@ -137,7 +161,8 @@ def collate_sft(examples: Sequence[SFTExample | None], length: int) -> dict[str,
         n = len(ex.ids)
         tokens[i] = _row(ex.ids, length)
         targets[i, : n - 1] = ex.ids[1:]
-        weights[i, ex.prompt_len - 1 : n - 1] = 1.0  # target t is token t+1
+        # target t is token t+1
+        weights[i, ex.prompt_len - 1 : n - 1] = 1.0 if ex.learned is None else ex.learned[ex.prompt_len:]
         mask[i, :n] = True
     return {"tokens": tokens, "mask": mask, "targets": targets, "weights": weights}
 

@@ -29,6 +29,27 @@ def test_sft_example_is_prompt_response_eos_with_loss_on_response_and_eos(policy
     assert batch["mask"][0].sum() == n and not batch["mask"][1].any() and not batch["weights"][1].any()
 
 
+def test_interpreter_output_can_carry_no_loss(policy_dir):
+    from rstar_jax.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(policy_dir)
+    step = step_format.render_last_code_step("x = 40 + 2\nprint(x)", "42", first=True)
+    answer = step_format.render_answer_step("The answer is \\boxed{42}.")
+    record = SFTRecord("What is 40+2?", step + answer)
+    (full,) = data.encode_sft([record], tokenizer, max_length=512)
+    (masked,) = data.encode_sft([record], tokenizer, max_length=512, train_on_outputs=False)
+    np.testing.assert_array_equal(full.ids, masked.ids)
+    batch = data.collate_sft([masked], length=128)
+    learned = tokenizer.decode(batch["targets"][0][batch["weights"][0] > 0])
+    # everything the policy writes is learned, the interpreter's text is not
+    assert learned == tokenizer.decode(tokenizer(step.split("\n<output>")[0] + answer)["input_ids"]
+                                       + [tokenizer.eos_token_id])
+    assert "42<end_of_output>" not in learned and "boxed{42}" in learned
+    # truncation keeps the mask aligned with the ids
+    (short,) = data.encode_sft([record], tokenizer, max_length=full.prompt_len + 5, train_on_outputs=False)
+    assert len(short.learned) == len(short.ids)
+
+
 def test_sft_drops_examples_whose_prompt_fills_max_length(policy_dir):
     from rstar_jax.models.tokenizer import load_tokenizer
 
