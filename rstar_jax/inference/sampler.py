@@ -182,23 +182,11 @@ class Sampler:
         retire = np.zeros(num_slots, bool)  # finished on the host, still running on device
         done: dict[tuple[int, int], Completion] = {}
         bar = tqdm(total=len(queue), desc="sample", unit="completion", disable=not progress)
-        while queue or live:
-            free = [b for b in range(num_slots) if b not in live]
-            if queue and free:
-                work = [queue.popleft() for _ in range(min(len(free), len(queue)))]
-                slots, start = self._refill(slots, free, work, prompt_ids, budgets, seed)
-                for b, (i, j) in zip(free, work):
-                    live[b] = _Row(i, j, budgets[i], RowText(self.tokenizer, prompt_ids[i], stops),
-                                   start)
-                    retire[b] = False
-            min_done = max(1, int(num_slots * cfg.refill_fraction)) if queue else num_slots
-            reach = max(row.cache_index for row in live.values()) + cfg.chunk_tokens
-            slots, chunk = decode.decode_chunk(
-                self._graphdef, self._state, slots, params, finish_v, jnp.asarray(retire),
-                jnp.int32(min_done), cfg.chunk_tokens, min(fine_bucket(reach), max_len))
+
+        def read_back(chunk: decode.Chunk) -> None:
+            """Hands a chunk's tokens to the live rows; retires the rows that finished."""
             tokens_bn, logprobs_bn, device_done_b = jax.device_get(
                 (chunk.tokens_bn, chunk.logprobs_bn, chunk.done_b))
-            retire[:] = False
             for b, row in list(live.items()):
                 generated = tokens_bn[b][tokens_bn[b] >= 0].tolist()  # -1: done before that step
                 completion = row.extend(generated, logprobs_bn[b][: len(generated)], self._eos_ids)
@@ -209,6 +197,39 @@ class Sampler:
                     del live[b]
                     retire[b] = not device_done_b[b]
                     bar.update()
+
+        # With nothing queued, the next chunk is dispatched before the last one is read back, so
+        # the host's text work overlaps the device's decoding (a row the host finishes meanwhile
+        # runs one chunk more, its tokens unread). Queued work waits for the slots a chunk frees.
+        pending = None  # a dispatched chunk not read back yet
+        while queue or live:
+            if pending is not None and all(
+                    row.budget - len(row.token_ids) <= cfg.chunk_tokens for row in live.values()):
+                read_back(pending)  # every row ends within it: nothing left to dispatch
+                pending = None
+                continue
+            free = [b for b in range(num_slots) if b not in live]
+            if queue and free:
+                work = [queue.popleft() for _ in range(min(len(free), len(queue)))]
+                slots, start = self._refill(slots, free, work, prompt_ids, budgets, seed)
+                for b, (i, j) in zip(free, work):
+                    live[b] = _Row(i, j, budgets[i], RowText(self.tokenizer, prompt_ids[i], stops),
+                                   start)
+                    retire[b] = False
+            min_done = max(1, int(num_slots * cfg.refill_fraction)) if queue else num_slots
+            # The rows may advance chunk_tokens slots in this chunk, and as many in the pending one.
+            reach = (max(row.cache_index for row in live.values())
+                     + cfg.chunk_tokens * (1 + (pending is not None)))
+            slots, chunk = decode.decode_chunk(
+                self._graphdef, self._state, slots, params, finish_v, jnp.asarray(retire),
+                jnp.int32(min_done), cfg.chunk_tokens, min(fine_bucket(reach), max_len))
+            retire = np.zeros(num_slots, bool)  # a new array: the device may still read the old
+            if pending is not None:
+                read_back(pending)
+            pending = chunk
+            if queue:
+                read_back(chunk)
+                pending = None
         bar.close()
         return done
 
