@@ -113,6 +113,17 @@ def write_config(workdir: Path, text: str) -> None:
     os.replace(tmp, workdir / "config.gin")
 
 
+def persist_compilations(workdir: Path) -> None:
+    """Keeps every compiled XLA program in `<workdir>/xla_cache` (unless JAX_COMPILATION_CACHE_DIR
+    names another place): a resumed run, and each evolve stage after the first, loads the sampler,
+    scorer and train steps instead of compiling them again."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(workdir / "xla_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small ones add up
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rstar-jax", description=__doc__.split("\n\n")[0],
@@ -135,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(args.workdir or Path("runs") / args.command)
     write_config(workdir, gin.config_str())
+    persist_compilations(workdir)
     function = getattr(module, fn_name)
     try:
         function = gin.get_configurable(function)

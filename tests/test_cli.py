@@ -1,6 +1,8 @@
 """The CLI: gin files, bindings and flags reach a library function; bad input gives one clear line."""
 
 import dataclasses
+import os
+import subprocess
 import sys
 import types
 
@@ -86,3 +88,17 @@ def test_unknown_name_in_a_binding_is_one_clear_line(demo_command, tmp_path, cap
     rc = cli.main(["demo", "--workdir", str(tmp_path), "--gin_bindings", "nomodule.X.y = 4"])
     err = capsys.readouterr().err
     assert rc == 2 and "bad config" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("env_cache", [False, True])
+def test_compiled_programs_persist_in_the_workdir_unless_jax_is_told_otherwise(tmp_path, env_cache):
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if env_cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "elsewhere"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    program = ("import pathlib, jax, jax.numpy as jnp; from rstar_jax import cli; "
+               f"cli.persist_compilations(pathlib.Path({str(tmp_path)!r})); jax.jit(lambda x: x * 2)(jnp.ones(3))")
+    subprocess.run([sys.executable, "-c", program], env={**env, "JAX_PLATFORMS": "cpu"}, check=True)
+    cache = tmp_path / ("elsewhere" if env_cache else "xla_cache")
+    assert cache.is_dir() and any(cache.iterdir())
+    assert (tmp_path / "xla_cache").exists() != env_cache
+
