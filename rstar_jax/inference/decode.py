@@ -6,9 +6,9 @@ then runs up to `num_steps` decode steps for all slots inside one `lax.while_loo
 runs per token; it hands back to the host early once `min_done` rows have finished, so finished
 slots can take queued work (continuous batching). A chunk works on the cache's first `view_len`
 slots only, the ones its live rows can reach: a decode step reads every cache slot it attends
-over, which makes attention the memory-bound part of a step. A row finishes on device when it emits an
-end-of-sequence token, a token whose text contains a stop string, or reaches its token budget;
-stop strings spanning several tokens are found on the host, which then retires the row.
+over, which makes attention the memory-bound part of a step. A row finishes on device when it
+emits an end-of-sequence token, a token whose text contains a stop string, or reaches its token
+budget; stop strings spanning several tokens are found on the host, which then retires the row.
 
 Prompt `p` of length n is prefilled without its last token (slots 0..n-2, padding masked); that
 token is the first decode input at position n-1, so every generated token, including the first,
