@@ -99,14 +99,16 @@ def measure(hf_model, sampler: Sampler, vocab: int, batch: int, prompt: int, new
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--batches", default="1,16,64", help="tiny-model batch sizes; '' skips the tiny model")
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--big_batch", type=int, default=8, help="0 skips the 0.5B shape")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     results = []
-    plans = [("tiny", [int(b) for b in args.batches.split(",")], (True, False))]
+    plans = []
+    if args.batches:
+        plans.append(("tiny", [int(b) for b in args.batches.split(",")], (True, False)))
     if args.big_batch:
         plans.append(("0.5b", [args.big_batch], (True, False)))
     for name, batches, modes in plans:
