@@ -6,7 +6,6 @@ real MCTS needs a trained policy; the end-to-end run is tested with experiments/
 
 import json
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -19,8 +18,6 @@ from rstar_jax.data.records import StepNode, StepTree
 from rstar_jax.search import io
 from rstar_jax.search.io import NodeRecord, SearchResult
 from rstar_jax.search.tree import NO_NODE, NodeKind, Tree
-
-NOTEBOOK = pathlib.Path(__file__).parents[1] / "experiments" / "notebooks" / "inspect_tree.ipynb"
 
 
 def problems(n: int, source: str = "level1") -> list[Problem]:
@@ -153,18 +150,8 @@ def test_an_evolve_pass_opens_like_a_saved_search(tmp_path):
 
 
 @pytest.mark.slow
-def test_notebook_runs_on_an_evolve_pass(tmp_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("RSTAR_SEARCH_DIR", _evolve_search(str(tmp_path)))
-    repo = str(NOTEBOOK.parents[2])  # the kernel imports rstar_jax from this checkout
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+def test_notebook_runs_on_an_evolve_pass(tmp_path, run_inspect_notebook):
+    html = run_inspect_notebook(_evolve_search(str(tmp_path)))
     assert "<svg" in html and "level2" in html
 
 

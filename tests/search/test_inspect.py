@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
-
-import nbformat
 import pytest
 from fake_search import run_fake_kernels
 
@@ -15,8 +11,6 @@ from rstar_jax.search import inspect as si
 from rstar_jax.search import io
 from rstar_jax.search.io import NodeRecord, SearchResult
 from rstar_jax.search.tree import NodeKind
-
-NOTEBOOK = pathlib.Path(__file__).parents[2] / "experiments" / "notebooks" / "inspect_tree.ipynb"
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +45,7 @@ def test_table_picture_and_trajectories(result):
 
 
 @pytest.mark.slow
-def test_notebook_runs_on_a_saved_search(result, tmp_path, monkeypatch):
-    from nbclient import NotebookClient
-
+def test_notebook_runs_on_a_saved_search(result, tmp_path, run_inspect_notebook):
     io.save(result, str(tmp_path / "search"))
-    monkeypatch.setenv("RSTAR_SEARCH_DIR", str(tmp_path / "search"))
-    repo = str(NOTEBOOK.parents[2])  # the kernel imports rstar_jax from this checkout
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    html = run_inspect_notebook(str(tmp_path / "search"))
     assert "<svg" in html and "treescope" in html.lower()
