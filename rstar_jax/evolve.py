@@ -359,7 +359,8 @@ def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
             "round": r,
             "coverage": extract.get("coverage"), "coverage_all": extract.get("coverage_all"),
             "sft_records": extract.get("sft_records"), "ppm_pairs": extract.get("ppm_pairs"),
-            "ppm_train_pairs": extract.get("ppm_train_pairs"), "ppm_heldout_pairs": extract.get("ppm_heldout_pool_pairs"),
+            "ppm_train_pairs": extract.get("ppm_train_pairs"),
+            "ppm_heldout_pool_pairs": extract.get("ppm_heldout_pool_pairs"),
             **evaluation["result"],
             "seconds": manifest.seconds(f"round{r}/"),
         })
@@ -469,7 +470,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] |
         greedy, mcts = row["accuracy"].get("greedy", {}), row["accuracy"].get("mcts")
         cells = [str(row["round"]), _pct(row["coverage_all"], 100), _count(row["sft_records"]),
                  f"{_count(row['ppm_pairs'])} / {_count(row.get('ppm_train_pairs'))}",
-                 f"{_pct(row['ppm_heldout_accuracy'], 100)} ({_count(row.get('ppm_heldout_pairs'))})"]
+                 f"{_pct(row['ppm_heldout_accuracy'], 100)} ({_count(row.get('ppm_heldout_pool_pairs'))})"]
         cells += [_pct(greedy.get(s)) for s in sets] + [_pct(_mean(greedy))]
         cells += [_pct((mcts or {}).get(s)) for s in sets] + [_pct(_mean(mcts))]
         lines.append("| " + " | ".join(cells) + " |")

@@ -70,11 +70,16 @@ def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase,
     if tokenizer.eos_token_id is None:
         raise ValueError("SFT needs a tokenizer with an EOS token (its id ends every response)")
     prompts = _encode(tokenizer, [step_format.sft_prompt(r.query) for r in records])
-    responses, written = _encode_responses(tokenizer, [r.response for r in records])
+    texts = [r.response for r in records]
+    if train_on_outputs:
+        responses, written = _encode(tokenizer, texts), [None] * len(texts)
+    else:  # offsets need a fast tokenizer, so only this path asks for them
+        responses, written = _encode_responses(tokenizer, texts)
     out = []
     for prompt, response, policy_written in zip(prompts, responses, written, strict=True):
         ids = (prompt + response + [tokenizer.eos_token_id])[:max_length]
-        learned = None if train_on_outputs else np.asarray([False] * len(prompt) + policy_written + [True])[:max_length]
+        learned = (None if policy_written is None
+                   else np.asarray([False] * len(prompt) + policy_written + [True])[:max_length])
         if len(prompt) < len(ids):
             out.append(SFTExample(np.asarray(ids, np.int32), len(prompt), learned))
     return out
