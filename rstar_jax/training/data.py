@@ -2,8 +2,8 @@
 
 Records come in rStar's formats (`rstar_jax.data.records`). Batches have fixed row counts and a
 length padded to one of two sizes per doubling (`bucket_length`), so a run compiles its step a few
-times at most. The order of an
-epoch is a pure function of (seed, epoch), which makes a resumed run see the same batches.
+times at most. The order of an epoch is a pure function of (seed, epoch), which makes a resumed
+run see the same batches.
 """
 
 from __future__ import annotations
