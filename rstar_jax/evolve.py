@@ -531,6 +531,9 @@ def write_report(workdir: str, rows: Sequence[dict[str, Any]], seed_levels: Sequ
 
 # ---- the rounds ------------------------------------------------------------------------------------------
 
+ROUND_BASES = ("bootstrap", "init", "previous")  # what each round's policy fine-tunes (EvolveConfig)
+
+
 def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(),
            curriculum: CurriculumConfig = CurriculumConfig(), base_model: str = "",
            train_problems: str = "", test_problems: str = "", seed_sft: str = "") -> list[dict[str, Any]]:
@@ -544,6 +547,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
     """
     from rstar_jax.parallel.mesh import initialize_distributed
 
+    if config.round_base not in ROUND_BASES:
+        raise ValueError(f"evolve: round_base {config.round_base!r} is not one of {ROUND_BASES}")
     initialize_distributed()
     is_main = jax.process_index() == 0
     manifest = Manifest.load(workdir)
@@ -567,7 +572,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         base = manifest.run("round0/init", lambda: init_policy(os.path.join(round0, "init"), tokenizer_dir, config))
         policy = manifest.run("round0/policy", lambda: train_policy(
             os.path.join(round0, "policy"), base, seed_file, config, config.seed_train))
-        if config.rounds_from_bootstrap:
+        if config.round_base != "init":
             base = policy
     manifest.run("round0/evaluate", lambda: evaluate_round(
         os.path.join(round0, "eval"), test_sets, config, policy, None, None))
@@ -588,6 +593,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             round_dir, train_sets, config, seed_file, earlier) if is_main else None)
         policy = manifest.run(f"round{r}/policy", lambda: train_policy(
             os.path.join(round_dir, "policy"), base, os.path.join(round_dir, "sft.json"), config, config.policy_train))
+        if config.round_base == "previous":
+            base = policy
         ppm = manifest.run(f"round{r}/ppm", lambda: train_reward_model(
             os.path.join(round_dir, "ppm"), policy, os.path.join(round_dir, PPM_TRAIN), config, ppm))
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(

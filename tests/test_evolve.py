@@ -126,6 +126,47 @@ def test_killed_search_resumes_without_losing_or_duplicating(tmp_path):
     assert not [f for f in os.listdir(tmp_path / "killed" / "search" / "pass0") if ".tmp" in f]
 
 
+class StandInStages:
+    """evolve()'s model stages replaced by stand-ins that record which base each policy fine-tunes."""
+
+    def __init__(self, monkeypatch, workdir):
+        self.workdir, self.bases = workdir, []
+        search = StandInSearch()
+        monkeypatch.setattr(evolve, "train_tokenizer", lambda out, texts, vocab: out)
+        monkeypatch.setattr(evolve, "init_policy", lambda out, tokenizer, config: "init")
+        monkeypatch.setattr(evolve, "train_policy", self.train_policy)
+        monkeypatch.setattr(evolve, "train_reward_model", lambda run_dir, *args: run_dir)
+        monkeypatch.setattr(evolve, "search_stage", lambda round_dir, sets, rc, config, policy, ppm, seed:
+                            evolve.search_round(round_dir, sets, rc, search, seed, config.search_chunk))
+        monkeypatch.setattr(evolve, "evaluate_round", lambda *args: {
+            "accuracy": {"greedy": {"level1": 50.0}}, "ppm_heldout_accuracy": None})
+
+    def train_policy(self, run_dir, base, sft_file, config, train):
+        self.bases.append(base if base == "init" else os.path.relpath(base, self.workdir))
+        return run_dir
+
+
+@pytest.mark.parametrize("round_base, bases", [
+    ("bootstrap", ["init", "round0/policy", "round0/policy", "round0/policy"]),
+    ("init", ["init", "init", "init", "init"]),
+    ("previous", ["init", "round0/policy", "round1/policy", "round2/policy"]),
+])
+def test_round_base_picks_what_each_round_fine_tunes(tmp_path, monkeypatch, round_base, bases):
+    from rstar_jax.config import CurriculumConfig
+
+    stages = StandInStages(monkeypatch, str(tmp_path))
+    config = EvolveConfig(rounds=(ROUND,) * 3, round_base=round_base)
+    curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=3,
+                                  test_per_level=1)
+    evolve.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    assert stages.bases == bases
+
+
+def test_unknown_round_base_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="round_base 'latest' is not one of"):
+        evolve.evolve(str(tmp_path), config=EvolveConfig(round_base="latest"))
+
+
 def _evolve_search(workdir) -> str:
     """Round 1's search of a small run with the stand-in; returns its first pass directory."""
     sets = {"level1": problems(5), "level2": problems(3, "level2")}
