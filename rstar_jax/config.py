@@ -262,10 +262,12 @@ class EvolveConfig:
     tokenizer_vocab: int = 800
     seed_train: TrainConfig = _TINY_TRAIN  # round 0: the seed set -> bootstrap policy
     policy_train: TrainConfig = _TINY_ROUND_TRAIN  # every round, from the base model
-    # What round r's policy fine-tunes (without an HF base model): "bootstrap", the seed-trained
-    # policy, which plays the part of the paper's pretrained model (it knows the step format);
-    # "init", the random init; "previous", round r-1's policy, so training compounds over rounds.
-    round_base: str = "bootstrap"
+    # What round r's policy fine-tunes. "base", as the paper: the base model every round (on the
+    # curriculum the bootstrap policy plays that part: it knows the step format); "init": the
+    # curriculum's random init; "previous": round r-1's policy, so training compounds over rounds.
+    # The CPU default compounds: a round yields about 100 new trajectories, and fine-tuned from the
+    # bootstrap each round, no round's policy got far past round 1's.
+    round_base: str = "previous"
     ppm_train: TrainConfig = dataclasses.replace(_TINY_TRAIN, learning_rate=1e-3, num_epochs=4, batch_size=16)
     sampler: SamplerConfig = SamplerConfig(max_batch=64, max_len=512, chunk_tokens=16)
     scorer: ScorerConfig = ScorerConfig(max_batch=64, max_len=512)

@@ -531,7 +531,7 @@ def write_report(workdir: str, rows: Sequence[dict[str, Any]], seed_levels: Sequ
 
 # ---- the rounds ------------------------------------------------------------------------------------------
 
-ROUND_BASES = ("bootstrap", "init", "previous")  # what each round's policy fine-tunes (EvolveConfig)
+ROUND_BASES = ("base", "init", "previous")  # what each round's policy fine-tunes (EvolveConfig)
 
 
 def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(),

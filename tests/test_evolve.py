@@ -147,7 +147,7 @@ class StandInStages:
 
 
 @pytest.mark.parametrize("round_base, bases", [
-    ("bootstrap", ["init", "round0/policy", "round0/policy", "round0/policy"]),
+    ("base", ["init", "round0/policy", "round0/policy", "round0/policy"]),
     ("init", ["init", "init", "init", "init"]),
     ("previous", ["init", "round0/policy", "round1/policy", "round2/policy"]),
 ])

@@ -50,6 +50,7 @@ def test_paper_rounds(gin_file):
     assert (ppm.batch_size, ppm.learning_rate, ppm.max_length, ppm.weight_decay) == (512, 7e-6, 2048, 0.0)
     assert sft.remat and ppm.remat
     assert (config.sft_per_problem, config.min_step_margin, config.min_edit_distance) == (2, 0.5, 20)
+    assert config.round_base == "base"  # each round's policy starts again from the base model
     assert config.eval_search.num_candidates == 32 and not config.eval_search.ground_truth_rewards
 
 
