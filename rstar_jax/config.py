@@ -261,7 +261,7 @@ class EvolveConfig:
                                      max_position_embeddings=512, tie_word_embeddings=True)
     tokenizer_vocab: int = 800
     seed_train: TrainConfig = _TINY_TRAIN  # round 0: the seed set -> bootstrap policy
-    policy_train: TrainConfig = _TINY_ROUND_TRAIN  # every round, from the base model
+    policy_train: TrainConfig = _TINY_ROUND_TRAIN  # every round, from what `round_base` names
     # What round r's policy fine-tunes. "base", as the paper: the base model every round (on the
     # curriculum the bootstrap policy plays that part: it knows the step format); "init": the
     # curriculum's random init; "previous": round r-1's policy, so training compounds over rounds.

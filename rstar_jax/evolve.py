@@ -7,7 +7,8 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
     search   MCTS over the training problems with the round r-1 policy (and PPM when the round's
              search uses one), then again with new seeds over problems still unsolved
     extract  SFT records and PPM pairs from the trees (spec §4), coverage per problem set
-    policy   SFT of the base model on this round's records; exported as an HF directory
+    policy   SFT on this round's records, from the base model, the random init or round r-1's
+             policy (`EvolveConfig.round_base`); exported as an HF directory
     ppm      PPM training from this round's policy; exported as an HF directory
     evaluate greedy pass@1 and MCTS policy + PPM on the test sets, the PPM's held-out accuracy
 

@@ -179,7 +179,7 @@ class MLP(nnx.Module):
                                     **common)
 
     def __call__(self, x_btd: jax.Array) -> jax.Array:
-        # As one [B*T, D] matrix: XLA:CPU ran the 3-D form at half the speed (prefill, decode).
+        # As one [B*T, D] matrix: XLA:CPU ran the 3-D form at half the speed (prefill, training).
         x_nd = x_btd.reshape(-1, x_btd.shape[-1])
         return self.down_proj(jax.nn.silu(self.gate_proj(x_nd)) * self.up_proj(x_nd)).reshape(x_btd.shape)
 
