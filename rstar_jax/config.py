@@ -238,8 +238,8 @@ _TINY_TRAIN = TrainConfig(learning_rate=2e-3, schedule="cosine", warmup_steps=20
                           batch_size=8, num_epochs=2, max_length=512, min_bucket_length=64,
                           train_on_outputs=False, compute_dtype="float32", checkpoint_every=200,
                           log_every=20)
-# Each round fine-tunes the bootstrap policy on that round's trajectories and a seed replay, gently:
-# at 1e-3 the bootstrap's level-3 greedy fell from 35 % to 10 % in round 1, at 2e-4 it held.
+# Each round fine-tunes what `EvolveConfig.round_base` names on that round's trajectories and a seed
+# replay, gently: at 1e-3 the bootstrap's level-3 greedy fell from 35 % to 10 % in round 1, at 2e-4 it held.
 _TINY_ROUND_TRAIN = dataclasses.replace(_TINY_TRAIN, learning_rate=2e-4)
 
 
