@@ -30,6 +30,7 @@ from rstar_jax.inference.sampling import SamplingParams
 from rstar_jax.inference.text import RowText, finish_table, token_texts
 from rstar_jax.models.decoder import K_AXES, V_AXES
 from rstar_jax.parallel import rules, sharding
+from rstar_jax.shapes import bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,18 +44,6 @@ class Completion:
     finish_reason: Literal["stop", "eos", "length"]
     logprob_sum: float
     stop_string: str | None = None
-
-
-def bucket(n: int, minimum: int = 1) -> int:
-    """Smallest power of two >= max(n, minimum): the padded size that bounds recompiles."""
-    return 1 << (max(n, minimum) - 1).bit_length()
-
-
-def fine_bucket(n: int) -> int:
-    """Smallest multiple of bucket(n) / 8 that is >= n: four sizes per power of two, at most a
-    quarter above n (the cache prefix a decode chunk attends over)."""
-    step = max(1, bucket(n) // 8)
-    return -(-n // step) * step
 
 
 @dataclasses.dataclass
@@ -218,11 +207,12 @@ class Sampler:
                     retire[b] = False
             min_done = max(1, int(num_slots * cfg.refill_fraction)) if queue else num_slots
             # The rows may advance chunk_tokens slots in this chunk, and as many in the pending one.
+            # Attention reads every slot of the view: four sizes per doubling keep it near `reach`.
             reach = (max(row.cache_index for row in live.values())
                      + cfg.chunk_tokens * (1 + (pending is not None)))
             slots, chunk = decode.decode_chunk(
                 self._graphdef, self._state, slots, params, finish_v, jnp.asarray(retire),
-                jnp.int32(min_done), cfg.chunk_tokens, min(fine_bucket(reach), max_len))
+                jnp.int32(min_done), cfg.chunk_tokens, min(bucket(reach, per_doubling=4), max_len))
             retire = np.zeros(num_slots, bool)  # a new array: the device may still read the old
             if pending is not None:
                 read_back(pending)

@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rstar_jax.config import ScorerConfig
-from rstar_jax.inference.sampler import bucket
 from rstar_jax.models.ppm import ProcessRewardModel, search_value
 from rstar_jax.parallel import rules, sharding
 from rstar_jax.search import step_format
+from rstar_jax.shapes import bucket
 
 log = logging.getLogger(__name__)
 

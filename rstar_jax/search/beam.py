@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 from rstar_jax.config import SearchConfig
 from rstar_jax.data.problems import Problem
 from rstar_jax.search import kernels
-from rstar_jax.search.driver import CodeRunner, StepExpander, StepGenerator, ValueModel, bucket_nodes
+from rstar_jax.search.driver import CodeRunner, StepExpander, StepGenerator, ValueModel
 from rstar_jax.search.io import SearchResult, concat
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
+from rstar_jax.shapes import bucket
 
 
 def run_beam_search(
@@ -56,7 +57,7 @@ def run_beam_search(
 def _beam_batch(problems, policy, ppm, config, executor, mesh, progress) -> SearchResult:
     width_max, num = config.beam_width, len(problems)
     steps = StepExpander(problems, policy, ppm, executor, config, width_max)
-    tree = Tree.init(num, bucket_nodes(config.max_nodes), config.num_candidates)
+    tree = Tree.init(num, bucket(config.max_nodes, minimum=2), config.num_candidates)
     if mesh is not None:
         tree = tree.shard(mesh)
     beams = np.full((num, width_max), NO_NODE, np.int32)

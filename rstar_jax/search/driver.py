@@ -26,6 +26,7 @@ from rstar_jax.search import kernels
 from rstar_jax.search import step_format as sf
 from rstar_jax.search.io import SENTINELS, NodeRecord, SearchResult, concat
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
+from rstar_jax.shapes import bucket
 from rstar_jax.verify.grader import is_equivalent
 
 
@@ -153,11 +154,6 @@ def _within_budget(tree: Tree, leaves: np.ndarray, first_depth: np.ndarray, max_
     """Drops leaves the original's per-rollout step budget would not reach (see `mcts_loop`)."""
     depth = np.asarray(jnp.take_along_axis(tree.depth, jnp.maximum(jnp.asarray(leaves), 0), axis=1))
     return np.where(depth - first_depth < max_depth, leaves, NO_NODE).astype(np.int32)
-
-
-def bucket_nodes(n: int) -> int:
-    """Node slots per tree, rounded up to a power of two so runs share compilations."""
-    return 1 << max(n - 1, 1).bit_length()
 
 
 @dataclasses.dataclass
@@ -358,7 +354,7 @@ def run_mcts(
     for start in range(0, len(problems), config.batch_size):
         batch = list(problems[start:start + config.batch_size])
         steps = StepExpander(batch, policy, ppm, executor, config, config.leaves_per_tree)
-        tree = Tree.init(len(batch), bucket_nodes(config.max_nodes), config.num_candidates)
+        tree = Tree.init(len(batch), bucket(config.max_nodes, minimum=2), config.num_candidates)
         if mesh is not None:
             tree = tree.shard(mesh)
         batch_stats: dict[str, float] = {}

@@ -1,7 +1,7 @@
 """Token-level training data: SFT sequences and PPM preference pairs, bucketed into batches.
 
-Records come in rStar's formats (`rstar_jax.data.records`). Batches have fixed row counts and a
-length padded to one of two sizes per doubling (`bucket_length`), so a run compiles its step a few
+Records come in rStar's formats (`rstar_jax.data.records`). Batches have fixed row counts; the
+training loop pads their length to one of two sizes per doubling, so a run compiles its step a few
 times at most. The order of an epoch is a pure function of (seed, epoch), which makes a resumed
 run see the same batches.
 """
@@ -115,15 +115,6 @@ def example_length(example: SFTExample | PairExample) -> int:
     if isinstance(example, SFTExample):
         return len(example.ids)
     return max(len(example.pos), len(example.neg))
-
-
-def bucket_length(longest: int, min_length: int, max_length: int) -> int:
-    """The smallest length >= `longest` (and >= `min_length`) of the form 2^k or 3 * 2^(k-2), capped at
-    `max_length`: two compiled shapes per doubling, and padding is at most a third of a batch
-    (a power of two alone pads a 136-token batch to 256)."""
-    power = 1 << max(longest - 1, 0).bit_length()
-    three_quarters = 3 * power // 4
-    return min(max_length, max(min_length, three_quarters if three_quarters >= longest else power))
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:

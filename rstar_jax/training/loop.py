@@ -29,6 +29,7 @@ from rstar_jax.models.hf import load_hf
 from rstar_jax.models.tokenizer import resize_embeddings
 from rstar_jax.parallel import sharding
 from rstar_jax.parallel.rules import TRAIN_RULES, Rules
+from rstar_jax.shapes import bucket
 from rstar_jax.training import data
 from rstar_jax.training.checkpoint import Checkpoints
 from rstar_jax.training.metrics import MetricsWriter
@@ -165,8 +166,9 @@ def train(workdir: str, *, model: nnx.Module, task: Task, train_examples: Sequen
 
         def make_batch(examples: Sequence[Any | None], accum: int | None) -> tuple[Batch, int]:
             """Global arrays ([accum, micro, ...] or [micro, ...]) and the batch's real token count."""
-            length = data.bucket_length(max((data.example_length(e) for e in examples if e is not None), default=1),
-                                        config.min_bucket_length, config.max_length)
+            longest = max((data.example_length(e) for e in examples if e is not None), default=1)
+            # Two lengths per doubling: a 136-token batch pads to 192, not 256.
+            length = min(bucket(longest, config.min_bucket_length, per_doubling=2), config.max_length)
             host = task.collate(examples, length)
             tokens = int(host["mask"].sum())
             if accum is not None:

@@ -10,7 +10,7 @@ from flax import nnx
 
 from rstar_jax.config import SamplerConfig
 from rstar_jax.inference import decode
-from rstar_jax.inference.sampler import Sampler, fine_bucket
+from rstar_jax.inference.sampler import Sampler
 
 CONFIG = SamplerConfig(max_batch=8, max_len=256, chunk_tokens=8, min_prompt_bucket=16)
 PROMPTS = ["<|user|>:\nWhat is 12 + 30?\n\n<|assistant|>:", "the quick brown fox", "héllo",
@@ -179,12 +179,6 @@ def test_compiles_are_reused_across_lengths_and_parameters(sampler):
     sampler.sample(["the quick brown", "héllo wörld"], 4, max_new_tokens=30, temperature=1.0,
                    top_p=0.9, top_k=5, stop=["x"], seed=2)
     assert (decode.decode_chunk._cache_size(), decode.refill._cache_size()) == sizes
-
-
-def test_attended_cache_prefix_takes_four_sizes_per_power_of_two():
-    assert [fine_bucket(n) for n in (129, 159, 160, 161, 192, 193, 256, 257)] == [
-        160, 160, 160, 192, 192, 224, 256, 320]
-    assert len({fine_bucket(n) for n in range(129, 257)}) == 4
 
 
 def test_too_long_prompt_is_refused(sampler):

@@ -85,11 +85,7 @@ def test_epoch_batches_are_deterministic_full_and_length_sorted():
     assert all(np.all(np.diff(np.asarray(lengths)[b]) >= 0) for b in a)
 
 
-def test_bucket_lengths_and_heldout_split():
-    assert data.bucket_length(100, 64, 2048) == 128
-    assert data.bucket_length(10, 64, 2048) == 64
-    assert data.bucket_length(3000, 64, 2048) == 2048
-    assert [data.bucket_length(n, 64, 2048) for n in (96, 97, 136, 192, 193, 300)] == [96, 128, 192, 192, 256, 384]
+def test_heldout_split():
     train, held = data.split_heldout(100, 0.05, seed=42)
     assert len(held) == 5 and len(set(train) | set(held)) == 100
     assert len(data.split_heldout(10, 0.0, seed=42)[1]) == 0
