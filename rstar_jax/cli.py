@@ -4,13 +4,20 @@ Every command is a plain library function called as `fn(workdir=..., **kwargs)`.
 arguments come from `--gin_file` (repeatable; also looked up in experiments/), `--gin_bindings`
 (repeatable) and plain `--name value` flags, which become bindings of the function's own
 parameters. The operative config is written to `<workdir>/config.gin`.
+
+A parameter whose default is its dataclass's plain `Config()` is built by gin, so
+`--gin_bindings 'config.EvolveConfig.seed_replay = 200'` reaches it without a gin file. A command
+line binding of a class that nothing builds through gin (e.g. a `TrainConfig` nested in an
+`EvolveConfig` default) would change nothing, and is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -87,23 +94,57 @@ def load_command(command: str):
     return importlib.import_module(module_name), fn_name
 
 
+def default_config_bindings(scope: str, function) -> list[str]:
+    """`scope.param = @module.Config()` for each parameter of `function` whose default equals its
+    dataclass's own default, so gin builds it (the same value) and class bindings reach it."""
+    lines = []
+    for name, param in inspect.signature(function).parameters.items():
+        cls = type(param.default)
+        if dataclasses.is_dataclass(cls) and param.default == cls():
+            module = cls.__module__
+            if module == "rstar_jax.config":
+                module = "config"  # as the header imports it, so config.gin keeps the short names
+            else:
+                lines.append(f"import {module}")
+            lines.append(f"{scope}.{name} = @{module}.{cls.__qualname__}()")
+    return lines
+
+
+def refuse_unbuilt_classes(bound: list[tuple[str, str]]) -> None:
+    """Raises for a (scope, selector) binding of a class that no gin reference builds in that scope."""
+    built = [(ref.configurable.selector, ref.scopes)
+             for ref in gin.config.iterate_references(gin.config._CONFIG)]
+    for scope, selector in bound:
+        if not isinstance(gin.config._REGISTRY.get_match(selector).wrapped, type):
+            continue  # a function: the command itself, or one a gin file calls
+        if not any(name == selector and (not scope or scope in scopes) for name, scopes in built):
+            name = f"{scope}/{selector}" if scope else selector
+            raise CommandLineError(
+                f"binding of {name} changes nothing: no gin reference builds it (nested configs "
+                "are plain defaults); use a gin file that builds it, e.g. --gin_file tiny_cpu")
+
+
 def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: list[str],
-              flags: list[tuple[str, str]]) -> None:
+              flags: list[tuple[str, str]], function=None) -> None:
     """Parses gin files, then bindings, then flags (later ones win)."""
     scope = f"{module_name}.{fn_name}"
     # `config.X` names the library's dataclasses in bindings without the package path.
     header = (f"from __gin__ import dynamic_registration\nimport {module_name}\n"
               "from rstar_jax import config\n")
     flag_bindings = [flag_to_binding(scope, name, raw) for name, raw in flags]
+    defaults = default_config_bindings(scope, function) if function else []
     try:
-        gin.parse_config(header)
+        gin.parse_config(header + "\n".join(defaults))
         for path in gin_files:
             gin.parse_config_file(str(resolve_gin_file(path)))
+        before = {key: dict(values) for key, values in gin.config._CONFIG.items()}
         gin.parse_config(header + "\n".join(bindings + flag_bindings))
     except CommandLineError:
         raise
     except (ValueError, SyntaxError, ImportError, AttributeError, NameError) as e:
         raise CommandLineError(f"bad config: {e}") from None
+    refuse_unbuilt_classes([key for key, values in gin.config._CONFIG.items()
+                            if key[1] != "gin.macro" and before.get(key) != values])
 
 
 def write_config(workdir: Path, text: str) -> None:
@@ -140,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     try:
         module, fn_name = load_command(args.command)
-        configure(module.__name__, fn_name, args.gin_file, args.gin_bindings, parse_flags(rest))
+        configure(module.__name__, fn_name, args.gin_file, args.gin_bindings, parse_flags(rest),
+                  getattr(module, fn_name))
     except CommandLineError as e:
         print(f"rstar-jax {args.command}: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ def demo(workdir: str, config: DemoConfig = DemoConfig(), name: str = "a", count
 def demo_command(monkeypatch):
     module = types.ModuleType("rstar_cli_demo")
     module.DemoConfig, module.demo = DemoConfig, demo
+    monkeypatch.setattr(DemoConfig, "__module__", module.__name__)  # as if defined there
     demo.calls = []
     monkeypatch.setitem(sys.modules, "rstar_cli_demo", module)
     monkeypatch.setitem(cli.COMMANDS, "demo", "rstar_cli_demo:demo")
@@ -82,6 +83,22 @@ def test_library_configs_bind_by_short_name(demo_command, tmp_path):
     assert rc == 0
     assert demo_command[0][1] == ModelConfig(hidden_size=64)
     assert "config.ModelConfig.hidden_size = 64" in (tmp_path / "config.gin").read_text()
+
+
+def test_a_class_binding_reaches_a_plain_default_without_a_gin_file(demo_command, tmp_path):
+    rc = cli.main(["demo", "--workdir", str(tmp_path),
+                   "--gin_bindings", "rstar_cli_demo.DemoConfig.steps = 7"])
+    assert rc == 0
+    assert demo_command[0][1] == DemoConfig(steps=7)
+
+
+def test_a_binding_that_nothing_builds_is_refused(demo_command, tmp_path, capsys):
+    # No gin reference builds a ModelConfig here: the binding would silently change nothing.
+    rc = cli.main(["demo", "--workdir", str(tmp_path),
+                   "--gin_bindings", "config.ModelConfig.hidden_size = 64"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "rstar_jax.config.ModelConfig changes nothing" in err
+    assert "Traceback" not in err and demo_command == []
 
 
 def test_unknown_name_in_a_binding_is_one_clear_line(demo_command, tmp_path, capsys):
