@@ -10,7 +10,8 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
     policy   SFT on this round's records, from the base model, the random init or round r-1's
              policy (`EvolveConfig.round_base`); exported as an HF directory
     ppm      PPM training from this round's policy; exported as an HF directory
-    evaluate greedy pass@1 and MCTS policy + PPM on the test sets, the PPM's held-out accuracy
+    evaluate greedy pass@1 on the test sets; MCTS policy + PPM, and greedy again, on the first
+             `search_eval_problems` of each; the PPM's held-out accuracy
 
 Stages write atomically and are recorded in `<workdir>/manifest.json`; a restarted run skips
 finished stages, and a killed search keeps its finished chunks. A search pass is a directory of
@@ -326,18 +327,34 @@ def pairwise_accuracy(scorer, pairs: Sequence[records.PreferencePair]) -> float 
     return float((raw[:len(pairs)] > raw[len(pairs):]).mean())
 
 
+SUBSET_GREEDY = "greedy_search_problems"  # greedy on the test problems the PPM methods ran on
+
+
 def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: EvolveConfig,
                    policy_dir: str, ppm_dir: str | None, heldout_file: str | None) -> dict[str, Any]:
-    """Greedy pass@1 (and MCTS with policy + PPM when there is a PPM) per test set."""
+    """Greedy pass@1 per test set, and the methods that need a PPM (MCTS) when there is one.
+
+    Greedy runs on every test problem; the PPM methods on the first `config.search_eval_problems`
+    of each set, where greedy runs again as "greedy_search_problems" (the comparison of target (d)).
+    """
     from rstar_jax.evaluate import evaluate_sets
     from rstar_jax.evaluation.methods import Models
 
-    methods = tuple(m for m in config.evaluation.methods if ppm_dir or m == "greedy")
+    methods = config.evaluation.methods
+    scored = tuple(m for m in methods if m != "greedy") if ppm_dir else ()
+    subset = dataclasses.replace(config.evaluation, max_problems=config.search_eval_problems,
+                                 methods=("greedy",) * ("greedy" in methods) + scored)
     with ModelStack(config, policy_dir, ppm_dir) as stack:
         models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm,
                         tokenizer=stack.tokenizer, search=config.eval_search)
-        rows = evaluate_sets(eval_dir, test_sets,  models,
-                             dataclasses.replace(config.evaluation, methods=methods))
+        rows = []
+        if "greedy" in methods:
+            rows += evaluate_sets(eval_dir, test_sets, models,
+                                  dataclasses.replace(config.evaluation, methods=("greedy",)))
+        if scored:
+            rows += [dict(row, method=SUBSET_GREEDY if row["method"] == "greedy" else row["method"])
+                     for row in evaluate_sets(os.path.join(eval_dir, "search_problems"), test_sets,
+                                              models, subset)]
         ppm_accuracy = (pairwise_accuracy(stack.ppm, records.read_pairs(heldout_file))
                         if stack.ppm is not None and heldout_file else None)
     accuracy: dict[str, dict[str, float]] = {}
@@ -412,6 +429,12 @@ def _greedy(row: dict[str, Any], level: str | None = None) -> float | None:
     return _mean(greedy) if level is None else greedy.get(level)
 
 
+def _search_baseline(row: dict[str, Any]) -> float | None:
+    """Greedy mean on the problems MCTS ran on (rows without that: on all test problems)."""
+    subset = _mean(row["accuracy"].get(SUBSET_GREEDY))
+    return _greedy(row) if subset is None else subset
+
+
 def targets(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = None) -> list[Target]:
     """The issue's goals for the rounds, from `round_rows` (accuracy in %, coverage and PPM accuracy
     as fractions): (a) coverage, (b) greedy mean, (c) greedy beyond the seed set, (d) MCTS + PPM
@@ -446,9 +469,9 @@ def targets(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = 
                           None if None in rises else all(x > 0 for x in rises), "; ".join(parts)))
 
     margins = [(row["round"], mcts - greedy) for row in rows
-               if (mcts := _mean(row["accuracy"].get("mcts"))) is not None and (greedy := _greedy(row)) is not None]
+               if (mcts := _mean(row["accuracy"].get("mcts"))) is not None and (greedy := _search_baseline(row)) is not None]
     behind = [r for r, m in margins if m <= 0]
-    out.append(Target("(d) MCTS + PPM mean beats greedy mean in every round with a PPM",
+    out.append(Target("(d) MCTS + PPM mean beats greedy mean (on the same problems) in every round with a PPM",
                       not behind if margins else None,
                       "MCTS - greedy points: " + _rounds(margins, sign="+") + _not_in(behind, "not ahead")))
 
@@ -466,6 +489,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] |
                   key=lambda s: (len(s), s))
     head = ["round", "coverage % (all)", "SFT records", "PPM pairs (new / trained on)", "PPM held-out acc % (pairs)"]
     head += [f"greedy {s}" for s in sets] + ["greedy mean"] + [f"MCTS {s}" for s in sets] + ["MCTS mean"]
+    head += ["greedy mean on MCTS problems"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         greedy, mcts = row["accuracy"].get("greedy", {}), row["accuracy"].get("mcts")
@@ -474,6 +498,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] |
                  f"{_pct(row['ppm_heldout_accuracy'], 100)} ({_count(row.get('ppm_heldout_pool_pairs'))})"]
         cells += [_pct(greedy.get(s)) for s in sets] + [_pct(_mean(greedy))]
         cells += [_pct((mcts or {}).get(s)) for s in sets] + [_pct(_mean(mcts))]
+        cells += [_pct(_search_baseline(row) if mcts else None)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Targets:", ""] + [t.markdown() for t in targets(rows, seed_levels)]
     lines += ["", "Coverage of the training problems per set (%):", ""]
