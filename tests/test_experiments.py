@@ -52,6 +52,7 @@ def test_paper_rounds(gin_file):
     assert (config.sft_per_problem, config.min_step_margin, config.min_edit_distance) == (2, 0.5, 20)
     assert config.round_base == "base"  # each round's policy starts again from the base model
     assert config.eval_search.num_candidates == 32 and not config.eval_search.ground_truth_rewards
+    assert config.search_eval_problems == 0  # MCTS on every test problem
 
 
 @pytest.mark.parametrize("gin_file", PAPER_7B + PAPER_1P5B)
