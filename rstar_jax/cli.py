@@ -7,8 +7,8 @@ parameters. The operative config is written to `<workdir>/config.gin`.
 
 A parameter whose default is its dataclass's plain `Config()` is built by gin, so
 `--gin_bindings 'config.EvolveConfig.seed_replay = 200'` reaches it without a gin file. A command
-line binding of a class that nothing builds through gin (e.g. a `TrainConfig` nested in an
-`EvolveConfig` default) would change nothing, and is refused.
+line binding that nothing builds or calls through gin (e.g. of a `TrainConfig` nested in an
+`EvolveConfig` default, or of another command's function) would change nothing, and is refused.
 """
 
 from __future__ import annotations
@@ -110,18 +110,20 @@ def default_config_bindings(scope: str, function) -> list[str]:
     return lines
 
 
-def refuse_unbuilt_classes(bound: list[tuple[str, str]]) -> None:
-    """Raises for a (scope, selector) binding of a class that no gin reference builds in that scope."""
-    built = [(ref.configurable.selector, ref.scopes)
+def refuse_unbuilt(command: str, bound: list[tuple[str, str]]) -> None:
+    """Raises for a (scope, selector) binding of anything but the command itself that no gin
+    reference builds or calls in that scope (a scope applies to references under it)."""
+    built = [(ref.configurable.selector, {"/".join(ref.scopes[:i]) for i in range(1, len(ref.scopes) + 1)})
              for ref in gin.config.iterate_references(gin.config._CONFIG)]
     for scope, selector in bound:
-        if not isinstance(gin.config._REGISTRY.get_match(selector).wrapped, type):
-            continue  # a function: the command itself, or one a gin file calls
+        if selector == command:
+            continue
         if not any(name == selector and (not scope or scope in scopes) for name, scopes in built):
             name = f"{scope}/{selector}" if scope else selector
             raise CommandLineError(
                 f"binding of {name} changes nothing: no gin reference builds it (nested configs "
-                "are plain defaults); use a gin file that builds it, e.g. --gin_file tiny_cpu")
+                "are plain defaults); use a gin file that builds it, as experiments/tiny_cpu.gin "
+                "builds every config of evolve")
 
 
 def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: list[str],
@@ -143,8 +145,8 @@ def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: li
         raise
     except (ValueError, SyntaxError, ImportError, AttributeError, NameError) as e:
         raise CommandLineError(f"bad config: {e}") from None
-    refuse_unbuilt_classes([key for key, values in gin.config._CONFIG.items()
-                            if key[1] != "gin.macro" and before.get(key) != values])
+    refuse_unbuilt(scope, [key for key, values in gin.config._CONFIG.items()
+                           if key[1] != "gin.macro" and before.get(key) != values])
 
 
 def write_config(workdir: Path, text: str) -> None:

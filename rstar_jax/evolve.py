@@ -327,23 +327,26 @@ def pairwise_accuracy(scorer, pairs: Sequence[records.PreferencePair]) -> float 
     return float((raw[:len(pairs)] > raw[len(pairs):]).mean())
 
 
-SUBSET_GREEDY = "greedy_search_problems"  # greedy on the test problems the PPM methods ran on
+SUBSET_GREEDY = "greedy_search_problems"  # greedy on the test problems the other methods ran on
 
 
 def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: EvolveConfig,
                    policy_dir: str, ppm_dir: str | None, heldout_file: str | None) -> dict[str, Any]:
-    """Greedy pass@1 per test set, and the methods that need a PPM (MCTS) when there is one.
+    """Greedy pass@1 per test set, and the other methods (MCTS) when there is a PPM.
 
-    Greedy runs on every test problem; the PPM methods on the first `config.search_eval_problems`
-    of each set, where greedy runs again as "greedy_search_problems" (the comparison of target (d)).
+    Greedy runs on every test problem (up to `evaluation.max_problems`); the other methods on the
+    first `config.search_eval_problems` of each set, where greedy runs again, when that is fewer,
+    as "greedy_search_problems" (the comparison of target (d)).
     """
     from rstar_jax.evaluate import evaluate_sets
     from rstar_jax.evaluation.methods import Models
 
     methods = config.evaluation.methods
     scored = tuple(m for m in methods if m != "greedy") if ppm_dir else ()
-    subset = dataclasses.replace(config.evaluation, max_problems=config.search_eval_problems,
-                                 methods=("greedy",) * ("greedy" in methods) + scored)
+    caps = [n for n in (config.evaluation.max_problems, config.search_eval_problems) if n > 0]
+    head = min(caps, default=0)
+    again = ("greedy",) if "greedy" in methods and head != config.evaluation.max_problems else ()
+    subset = dataclasses.replace(config.evaluation, max_problems=head, methods=again + scored)
     with ModelStack(config, policy_dir, ppm_dir) as stack:
         models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm,
                         tokenizer=stack.tokenizer, search=config.eval_search)

@@ -101,6 +101,17 @@ def test_a_binding_that_nothing_builds_is_refused(demo_command, tmp_path, capsys
     assert "Traceback" not in err and demo_command == []
 
 
+def test_a_scoped_binding_reaches_a_reference_under_its_scope(demo_command, tmp_path):
+    gin_file = tmp_path / "demo.gin"
+    gin_file.write_text("from __gin__ import dynamic_registration\nimport rstar_cli_demo\n"
+                        "rstar_cli_demo.demo.config = @outer/inner/rstar_cli_demo.DemoConfig()\n")
+    rc = cli.main(["demo", "--workdir", str(tmp_path), "--gin_file", str(gin_file),
+                   "--gin_bindings", "outer/rstar_cli_demo.DemoConfig.steps = 7"])
+    assert rc == 0 and demo_command[0][1] == DemoConfig(steps=7)
+    assert cli.main(["demo", "--workdir", str(tmp_path), "--gin_file", str(gin_file),
+                     "--gin_bindings", "other/rstar_cli_demo.DemoConfig.steps = 7"]) == 2
+
+
 def test_unknown_name_in_a_binding_is_one_clear_line(demo_command, tmp_path, capsys):
     rc = cli.main(["demo", "--workdir", str(tmp_path), "--gin_bindings", "nomodule.X.y = 4"])
     err = capsys.readouterr().err

@@ -4,7 +4,7 @@ from rstar_jax.shapes import bucket
 
 
 def test_powers_of_two_with_a_minimum():
-    assert [bucket(n) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 128]
+    assert [bucket(n) for n in (0, 1, 2, 3, 5, 64, 65)] == [1, 1, 2, 4, 8, 64, 128]
     assert bucket(3, minimum=16) == 16 and bucket(17, minimum=16) == 32
 
 
