@@ -7,6 +7,7 @@ Qwen2.5-0.5B-shaped model at batch 8. Each timing is the best of `--repeats` run
 warm-up run (ours compiles there). Prints one JSON line.
 
     python benchmarks/sampler.py [--batches 1,16,64] [--prompt 128] [--new 128] [--big_batch 8]
+                                 [--cpu_devices 1]
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from rstar_jax.config import ModelConfig, SamplerConfig
+from rstar_jax.config import MeshConfig, ModelConfig, SamplerConfig
 from rstar_jax.inference import decode
 from rstar_jax.inference.sampler import Sampler
 from rstar_jax.models.hf import config_to_hf, load_hf
+from rstar_jax.parallel.mesh import make_mesh
 
 CONFIGS = {
     # The tiny CPU policy of the default self-evolution run (as benchmarks/train_step.py).
@@ -104,7 +106,12 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--big_batch", type=int, default=8, help="0 skips the 0.5B shape")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cpu_devices", type=int, default=1,
+                        help="JAX CPU devices (one per core at most); > 1 splits our decoding slots over "
+                             "them, data parallel, as PyTorch's threads split its work over the cores")
     args = parser.parse_args()
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before the backend starts
+    mesh = make_mesh(MeshConfig()) if args.cpu_devices > 1 else None
     results = []
     plans = []
     if args.batches:
@@ -114,7 +121,7 @@ def main() -> None:
     for name, batches, modes in plans:
         with tempfile.TemporaryDirectory() as workdir:
             hf_model, model, tokenizer = build(CONFIGS[name], workdir)
-        sampler = Sampler(model, tokenizer, SamplerConfig(max_batch=max(batches)))
+        sampler = Sampler(model, tokenizer, SamplerConfig(max_batch=max(batches)), mesh=mesh)
         for batch in batches:
             for greedy in modes:
                 row = measure(hf_model, sampler, CONFIGS[name].vocab_size, batch, args.prompt,
@@ -124,7 +131,7 @@ def main() -> None:
         del hf_model, model, sampler
         gc.collect()
     print(json.dumps({
-        "benchmark": "sampler", "backend": jax.default_backend(),
+        "benchmark": "sampler", "backend": jax.default_backend(), "jax_devices": jax.device_count(),
         "torch_threads": torch.get_num_threads(), "prompt": args.prompt, "new": args.new,
         "compiled": {"decode_chunk": decode.decode_chunk._cache_size(),
                      "refill": decode.refill._cache_size()},

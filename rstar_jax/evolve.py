@@ -209,18 +209,21 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
     if 0 <= config.seed_replay < len(sft):
         sft = random.Random(config.seed).sample(sft, config.seed_replay)
     pairs: list[records.PreferencePair] = []
-    coverage = {}
+    coverage, steps = {}, {}
     for name, problems in train_sets.items():
         solved = 0
+        outcomes = []  # (response, correct) of every trajectory: the report's step counts
         for p in problems:
             trees = by_problem.get((name, p.index), [])
             if not trees:
                 continue
             solved += any(records.is_solved(t) for t in trees)
+            outcomes += [(trace.response, trace.correct) for t in trees for trace in records.traces(t)]
             sft += records.sft_records(trees, config.sft_per_problem)
             pairs += [pair for t in trees for pair in records.step_pairs(t, flt)]
             pairs += records.final_answer_pairs(trees)
         coverage[name] = solved / max(len(problems), 1)
+        steps[name] = records.step_counts(outcomes)
     random.Random(0).shuffle(pairs)
     held = round(len(pairs) * config.ppm_heldout_fraction)
     records.write_records(os.path.join(round_dir, "sft.json"), sft)
@@ -234,7 +237,8 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
     covered = sum(coverage[n] * len(v) for n, v in train_sets.items())
     return {"coverage": coverage, "coverage_all": covered / max(total, 1), "sft_records": len(sft),
             "ppm_pairs": len(pairs) - held, "ppm_heldout_pairs": held,
-            "ppm_train_pairs": len(pools[PPM_TRAIN]), "ppm_heldout_pool_pairs": len(pools[PPM_HELDOUT])}
+            "ppm_train_pairs": len(pools[PPM_TRAIN]), "ppm_heldout_pool_pairs": len(pools[PPM_HELDOUT]),
+            "search_steps": steps}
 
 
 # ---- model stages (the model stack is imported here, so manifests and records need none of it) ---
@@ -340,6 +344,7 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
     """
     from rstar_jax.evaluate import evaluate_sets
     from rstar_jax.evaluation.methods import Models
+    from rstar_jax.evaluation.results import MERGED, read_records
 
     methods = config.evaluation.methods
     scored = tuple(m for m in methods if m != "greedy") if ppm_dir else ()
@@ -363,7 +368,11 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
     accuracy: dict[str, dict[str, float]] = {}
     for row in rows:
         accuracy.setdefault(row["method"], {})[row["set"]] = row["accuracy"]
-    return {"accuracy": accuracy, "ppm_heldout_accuracy": ppm_accuracy}
+    greedy_steps = {name: records.step_counts(
+        ("".join(r["candidates"][0]["steps"]), r["candidates"][0]["correct"])
+        for r in read_records(os.path.join(eval_dir, name, "greedy", MERGED)))
+        for name in test_sets} if "greedy" in methods else {}
+    return {"accuracy": accuracy, "ppm_heldout_accuracy": ppm_accuracy, "greedy_steps": greedy_steps}
 
 
 # ---- the report ----------------------------------------------------------------------------------------
@@ -382,6 +391,7 @@ def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
             "sft_records": extract.get("sft_records"), "ppm_pairs": extract.get("ppm_pairs"),
             "ppm_train_pairs": extract.get("ppm_train_pairs"),
             "ppm_heldout_pool_pairs": extract.get("ppm_heldout_pool_pairs"),
+            "search_steps": extract.get("search_steps"),
             **evaluation["result"],
             "seconds": manifest.seconds(f"round{r}/"),
         })
@@ -486,10 +496,19 @@ def targets(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = 
     return out
 
 
+def _set_order(name: str) -> tuple[int, str]:
+    return len(name), name  # level2 before level10
+
+
+def _step_counts(by_set: dict[str, dict[str, list[int]]]) -> str:
+    return "; ".join(f"{name} " + ", ".join(f"{n}: {c}/{a}" for n, (c, a) in counts.items())
+                     for name, counts in sorted(by_set.items(), key=lambda kv: _set_order(kv[0])))
+
+
 def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = None) -> str:
-    """Coverage, records, PPM accuracy and test accuracy per round, the targets, then time per stage."""
-    sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m},
-                  key=lambda s: (len(s), s))
+    """Coverage, records, PPM accuracy and test accuracy per round, the targets, coverage per set,
+    code steps per solution (what limits a level), then time per stage."""
+    sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m}, key=_set_order)
     head = ["round", "coverage % (all)", "SFT records", "PPM pairs (new / trained on)", "PPM held-out acc % (pairs)"]
     head += [f"greedy {s}" for s in sets] + ["greedy mean"] + [f"MCTS {s}" for s in sets] + ["MCTS mean"]
     head += ["greedy mean on MCTS problems"]
@@ -508,7 +527,14 @@ def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] |
     for row in rows:
         if row["coverage"]:
             lines.append(f"- round {row['round']}: " + ", ".join(
-                f"{s} {100 * v:.1f}" for s, v in sorted(row["coverage"].items(), key=lambda kv: (len(kv[0]), kv[0]))))
+                f"{s} {100 * v:.1f}" for s, v in sorted(row["coverage"].items(), key=lambda kv: _set_order(kv[0]))))
+    lines += ["", "Solutions by code steps, as steps: correct/all"
+              + (" (a level-n problem's solution has n + 1 steps before its print step; a correct "
+                 "answer from fewer steps is right by luck)" if seed_levels else "") + ":", ""]
+    for row in rows:
+        for what, key in (("search trajectories", "search_steps"), ("greedy on the test split", "greedy_steps")):
+            if row.get(key):
+                lines.append(f"- round {row['round']} {what}: {_step_counts(row[key])}")
     lines += ["", "Seconds per stage:", ""]
     for row in rows:
         lines.append(f"- round {row['round']}: " + ", ".join(f"{k} {v:.0f}" for k, v in row["seconds"].items()))

@@ -224,6 +224,8 @@ def test_extract_writes_records_and_coverage(tmp_path):
     # with 4 rollouts only problems 0 and 3 (index % 3 == 0) are solved
     assert result["coverage"] == {"level1": 2 / 6, "level2": 1 / 3}
     assert result["coverage_all"] == pytest.approx(3 / 9)
+    # {code steps: [correct, all]}: a code error (0 steps), a wrong answer and, if solved, a right one
+    assert result["search_steps"] == {"level1": {"0": [0, 6], "1": [2, 8]}, "level2": {"0": [0, 3], "1": [1, 4]}}
     sft = records.read_sft(str(tmp_path / "sft.json"))
     assert [r.query for r in sft] == ["seed question", "Question 0 of level1?", "Question 3 of level1?",
                                       "Question 0 of level2?"]
@@ -257,13 +259,17 @@ def test_report_files(tmp_path):
                                              "ppm_heldout_accuracy": None})
     manifest.run("round1/extract", lambda: {"coverage": {"level1": 0.5, "level2": 0.25}, "coverage_all": 0.4,
                                             "sft_records": 12, "ppm_pairs": 30, "ppm_heldout_pairs": 2,
-                                            "ppm_train_pairs": 50, "ppm_heldout_pool_pairs": 4})
+                                            "ppm_train_pairs": 50, "ppm_heldout_pool_pairs": 4,
+                                            "search_steps": {"level2": {"3": [1, 5]}, "level1": {"2": [4, 4]}}})
     manifest.run("round1/evaluate", lambda: {
         "accuracy": {"greedy": {"level1": 70.0, "level2": 20.0}, "mcts": {"level1": 80.0, "level2": 30.0}},
-        "ppm_heldout_accuracy": 0.75})
+        "ppm_heldout_accuracy": 0.75, "greedy_steps": {"level1": {"2": [7, 9], "3": [0, 1]}}})
     rows = evolve.round_rows(manifest, 4)
     assert [r["round"] for r in rows] == [0, 1]
-    markdown = evolve.write_report(str(tmp_path), rows)
+    markdown = evolve.write_report(str(tmp_path), rows, seed_levels=(1,))
+    assert "- round 1 search trajectories: level1 2: 4/4; level2 3: 1/5\n" in markdown
+    assert "- round 1 greedy on the test split: level1 2: 7/9, 3: 0/1\n" in markdown
+    assert "a level-n problem's solution has n + 1 steps" in markdown
     assert "| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 | 20.0 | 45.0 | 80.0 | 30.0 | 55.0 | 45.0 |" in markdown
     report = json.load(open(tmp_path / "report.json"))
     assert report["rounds"][1]["coverage"] == {"level1": 0.5, "level2": 0.25}

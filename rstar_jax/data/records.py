@@ -81,6 +81,21 @@ class Trace:
         return mean(self.q_values), min(self.q_values)
 
 
+def code_steps(response: str) -> int:
+    """Code steps before the last one in a solution (the last ends the code block, not a step)."""
+    return response.count(sf.STEP_END)
+
+
+def step_counts(solutions: Iterable[tuple[str, bool]]) -> dict[str, list[int]]:
+    """{code steps: [correct, all]} over (response, correct) pairs; keys are strings (JSON)."""
+    counts: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for response, correct in solutions:
+        tally = counts[code_steps(response)]
+        tally[0] += correct
+        tally[1] += 1
+    return {str(n): counts[n] for n in sorted(counts)}
+
+
 @dataclasses.dataclass(frozen=True)
 class SFTRecord:
     query: str

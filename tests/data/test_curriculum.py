@@ -10,6 +10,7 @@ import pytest
 
 from rstar_jax.config import CurriculumConfig
 from rstar_jax.data.curriculum import generate_problem, make_curriculum
+from rstar_jax.data.records import code_steps
 from rstar_jax.search import step_format as sf
 
 SMALL = CurriculumConfig(levels=(1, 2, 3, 4, 5, 6), seed_per_level=40, train_per_level=30, test_per_level=20)
@@ -43,6 +44,7 @@ def test_worked_solution_computes_the_answer(level):
         assert problem.answer >= 0
         # opening sentence + one step per operation, then the print step and the answer step
         assert len(problem.solution) == level + 3
+        assert code_steps(problem.response) == level + 1  # what the evolve report's step counts assume
         assert problem.solution[-1].endswith(f"\\boxed{{{problem.answer}}}.{sf.ANSWER_END}")
         assert problem.solution[-2].endswith(f"{sf.OUTPUT}{problem.answer}{sf.OUTPUT_END}")
 

@@ -50,6 +50,15 @@ def test_traces_and_coverage():
     assert not rec.is_solved(StepTree(Q, tree.nodes[:4]))
 
 
+def test_step_counts_tally_solutions_by_code_steps():
+    one_step = S_GOOD + A_RIGHT
+    two_steps = S_GOOD + S_GOOD + A_RIGHT
+    assert [rec.code_steps(r) for r in (one_step, two_steps, A_WRONG)] == [1, 2, 0]
+    counts = rec.step_counts([(two_steps, True), (one_step, False), (two_steps, False), (A_WRONG, False)])
+    assert counts == {"0": [0, 1], "1": [0, 1], "2": [1, 2]}
+    assert list(counts) == ["0", "1", "2"]
+
+
 def test_sft_takes_top2_by_mean_then_min_q_without_errors():
     nodes = [node(-1, "", 0.0)]
     # (step Q, answer Q): means a 0.9, b 0.8 (min 0.6), c 0.8 (min 0.7); d has an error in its text
