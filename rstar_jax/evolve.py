@@ -528,13 +528,13 @@ def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] |
         if row["coverage"]:
             lines.append(f"- round {row['round']}: " + ", ".join(
                 f"{s} {100 * v:.1f}" for s, v in sorted(row["coverage"].items(), key=lambda kv: _set_order(kv[0]))))
-    lines += ["", "Solutions by code steps, as steps: correct/all"
-              + (" (a level-n problem's solution has n + 1 steps before its print step; a correct "
-                 "answer from fewer steps is right by luck)" if seed_levels else "") + ":", ""]
-    for row in rows:
-        for what, key in (("search trajectories", "search_steps"), ("greedy on the test split", "greedy_steps")):
-            if row.get(key):
-                lines.append(f"- round {row['round']} {what}: {_step_counts(row[key])}")
+    steps = [f"- round {row['round']} {what}: {_step_counts(row[key])}" for row in rows
+             for what, key in (("search trajectories", "search_steps"), ("greedy on the test split", "greedy_steps"))
+             if row.get(key)]
+    if steps:
+        lines += ["", "Solutions by code steps, as steps: correct/all"
+                  + (" (a level-n problem's solution has n + 1 steps before its print step; a correct "
+                     "answer from fewer steps is right by luck)" if seed_levels else "") + ":", ""] + steps
     lines += ["", "Seconds per stage:", ""]
     for row in rows:
         lines.append(f"- round {row['round']}: " + ", ".join(f"{k} {v:.0f}" for k, v in row["seconds"].items()))

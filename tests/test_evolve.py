@@ -270,6 +270,7 @@ def test_report_files(tmp_path):
     assert "- round 1 search trajectories: level1 2: 4/4; level2 3: 1/5\n" in markdown
     assert "- round 1 greedy on the test split: level1 2: 7/9, 3: 0/1\n" in markdown
     assert "a level-n problem's solution has n + 1 steps" in markdown
+    assert "code steps" not in evolve.report_markdown(rows[:1])  # nothing counted, no section
     assert "| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 | 20.0 | 45.0 | 80.0 | 30.0 | 55.0 | 45.0 |" in markdown
     report = json.load(open(tmp_path / "report.json"))
     assert report["rounds"][1]["coverage"] == {"level1": 0.5, "level2": 0.25}
