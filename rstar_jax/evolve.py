@@ -10,8 +10,8 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
     policy   SFT on this round's records, from the base model, the random init or round r-1's
              policy (`EvolveConfig.round_base`); exported as an HF directory
     ppm      PPM training from this round's policy; exported as an HF directory
-    evaluate greedy pass@1 on the test sets; MCTS policy + PPM, and greedy again, on the first
-             `search_eval_problems` of each; the PPM's held-out accuracy
+    evaluate greedy pass@1 on the test sets; MCTS policy + PPM on the first
+             `search_eval_problems` of each, and greedy's score there; the PPM's held-out accuracy
 
 Stages write atomically and are recorded in `<workdir>/manifest.json`; a restarted run skips
 finished stages, and a killed search keeps its finished chunks. A search pass is a directory of
@@ -36,7 +36,7 @@ from typing import Any
 
 import jax
 
-from rstar_jax.config import CurriculumConfig, EvolveConfig, RoundConfig
+from rstar_jax.config import CurriculumConfig, EvalConfig, EvolveConfig, RoundConfig
 from rstar_jax.data import records
 from rstar_jax.data.curriculum import make_curriculum
 from rstar_jax.data.problems import Problem, load_problem_sets
@@ -339,40 +339,46 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
     """Greedy pass@1 per test set, and the other methods (MCTS) when there is a PPM.
 
     Greedy runs on every test problem (up to `evaluation.max_problems`); the other methods on the
-    first `config.search_eval_problems` of each set, where greedy runs again, when that is fewer,
-    as "greedy_search_problems" (the comparison of target (d)).
+    first `config.search_eval_problems` of each set. When those are fewer, greedy's score on them
+    is reported too, as "greedy_search_problems" (the comparison of target (d)).
     """
     from rstar_jax.evaluate import evaluate_sets
     from rstar_jax.evaluation.methods import Models
     from rstar_jax.evaluation.results import MERGED, read_records
 
-    methods = config.evaluation.methods
-    scored = tuple(m for m in methods if m != "greedy") if ppm_dir else ()
-    caps = [n for n in (config.evaluation.max_problems, config.search_eval_problems) if n > 0]
-    head = min(caps, default=0)
-    again = ("greedy",) if "greedy" in methods and head != config.evaluation.max_problems else ()
-    subset = dataclasses.replace(config.evaluation, max_problems=head, methods=again + scored)
+    evaluation = config.evaluation
+    scored = tuple(m for m in evaluation.methods if m != "greedy") if ppm_dir else ()
+    head = min((n for n in (evaluation.max_problems, config.search_eval_problems) if n > 0), default=0)
     with ModelStack(config, policy_dir, ppm_dir) as stack:
         models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm,
                         tokenizer=stack.tokenizer, search=config.eval_search)
         rows = []
-        if "greedy" in methods:
-            rows += evaluate_sets(eval_dir, test_sets, models,
-                                  dataclasses.replace(config.evaluation, methods=("greedy",)))
+        if "greedy" in evaluation.methods:
+            rows += evaluate_sets(eval_dir, test_sets, models, dataclasses.replace(evaluation, methods=("greedy",)))
         if scored:
-            rows += [dict(row, method=SUBSET_GREEDY if row["method"] == "greedy" else row["method"])
-                     for row in evaluate_sets(os.path.join(eval_dir, "search_problems"), test_sets,
-                                              models, subset)]
+            rows += evaluate_sets(os.path.join(eval_dir, "search_problems"), test_sets, models,
+                                  dataclasses.replace(evaluation, max_problems=head, methods=scored))
         ppm_accuracy = (pairwise_accuracy(stack.ppm, records.read_pairs(heldout_file))
                         if stack.ppm is not None and heldout_file else None)
+    greedy = ({name: read_records(os.path.join(eval_dir, name, "greedy", MERGED)) for name in test_sets}
+              if "greedy" in evaluation.methods else {})
+    if scored and head != evaluation.max_problems:
+        rows += greedy_on_head(greedy, head, evaluation)
     accuracy: dict[str, dict[str, float]] = {}
     for row in rows:
         accuracy.setdefault(row["method"], {})[row["set"]] = row["accuracy"]
-    greedy_steps = {name: records.step_counts(
-        ("".join(r["candidates"][0]["steps"]), r["candidates"][0]["correct"])
-        for r in read_records(os.path.join(eval_dir, name, "greedy", MERGED)))
-        for name in test_sets} if "greedy" in methods else {}
+    greedy_steps = {name: records.step_counts(("".join(r["candidates"][0]["steps"]), r["candidates"][0]["correct"])
+                                              for r in recs) for name, recs in greedy.items()}
     return {"accuracy": accuracy, "ppm_heldout_accuracy": ppm_accuracy, "greedy_steps": greedy_steps}
+
+
+def greedy_on_head(greedy: dict[str, list[dict[str, Any]]], head: int, evaluation: EvalConfig) -> list[dict[str, Any]]:
+    """Summary rows (method SUBSET_GREEDY) of greedy's records, in problem order, cut to each set's
+    first `head` problems: greedy is deterministic, so running it again there gives the same."""
+    from rstar_jax.evaluation.reporting import summarize
+
+    return [dict(summarize(name, "greedy", recs[:head], evaluation.ks, evaluation.top_n, evaluation.paper_round),
+                 method=SUBSET_GREEDY) for name, recs in greedy.items()]
 
 
 # ---- the report ----------------------------------------------------------------------------------------

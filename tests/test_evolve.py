@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rstar_jax import evolve
-from rstar_jax.config import EvolveConfig, RoundConfig, SearchConfig
+from rstar_jax.config import EvalConfig, EvolveConfig, RoundConfig, SearchConfig
 from rstar_jax.data import records
 from rstar_jax.data.problems import Problem
 from rstar_jax.data.records import StepNode, StepTree
@@ -331,6 +331,14 @@ def test_targets_say_which_are_met_and_by_how_much():
             "round 2 50.0, round 3 45.0; no rise in round 3)\n") in markdown
     assert "- (e) PPM held-out pairwise accuracy > 50% and does not fall: n/a (accuracy %: none)" in \
         evolve.report_markdown(met[:1])
+
+
+def test_greedy_on_the_search_problems_is_cut_from_the_greedy_run():
+    record = lambda correct: {"candidates": [{"correct": correct, "cluster": 0, "score": None}]}  # noqa: E731
+    greedy = {"level1": [record(True), record(False), record(True)], "level2": [record(False)] * 3}
+    rows = evolve.greedy_on_head(greedy, 2, EvalConfig(methods=("greedy", "mcts"), ks=(1,)))
+    assert [(r["set"], r["method"], r["problems"], r["accuracy"]) for r in rows] == [
+        ("level1", evolve.SUBSET_GREEDY, 2, 50.0), ("level2", evolve.SUBSET_GREEDY, 2, 0.0)]
 
 
 def test_mcts_is_compared_with_greedy_on_the_problems_it_ran_on():
