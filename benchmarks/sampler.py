@@ -1,10 +1,11 @@
 """Generated tokens/s: our sampler vs HF `transformers` `generate` (PyTorch, KV cache).
 
-Both run the same random Qwen2 model (same weights, fp32) in one process, one after the other:
+Both run the same random Qwen2 model (same weights, fp32) in one process:
 prompts of `--prompt` random tokens, exactly `--new` new tokens per row (no end-of-sequence
 token), greedy and sampled (temperature 1, no top-k/top-p), at several batch sizes; then a
-Qwen2.5-0.5B-shaped model at batch 8. Each timing is the best of `--repeats` runs after one
-warm-up run (ours compiles there). Prints one JSON line.
+Qwen2.5-0.5B-shaped model at batch 8. After one warm-up run of each (ours compiles there), the two
+run in alternation `--repeats` times: the ratio is the median of the paired ratios, so a slow spell
+of a shared machine weighs on both sides alike; tokens/s are the best runs. Prints one JSON line.
 
     python benchmarks/sampler.py [--batches 1,16,64] [--prompt 128] [--new 128] [--big_batch 8]
                                  [--cpu_devices 1]
@@ -61,14 +62,17 @@ def build(config: ModelConfig, workdir: str):
     return hf_model, model, tokenizer
 
 
-def best_time(run, repeats: int) -> float:
-    run()  # warm-up (and compile)
-    times = []
+def paired_times(runs, repeats: int) -> list[list[float]]:
+    """Seconds of each run in `runs`, `repeats` times, alternating, after one warm-up of each."""
+    for run in runs:
+        run()  # warm-up (and compile)
+    times = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for run, out in zip(runs, times):
+            start = time.perf_counter()
+            run()
+            out.append(time.perf_counter() - start)
+    return times
 
 
 def measure(hf_model, sampler: Sampler, vocab: int, batch: int, prompt: int, new: int,
@@ -93,10 +97,12 @@ def measure(hf_model, sampler: Sampler, vocab: int, batch: int, prompt: int, new
         assert out.shape == (batch, prompt + new)
 
     tokens = batch * new
-    ours_tps, hf_tps = tokens / best_time(ours, repeats), tokens / best_time(hf, repeats)
+    ours_s, hf_s = paired_times([ours, hf], repeats)
     return {"batch": batch, "mode": "greedy" if greedy else "sampled",
-            "ours_tokens_per_s": round(ours_tps, 1), "hf_tokens_per_s": round(hf_tps, 1),
-            "ratio": round(ours_tps / hf_tps, 2)}
+            "ours_tokens_per_s": round(tokens / min(ours_s), 1),
+            "hf_tokens_per_s": round(tokens / min(hf_s), 1),
+            "ratio": round(float(np.median(np.array(hf_s) / np.array(ours_s))), 2),
+            "paired_ratios": [round(h / o, 2) for o, h in zip(ours_s, hf_s)]}
 
 
 def main() -> None:
@@ -105,7 +111,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--big_batch", type=int, default=8, help="0 skips the 0.5B shape")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpu_devices", type=int, default=1,
                         help="JAX CPU devices (one per core at most); > 1 splits our decoding slots over "
                              "them, data parallel, as PyTorch's threads split its work over the cores")
