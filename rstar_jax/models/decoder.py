@@ -110,8 +110,8 @@ def _cached_attention(q_bthd: jax.Array, k_bkds: jax.Array, v_bksd: jax.Array,
     q_bkgtd = q_bthd.reshape(b, t, hkv, h // hkv, dh).transpose(0, 2, 3, 1, 4)
     if t == 1:
         # One query per row (decode): as a dot, XLA:CPU runs B * Hkv tiny [g, Dh] x [Dh, S]
-        # products; a fused multiply-and-sum over Dh streams the keys once, and a decode step
-        # spends most of its time reading the cache (benchmarks/sampler.py, batch 64: +7%).
+        # products; a fused multiply-and-sum over Dh streams the keys once, and reading the cache
+        # is most of a decode step (README, Performance).
         scores = jnp.sum(q_bkgtd[..., None].astype(jnp.float32)
                          * k_bkds[:, :, None, None].astype(jnp.float32), axis=-2)
     else:
