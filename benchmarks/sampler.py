@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -62,7 +63,7 @@ def build(config: ModelConfig, workdir: str):
     return hf_model, model, tokenizer
 
 
-def paired_times(runs, repeats: int) -> list[list[float]]:
+def paired_times(runs: Sequence[Callable[[], None]], repeats: int) -> list[list[float]]:
     """Seconds of each run in `runs`, `repeats` times, alternating, after one warm-up of each."""
     for run in runs:
         run()  # warm-up (and compile)
