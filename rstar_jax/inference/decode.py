@@ -138,14 +138,18 @@ def decode_chunk(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, params:
     batch = slots.done_b.shape[0]
     full = slots.cache
     slots = slots.replace(cache=_prefix(full, view_len), done_b=slots.done_b | retire_b)
+    # The chunk's random numbers in one batched draw: on CPU every threefry call is a small loop
+    # of kernels, too costly per step. A row live at step i is at its token step_b + i.
+    draw = lambda key, token: jax.random.uniform(jax.random.fold_in(key, token))
+    uniform_bn = jax.vmap(jax.vmap(draw, (None, 0)))(
+        slots.key_b, slots.step_b[:, None] + jnp.arange(num_steps))
 
     def step(carry):
         i, slots, tokens_bn, logprobs_bn = carry
         live_b = ~slots.done_b
         logits_b1v, cache = model(slots.token_b[:, None], slots.position_b[:, None],
                                   attention_mask_bt=live_b[:, None], cache=slots.cache)
-        keys_b = jax.vmap(jax.random.fold_in)(slots.key_b, slots.step_b)
-        token_b, logprob_b = next_tokens(logits_b1v[:, 0], keys_b, params)
+        token_b, logprob_b = next_tokens(logits_b1v[:, 0], uniform_bn[:, i], params)
         step_b = slots.step_b + live_b
         ends_b = finish_v[token_b] | (step_b >= slots.budget_b)
         slots = slots.replace(

@@ -1,8 +1,7 @@
 """Next-token choice from logits: greedy, temperature, top-k and top-p (nucleus).
 
 The parameters are traced scalars shared by the batch, so changing them never recompiles, and
-`lax.cond` skips the work a setting does not need (no sort unless top-k/top-p filter, no random
-numbers when greedy).
+`lax.cond` skips the work a setting does not need (no sort unless top-k/top-p filter).
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def filter_logits(logits_bv: jax.Array, top_k: jax.Array, top_p: jax.Array) -> j
     return jnp.where(logits_bv >= threshold_b1, logits_bv, -jnp.inf)
 
 
-def _sample(logits_bv: jax.Array, keys_b: jax.Array, params: SamplingParams) -> jax.Array:
+def _sample(logits_bv: jax.Array, uniform_b: jax.Array, params: SamplingParams) -> jax.Array:
     """Draws one token per row from softmax(filtered logits / temperature) by inverse CDF.
 
     One uniform number per row instead of a Gumbel per vocabulary entry keeps the random-number
@@ -58,18 +57,19 @@ def _sample(logits_bv: jax.Array, keys_b: jax.Array, params: SamplingParams) -> 
     scaled_bv = jax.lax.cond(needs_filter, filter_logits, lambda x, *_: x,
                              scaled_bv, params.top_k, params.top_p)
     cdf_bv = jnp.cumsum(jax.nn.softmax(scaled_bv, axis=-1), axis=-1)
-    u_b = jax.vmap(jax.random.uniform)(keys_b) * cdf_bv[:, -1]
+    u_b = uniform_b * cdf_bv[:, -1]
     tokens_b = jax.vmap(lambda cdf, u: jnp.searchsorted(cdf, u, side="right"))(cdf_bv, u_b)
     return jnp.minimum(tokens_b, logits_bv.shape[-1] - 1).astype(jnp.int32)
 
 
-def next_tokens(logits_bv: jax.Array, keys_b: jax.Array,
+def next_tokens(logits_bv: jax.Array, uniform_b: jax.Array,
                 params: SamplingParams) -> tuple[jax.Array, jax.Array]:
     """Chosen tokens int32[B] and their log-probabilities under the model (before temperature and
-    filtering, like vLLM's raw logprobs)."""
+    filtering, like vLLM's raw logprobs). `uniform_b`: one draw in [0, 1) per row, used when
+    sampling (the caller owns the random streams)."""
     logits_bv = logits_bv.astype(jnp.float32)
     tokens_b = jax.lax.cond(
         params.temperature > 0, _sample,
-        lambda x, *_: jnp.argmax(x, axis=-1).astype(jnp.int32), logits_bv, keys_b, params)
-    logprobs_bv = jax.nn.log_softmax(logits_bv, axis=-1)
-    return tokens_b, jnp.take_along_axis(logprobs_bv, tokens_b[:, None], axis=-1)[:, 0]
+        lambda x, *_: jnp.argmax(x, axis=-1).astype(jnp.int32), logits_bv, uniform_b, params)
+    chosen_b = jnp.take_along_axis(logits_bv, tokens_b[:, None], axis=-1)[:, 0]
+    return tokens_b, chosen_b - jax.nn.logsumexp(logits_bv, axis=-1)

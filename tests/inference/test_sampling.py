@@ -27,8 +27,7 @@ def test_filter_keeps_top_k_and_nucleus(top_k, top_p, kept):
 
 
 def test_greedy_takes_argmax_and_reports_model_logprob():
-    keys = jax.random.split(jax.random.key(0), 2)
-    tokens, logprobs = next_tokens(LOGITS, keys, SamplingParams.make(0.0, -1, 1.0))
+    tokens, logprobs = next_tokens(LOGITS, jnp.full((2,), 0.5), SamplingParams.make(0.0, -1, 1.0))
     assert tokens.tolist()[0] == 1
     np.testing.assert_allclose(logprobs, jax.nn.log_softmax(LOGITS)[jnp.arange(2), tokens],
                                rtol=1e-6)
@@ -37,8 +36,8 @@ def test_greedy_takes_argmax_and_reports_model_logprob():
 def test_sampling_frequencies_follow_filtered_softmax():
     n = 20000
     logits = jnp.broadcast_to(LOGITS[0], (n, 5))
-    keys = jax.random.split(jax.random.key(1), n)
-    tokens, _ = next_tokens(logits, keys, SamplingParams.make(0.5, 3, 1.0))
+    uniform = jax.random.uniform(jax.random.key(1), (n,))
+    tokens, _ = next_tokens(logits, uniform, SamplingParams.make(0.5, 3, 1.0))
     expected = np.array([0, 0.4**2, 0, 0.3**2, 0.15**2])  # temperature 0.5 squares the probs
     np.testing.assert_allclose(np.bincount(tokens, minlength=5) / n, expected / expected.sum(),
                                atol=0.015)
