@@ -240,7 +240,8 @@ class Sampler:
         pad = lambda values, fill: np.array(values + [fill] * (size - len(values)), np.int32)
         row_of = {i: p for p, i in enumerate(distinct)}
         new = decode.Refill(
-            tokens_pt=tokens_pt, mask_pt=mask_pt,
+            # Split by batch, the prompts are prefilled data parallel, each once.
+            tokens_pt=self._put(tokens_pt), mask_pt=self._put(mask_pt),
             slot_r=pad(free[: len(work)], slots.done_b.shape[0]),
             prompt_r=pad([row_of[i] for i, _ in work], 0),
             last_token_r=pad([prompt_ids[i][-1] for i, _ in work], 0),
@@ -250,14 +251,17 @@ class Sampler:
             seed_key=jax.random.key(seed))
         return decode.refill(self._graphdef, self._state, slots, new), width
 
+    def _put(self, x: jax.Array | np.ndarray, axes: tuple[str | None, ...] | None = None):
+        """`x` on the mesh, its dimensions split by logical `axes` (default: the first by batch)."""
+        if self.mesh is None:
+            return x
+        axes = axes or ("batch",) + (None,) * (x.ndim - 1)
+        return jax.device_put(
+            x, sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh, x.shape))
+
     def _place(self, slots: decode.Slots) -> decode.Slots:
         """Splits the slots over the mesh's batch axes (and the cache over kv heads)."""
-        if self.mesh is None:
-            return slots
-        place = lambda x, axes: jax.device_put(
-            x, sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh, x.shape))
-        by_batch = lambda x: place(x, ("batch",) + (None,) * (x.ndim - 1))
         k, v = slots.cache.k, slots.cache.v
-        slots = jax.tree.map(by_batch, slots.replace(cache=slots.cache.replace(k=(), v=())))
+        slots = jax.tree.map(self._put, slots.replace(cache=slots.cache.replace(k=(), v=())))
         return slots.replace(cache=slots.cache.replace(
-            k=tuple(place(x, K_AXES) for x in k), v=tuple(place(x, V_AXES) for x in v)))
+            k=tuple(self._put(x, K_AXES) for x in k), v=tuple(self._put(x, V_AXES) for x in v)))
