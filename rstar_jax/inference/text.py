@@ -23,7 +23,8 @@ _CONTEXT_TOKENS = 5
 
 
 class RowText:
-    """Text of one row's generated tokens, cut after the first stop string it contains."""
+    """Text of one row's generated tokens, cut after the first stop string it contains (without
+    stop strings, `text` is set by `flush` only)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[int],
                  stops: Sequence[str]):
@@ -46,6 +47,9 @@ class RowText:
         turns up are they replayed one by one, the reference behaviour, to find the token that
         completed it.
         """
+        if not self._stops:  # nothing to search for: `flush` decodes the text once, at the end
+            self._ids.extend(tokens)
+            return None, len(tokens)
         before = (len(self._ids), self._prefix, self._read, self.text)
         stop = self._append(tokens)
         if stop is None or len(tokens) == 1:

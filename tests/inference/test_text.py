@@ -72,8 +72,13 @@ def test_earliest_of_several_stops_wins(tokenizer, chunk):
 
 
 def test_first_token_is_decoded_in_prompt_context(tokenizer):
-    # A leading space is part of the first generated token and must survive.
-    assert feed(tokenizer, " lazy dog", [], prompt="the")[2] == " lazy dog"
+    # A leading space is part of the first generated token and must survive, in the streamed
+    # text (a stop string that never matches keeps the row streaming) and in the final decode.
+    assert feed(tokenizer, " lazy dog", ["<never>"], prompt="the")[2] == " lazy dog"
+    row = RowText(tokenizer, tokenizer("the")["input_ids"], [])
+    assert row.extend(tokenizer(" lazy dog")["input_ids"])[0] is None
+    row.flush()
+    assert row.text == " lazy dog"
 
 
 def test_invalid_byte_sequences_decode_without_error(tokenizer):
