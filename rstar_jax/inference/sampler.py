@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import jax
@@ -116,6 +117,7 @@ class Sampler:
             i for i in (tokenizer.eos_token_id, model.config.eos_token_id) if i is not None)
         self._token_texts: list[str] | None = None
         self._finish_tables: dict[tuple[str, ...], jax.Array] = {}
+        self._slot_makers: dict[tuple[int, int], Callable[[], decode.Slots]] = {}
 
     def sample(self, prompts: Sequence[str], num_samples: int = 1, *, max_new_tokens: int = 256,
                stop: Sequence[str] = (), temperature: float = 1.0, top_p: float = 1.0,
@@ -165,7 +167,7 @@ class Sampler:
         num_slots = min(bucket(len(queue)), 1 << (cfg.max_batch.bit_length() - 1))
         prefill_len = bucket(max(len(ids) for ids in prompt_ids) - 1, cfg.min_prompt_bucket)
         max_len = bucket(prefill_len + max(budgets))
-        slots = self._place(decode.init_slots(self.model_config, num_slots, max_len))
+        slots = self._new_slots(num_slots, max_len)
         finish_v = self._finish_table(stops)
         live: dict[int, _Row] = {}
         retire = np.zeros(num_slots, bool)  # finished on the host, still running on device
@@ -251,17 +253,28 @@ class Sampler:
             seed_key=jax.random.key(seed))
         return decode.refill(self._graphdef, self._state, slots, new), width
 
-    def _put(self, x: jax.Array | np.ndarray, axes: tuple[str | None, ...] | None = None):
-        """`x` on the mesh, its dimensions split by logical `axes` (default: the first by batch)."""
+    def _sharding(self, shape: tuple[int, ...], axes: tuple[str | None, ...] | None = None):
+        """Placement on the mesh of an array whose dimensions carry logical `axes` (default: the
+        first is batch); None without a mesh."""
         if self.mesh is None:
-            return x
-        axes = axes or ("batch",) + (None,) * (x.ndim - 1)
-        return jax.device_put(
-            x, sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh, x.shape))
+            return None
+        axes = axes or ("batch",) + (None,) * (len(shape) - 1)
+        return sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh, shape)
 
-    def _place(self, slots: decode.Slots) -> decode.Slots:
-        """Splits the slots over the mesh's batch axes (and the cache over kv heads)."""
-        k, v = slots.cache.k, slots.cache.v
-        slots = jax.tree.map(self._put, slots.replace(cache=slots.cache.replace(k=(), v=())))
-        return slots.replace(cache=slots.cache.replace(
-            k=tuple(self._put(x, K_AXES) for x in k), v=tuple(self._put(x, V_AXES) for x in v)))
+    def _put(self, x: np.ndarray) -> jax.Array | np.ndarray:
+        """`x` split by batch over the mesh (unchanged without one)."""
+        return x if self.mesh is None else jax.device_put(x, self._sharding(x.shape))
+
+    def _new_slots(self, num_slots: int, max_len: int) -> decode.Slots:
+        """Empty slots made on device by one compiled program (built once per shape), already split
+        over the mesh's batch axes (and the cache over kv heads): no per-array dispatch or copy."""
+        if (num_slots, max_len) not in self._slot_makers:
+            make = functools.partial(decode.init_slots, self.model_config, num_slots, max_len)
+            shapes = jax.eval_shape(make)
+            out = jax.tree.map(lambda x: self._sharding(x.shape),
+                               shapes.replace(cache=shapes.cache.replace(k=(), v=())))
+            out = out.replace(cache=out.cache.replace(
+                k=tuple(self._sharding(x.shape, K_AXES) for x in shapes.cache.k),
+                v=tuple(self._sharding(x.shape, V_AXES) for x in shapes.cache.v)))
+            self._slot_makers[num_slots, max_len] = jax.jit(make, out_shardings=out)
+        return self._slot_makers[num_slots, max_len]()
