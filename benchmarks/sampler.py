@@ -6,9 +6,12 @@ token), greedy and sampled (temperature 1, no top-k/top-p), at several batch siz
 Qwen2.5-0.5B-shaped model at batch 8. After one warm-up run of each (ours compiles there), the two
 run in alternation `--repeats` times: the ratio is the median of the paired ratios, so a slow spell
 of a shared machine weighs on both sides alike; tokens/s are the best runs. Prints one JSON line.
+PyTorch splits each op over its threads, while XLA runs a CPU device's program on about one core:
+by default ours gets one CPU device per PyTorch thread, and the tiny model's decoding slots are
+split over them (the 0.5B shape runs on one device, see `main`).
 
     python benchmarks/sampler.py [--batches 1,16,64] [--prompt 128] [--new 128] [--big_batch 8]
-                                 [--cpu_devices 1]
+                                 [--cpu_devices N]
 """
 
 from __future__ import annotations
@@ -113,27 +116,30 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--big_batch", type=int, default=8, help="0 skips the 0.5B shape")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cpu_devices", type=int, default=1,
-                        help="JAX CPU devices (one per core at most); > 1 splits our decoding slots over "
-                             "them, data parallel, as PyTorch's threads split its work over the cores")
+    parser.add_argument("--cpu_devices", type=int, default=torch.get_num_threads(),
+                        help="JAX CPU devices; > 1 splits the tiny model's decoding slots over them, "
+                             "data parallel (default: one per PyTorch thread, the cores it uses)")
     args = parser.parse_args()
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before the backend starts
-    mesh = make_mesh(MeshConfig()) if args.cpu_devices > 1 else None
+    data_parallel = make_mesh(MeshConfig()) if args.cpu_devices > 1 else None
     results = []
     plans = []
     if args.batches:
-        plans.append(("tiny", [int(b) for b in args.batches.split(",")], (True, False)))
+        plans.append(("tiny", [int(b) for b in args.batches.split(",")], data_parallel))
     if args.big_batch:
-        plans.append(("0.5b", [args.big_batch], (True, False)))
-    for name, batches, modes in plans:
+        # One device: a batch-8 step of the 0.5B shape mostly reads its 2 GB of weights, and every
+        # data-parallel replica reads them again (--new 32: 14 tok/s on one device, 9.5 on two,
+        # 12.6 tensor parallel over two).
+        plans.append(("0.5b", [args.big_batch], None))
+    for name, batches, mesh in plans:
         with tempfile.TemporaryDirectory() as workdir:
             hf_model, model, tokenizer = build(CONFIGS[name], workdir)
         sampler = Sampler(model, tokenizer, SamplerConfig(max_batch=max(batches)), mesh=mesh)
         for batch in batches:
-            for greedy in modes:
+            for greedy in (True, False):
                 row = measure(hf_model, sampler, CONFIGS[name].vocab_size, batch, args.prompt,
                               args.new, greedy, args.repeats)
-                results.append({"model": name, **row})
+                results.append({"model": name, "devices": mesh.size if mesh else 1, **row})
                 print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
         del hf_model, model, sampler
         gc.collect()
