@@ -7,8 +7,8 @@ Qwen2.5-0.5B-shaped model at batch 8. After one warm-up run of each (ours compil
 run in alternation `--repeats` times: the ratio is the median of the paired ratios, so a slow spell
 of a shared machine weighs on both sides alike; tokens/s are the best runs. Prints one JSON line.
 PyTorch splits each op over its threads, while XLA runs a CPU device's program on about one core:
-by default ours gets one CPU device per PyTorch thread, and the tiny model's decoding slots are
-split over them (the 0.5B shape runs on one device, see `main`).
+by default ours gets one CPU device per PyTorch thread (rounded down to a power of two), and the
+tiny model's decoding slots are split over them (the 0.5B shape runs on one device, see `main`).
 
     python benchmarks/sampler.py [--batches 1,16,64] [--prompt 128] [--new 128] [--big_batch 8]
                                  [--cpu_devices N]
@@ -116,9 +116,11 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--big_batch", type=int, default=8, help="0 skips the 0.5B shape")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cpu_devices", type=int, default=torch.get_num_threads(),
-                        help="JAX CPU devices; > 1 splits the tiny model's decoding slots over them, "
-                             "data parallel (default: one per PyTorch thread, the cores it uses)")
+    threads = torch.get_num_threads()
+    parser.add_argument("--cpu_devices", type=int, default=1 << (threads.bit_length() - 1),
+                        help="JAX CPU devices; > 1 splits the tiny model's decoding slots over "
+                             "them, data parallel (default: one per PyTorch thread, the cores it "
+                             "uses, rounded down to a power of two so that the slots split evenly)")
     args = parser.parse_args()
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before the backend starts
     data_parallel = make_mesh(MeshConfig()) if args.cpu_devices > 1 else None

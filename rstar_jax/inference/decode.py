@@ -139,8 +139,9 @@ def decode_chunk(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, params:
     full = slots.cache
     slots = slots.replace(cache=_prefix(full, view_len), done_b=slots.done_b | retire_b)
     # The chunk's random numbers in one batched draw: on CPU every threefry call is a small loop
-    # of kernels, too costly per step. A row live at step i is at its token step_b + i.
-    draw = lambda key, token: jax.random.uniform(jax.random.fold_in(key, token))
+    # of kernels, too costly per step. Rows go live only in `refill`, between chunks, and a live
+    # row advances one token per step, so a row live at step i draws for its token step_b + i.
+    draw = lambda key, index: jax.random.uniform(jax.random.fold_in(key, index))
     uniform_bn = jax.vmap(jax.vmap(draw, (None, 0)))(
         slots.key_b, slots.step_b[:, None] + jnp.arange(num_steps))
 

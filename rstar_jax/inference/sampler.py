@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -242,7 +242,8 @@ class Sampler:
         pad = lambda values, fill: np.array(values + [fill] * (size - len(values)), np.int32)
         row_of = {i: p for p, i in enumerate(distinct)}
         new = decode.Refill(
-            # Split by batch, the prompts are prefilled data parallel, each once.
+            # Split by batch, the prompts are prefilled data parallel, each once (replicated when
+            # their count does not split evenly).
             tokens_pt=self._put(tokens_pt), mask_pt=self._put(mask_pt),
             slot_r=pad(free[: len(work)], slots.done_b.shape[0]),
             prompt_r=pad([row_of[i] for i, _ in work], 0),
@@ -253,7 +254,8 @@ class Sampler:
             seed_key=jax.random.key(seed))
         return decode.refill(self._graphdef, self._state, slots, new), width
 
-    def _sharding(self, shape: tuple[int, ...], axes: tuple[str | None, ...] | None = None):
+    def _sharding(self, shape: tuple[int, ...],
+                  axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
         """Placement on the mesh of an array whose dimensions carry logical `axes` (default: the
         first is batch); None without a mesh."""
         if self.mesh is None:
@@ -271,10 +273,10 @@ class Sampler:
         if (num_slots, max_len) not in self._slot_makers:
             make = functools.partial(decode.init_slots, self.model_config, num_slots, max_len)
             shapes = jax.eval_shape(make)
-            out = jax.tree.map(lambda x: self._sharding(x.shape),
-                               shapes.replace(cache=shapes.cache.replace(k=(), v=())))
-            out = out.replace(cache=out.cache.replace(
+            shardings = jax.tree.map(lambda x: self._sharding(x.shape),
+                                     shapes.replace(cache=shapes.cache.replace(k=(), v=())))
+            shardings = shardings.replace(cache=shardings.cache.replace(
                 k=tuple(self._sharding(x.shape, K_AXES) for x in shapes.cache.k),
                 v=tuple(self._sharding(x.shape, V_AXES) for x in shapes.cache.v)))
-            self._slot_makers[num_slots, max_len] = jax.jit(make, out_shardings=out)
+            self._slot_makers[num_slots, max_len] = jax.jit(make, out_shardings=shardings)
         return self._slot_makers[num_slots, max_len]()

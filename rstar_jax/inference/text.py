@@ -1,12 +1,12 @@
 """Host side of stop strings: incremental detokenisation of each row, and the per-token stop table.
 
 Stop strings are matched on decoded text, so a stop that spans several tokens, or sits inside a
-longer token, is found exactly. Each row decodes incrementally in the context of its prompt's last
-tokens (vLLM's prefix / read offsets: the text a token adds is the decode of a small window of
-recent tokens minus the decode of the window without it; text ending in an incomplete character
-is held back until the character completes, and an invalid byte sequence never raises), and
-searches only the text each token adds. The device additionally ends a row as soon as it emits a
-token whose own text contains a stop string (the common case: rStar's stops are atomic special
+longer token, is found exactly. A row with stop strings decodes incrementally in the context of its
+prompt's last tokens (vLLM's prefix / read offsets: the text a token adds is the decode of a small
+window of recent tokens minus the decode of the window without it; text ending in an incomplete
+character is held back until the character completes, and an invalid byte sequence never raises),
+and searches only the text each token adds. The device additionally ends a row as soon as it emits
+a token whose own text contains a stop string (the common case: rStar's stops are atomic special
 tokens), so such rows do not run on until the end of a decode chunk; the host still decides where
 the completion ends.
 """
@@ -45,7 +45,7 @@ class RowText:
 
         All tokens are decoded at once (two decodes, not two per token); only when a stop string
         turns up are they replayed one by one, the reference behaviour, to find the token that
-        completed it.
+        completed it. Without stop strings the tokens are only stored.
         """
         if not self._stops:  # nothing to search for: `flush` decodes the text once, at the end
             self._ids.extend(tokens)

@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent("""
         scorer = PPMScorer(ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16), mesh=device_mesh)
         greedy = sampler.sample(prompts, 1, temperature=0.0, **kwargs)
         sampled = sampler.sample(prompts, 2, **kwargs)
-        results.append(([c.token_ids for cs in greedy + sampled for c in cs],
+        alone = sampler.sample(prompts[:1], 1, temperature=0.0, **kwargs)  # 1 prompt: replicated
+        results.append(([c.token_ids for cs in greedy + sampled + alone for c in cs],
                         scorer.score(prompts)[0]))
     (tokens, raw), (sharded_tokens, sharded_raw) = results
     assert tokens == sharded_tokens, (tokens, sharded_tokens)

@@ -33,6 +33,14 @@ def test_greedy_takes_argmax_and_reports_model_logprob():
                                rtol=1e-6)
 
 
+def test_logprob_of_a_near_certain_token_keeps_its_precision():
+    # -log1p(e^-10) ~ -4.5e-5: subtracting a logsumexp rounded at 20 (float32 spacing ~2e-6)
+    # would be 1% off; shifting by the max first leaves the rounding of 1 + e^-10 (~0.3%).
+    _, logprobs = next_tokens(jnp.array([[20.0, 10.0]]), jnp.zeros(1),
+                              SamplingParams.make(0.0, -1, 1.0))
+    np.testing.assert_allclose(logprobs, [-np.log1p(np.exp(-10.0))], rtol=3e-3)
+
+
 def test_sampling_frequencies_follow_filtered_softmax():
     n = 20000
     logits = jnp.broadcast_to(LOGITS[0], (n, 5))

@@ -77,6 +77,7 @@ def test_first_token_is_decoded_in_prompt_context(tokenizer):
     assert feed(tokenizer, " lazy dog", ["<never>"], prompt="the")[2] == " lazy dog"
     row = RowText(tokenizer, tokenizer("the")["input_ids"], [])
     assert row.extend(tokenizer(" lazy dog")["input_ids"])[0] is None
+    assert row.text == ""  # without stop strings nothing is decoded before `flush`
     row.flush()
     assert row.text == " lazy dog"
 
