@@ -273,9 +273,8 @@ class Sampler:
         if (num_slots, max_len) not in self._slot_makers:
             make = functools.partial(decode.init_slots, self.model_config, num_slots, max_len)
             shapes = jax.eval_shape(make)
-            shardings = jax.tree.map(lambda x: self._sharding(x.shape),
-                                     shapes.replace(cache=shapes.cache.replace(k=(), v=())))
-            shardings = shardings.replace(cache=shardings.cache.replace(
+            by_batch = jax.tree.map(lambda x: self._sharding(x.shape), shapes)
+            shardings = by_batch.replace(cache=by_batch.cache.replace(
                 k=tuple(self._sharding(x.shape, K_AXES) for x in shapes.cache.k),
                 v=tuple(self._sharding(x.shape, V_AXES) for x in shapes.cache.v)))
             self._slot_makers[num_slots, max_len] = jax.jit(make, out_shardings=shardings)
