@@ -71,9 +71,5 @@ def next_tokens(logits_bv: jax.Array, uniform_b: jax.Array,
     tokens_b = jax.lax.cond(
         params.temperature > 0, _sample,
         lambda x, *_: jnp.argmax(x, axis=-1).astype(jnp.int32), logits_bv, uniform_b, params)
-    # As log_softmax, shifted by the row max first (a near-certain token's tiny log-prob stays
-    # precise), but without materialising a [B, V] result to gather one entry from.
-    max_b = jnp.max(logits_bv, axis=-1)
-    chosen_b = jnp.take_along_axis(logits_bv, tokens_b[:, None], axis=-1)[:, 0]
-    log_norm_b = jnp.log(jnp.sum(jnp.exp(logits_bv - max_b[:, None]), axis=-1))
-    return tokens_b, (chosen_b - max_b) - log_norm_b
+    logprobs_bv = jax.nn.log_softmax(logits_bv, axis=-1)
+    return tokens_b, jnp.take_along_axis(logprobs_bv, tokens_b[:, None], axis=-1)[:, 0]
