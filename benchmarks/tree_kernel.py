@@ -88,7 +88,7 @@ def search_share(num_problems: int) -> dict:
     from rstar_jax.models.ppm import ProcessRewardModel
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from rstar_jax.search import step_format
+    from rstar_jax import steps as sf
     from rstar_jax.search.driver import run_mcts
     from rstar_jax.verify.executor import Executor
 
@@ -99,8 +99,8 @@ def search_share(num_problems: int) -> dict:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(
-        [step_format.policy_prompt(p.question, p.response) for p in generated],
-        trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>", *step_format.SPECIAL_TOKENS],
+        [sf.policy_prompt(p.question, p.response) for p in generated],
+        trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>", *sf.SPECIAL_TOKENS],
                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
                                                      pad_token="<|endoftext|>")

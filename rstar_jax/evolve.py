@@ -113,7 +113,7 @@ def write_curriculum(directory: str, config: CurriculumConfig) -> dict[str, int]
 
 def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> list[str]:
     """What the from-scratch tokenizer learns from: seed solutions and all training questions."""
-    from rstar_jax.search import step_format as sf
+    from rstar_jax import steps as sf
 
     seed = records.read_sft(seed_file)
     return ([sf.sft_prompt(r.query) + r.response for r in seed]

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Iterable
 
 from rstar_jax.config import CurriculumConfig
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 
 NAMES = (
     "Mia", "Tom", "Ava", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eli", "Amy", "Ben", "Lily", "Omar",

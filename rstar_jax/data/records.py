@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import editdistance
 
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 
 # Terminal kinds of a node; None marks an inner (or unexpanded) node.
 Terminal = Literal["answer", "code_error", "too_many_steps", "no_valid_child"]

@@ -21,7 +21,7 @@ from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import metrics
 from rstar_jax.evaluation.results import Candidate
 from rstar_jax.evaluation.solutions import Policy, Sampling, chat_solutions, rstar_solutions
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 from rstar_jax.search.beam import run_beam_search
 from rstar_jax.search.driver import run_mcts
 
@@ -56,7 +56,7 @@ def best_of_n(problems: Sequence[Problem], models: Models, config: EvalConfig) -
             if candidate.answer is None:
                 continue  # never ranked, no need to score
             steps = split_steps(candidate.steps)
-            texts += [step_format.policy_prompt(problem.question, "".join(steps[: i + 1])) for i in range(len(steps))]
+            texts += [sf.policy_prompt(problem.question, "".join(steps[: i + 1])) for i in range(len(steps))]
             owners += [(p, c)] * len(steps)
     _, values = models.ppm.score(texts) if texts else (None, [])
     step_values: dict[tuple[int, int], list[float]] = {}
@@ -110,7 +110,7 @@ def _run_answer(result, b: int, run: int) -> Candidate:
 
 def split_steps(steps: Sequence[str]) -> list[str]:
     """Reasoning steps of a solution: generated chunks cut after each `<end_of_step>` (spec §2.2)."""
-    pieces = re.compile(f"(?<={re.escape(step_format.STEP_END)})")
+    pieces = re.compile(f"(?<={re.escape(sf.STEP_END)})")
     return [piece for step in steps for piece in pieces.split(step) if piece]
 
 

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rstar_jax.evaluation.results import Candidate
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 from rstar_jax.search.driver import CodeRunner, StepGenerator as Policy  # Executor and Sampler interfaces
-from rstar_jax.verify import grader
 
 CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -49,20 +48,20 @@ class _Partial:
 
 def rstar_solutions(
     questions: Sequence[str], policy: Policy, executor: CodeRunner, sampling: Sampling, *, num_samples: int,
-    max_depth: int, stop: Sequence[str] = step_format.GREEDY_STOP,
+    max_depth: int, stop: Sequence[str] = sf.GREEDY_STOP,
 ) -> list[list[Candidate]]:
     """`num_samples` rStar-format solutions per question, at most `max_depth` generation calls each."""
     partials = [[_Partial() for _ in range(num_samples)] for _ in questions]
     for depth in range(max_depth):
         if depth == 0:  # one prompt per question, forked into num_samples samples
-            outputs = policy.sample([step_format.policy_prompt(q) for q in questions], num_samples,
+            outputs = policy.sample([sf.policy_prompt(q) for q in questions], num_samples,
                                     stop=list(stop), **sampling.kwargs(0))
             pending = [(partials[q][s], c) for q, cs in enumerate(outputs) for s, c in enumerate(cs)]
         else:
             active = [(questions[q], p) for q, ps in enumerate(partials) for p in ps if p.result is None]
             if not active:
                 break
-            outputs = policy.sample([step_format.policy_prompt(q, "".join(p.steps)) for q, p in active], 1,
+            outputs = policy.sample([sf.policy_prompt(q, "".join(p.steps)) for q, p in active], 1,
                                     stop=list(stop), **sampling.kwargs(depth))
             pending = [(p, cs[0]) for (_, p), cs in zip(active, outputs, strict=True)]
         _advance(pending, executor)
@@ -75,25 +74,25 @@ def _advance(pending: Sequence[tuple[_Partial, Any]], executor: CodeRunner) -> N
     to_run: list[tuple[_Partial, str, str]] = []
     for partial, completion in pending:
         text = completion.text  # the matched stop string is kept
-        parsed = step_format.parse_step(text)
+        parsed = sf.parse_step(text)
         if parsed.kind == "answer":
             partial.steps.append(text)
             partial.result = Candidate(answer=parsed.answer, steps=tuple(partial.steps), finish="answer")
-        elif parsed.kind == "code" and step_format.CODE_END in text:
-            to_run.append((partial, text, step_format.build_program(_open_block(partial.steps), text)))
-        elif parsed.kind == "code" and completion.stop_string == step_format.STEP_END:
+        elif parsed.kind == "code" and sf.CODE_END in text:
+            to_run.append((partial, text, sf.build_program(_open_block(partial.steps), text)))
+        elif parsed.kind == "code" and completion.stop_string == sf.STEP_END:
             partial.steps.append(text)
         else:  # unparsable, or the model stopped (EOS / length) without an answer
             partial.steps.append(text)
             partial.result = Candidate(answer=None, steps=tuple(partial.steps), finish=completion.finish_reason)
     results = executor.run([program for _, _, program in to_run])
     for (partial, text, _), result in zip(to_run, results, strict=True):
-        partial.steps.append(step_format.wrap_output(text, _observation(result)))
+        partial.steps.append(sf.wrap_output(text, _observation(result)))
 
 
 def _open_block(steps: Sequence[str]) -> Sequence[str]:
     """The steps after the last closed code block: the code a new code step continues."""
-    closed = [i for i, step in enumerate(steps) if step_format.CODE_END in step]
+    closed = [i for i, step in enumerate(steps) if sf.CODE_END in step]
     return steps[closed[-1] + 1:] if closed else steps
 
 
@@ -118,7 +117,7 @@ def chat_solutions(
     for completions in outputs:
         solutions.append([])
         for s, c in enumerate(completions):
-            answer = grader.extract_answer(c.text)
+            answer = sf.extract_answer(c.text)
             finish = "answer" if answer is not None else "no_answer"
             solutions[-1].append(Candidate(answer=answer, steps=(c.text,), finish=finish, run=s))
     return solutions

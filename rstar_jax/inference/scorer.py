@@ -27,14 +27,14 @@ from transformers import PreTrainedTokenizerBase
 from rstar_jax.config import ScorerConfig
 from rstar_jax.models.ppm import ProcessRewardModel, search_value
 from rstar_jax.parallel import rules, sharding
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 from rstar_jax.shapes import bucket
 
 log = logging.getLogger(__name__)
 
 # The end of the prompt header shared by the policy and SFT templates ("<|assistant|>: Let's think
 # step by step and solve the problem with code."): where the solution part of a text starts.
-PROMPT_END = step_format.sft_prompt("").split("\n")[-1]
+PROMPT_END = sf.sft_prompt("").split("\n")[-1]
 
 
 @functools.partial(jax.jit, static_argnums=0)

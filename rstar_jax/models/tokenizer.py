@@ -18,7 +18,7 @@ from transformers.convert_slow_tokenizer import SpmConverter
 
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.files import write_dir_atomically
-from rstar_jax.search.step_format import SPECIAL_TOKENS
+from rstar_jax.steps import SPECIAL_TOKENS
 
 
 # Any of these holds a tokenizer's vocabulary (fast tokenizers, SentencePiece, byte-level BPE).

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from rstar_jax.config import SearchConfig
 from rstar_jax.data.problems import Problem
 from rstar_jax.search import kernels
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 from rstar_jax.search.io import SENTINELS, NodeRecord, SearchResult, concat
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
 from rstar_jax.shapes import bucket

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax.data.problems import Problem
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
 
 if TYPE_CHECKING:

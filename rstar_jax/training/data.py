@@ -16,7 +16,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from rstar_jax.data.records import PreferencePair, SFTRecord
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +42,9 @@ def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[li
     return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
 
-# What the code interpreter appends to a step (step_format.wrap_output); the policy never writes it.
-_INTERPRETER_TEXT = re.compile(re.escape(step_format.STEP_DELIM + step_format.OUTPUT) + ".*?"
-                               + re.escape(step_format.OUTPUT_END), re.DOTALL)
+# What the code interpreter appends to a step (sf.wrap_output); the policy never writes it.
+_INTERPRETER_TEXT = re.compile(re.escape(sf.STEP_DELIM + sf.OUTPUT) + ".*?"
+                               + re.escape(sf.OUTPUT_END), re.DOTALL)
 
 
 def _encode_responses(tokenizer: PreTrainedTokenizerBase, responses: Sequence[str]
@@ -69,7 +69,7 @@ def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase,
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("SFT needs a tokenizer with an EOS token (its id ends every response)")
-    prompts = _encode(tokenizer, [step_format.sft_prompt(r.query) for r in records])
+    prompts = _encode(tokenizer, [sf.sft_prompt(r.query) for r in records])
     texts = [r.response for r in records]
     if train_on_outputs:
         responses, written = _encode(tokenizer, texts), [None] * len(texts)

@@ -22,64 +22,10 @@ import signal
 import threading
 from collections.abc import Iterator, Sequence
 
+from rstar_jax.steps import extract_answer
+
 DEFAULT_TIMEOUT_S = 5.0
 REL_TOL = 1e-4
-
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-_FALLBACK_PATTERNS = (
-    re.compile(r"final answer is[:\s]*(.+)", re.IGNORECASE | re.DOTALL),
-    re.compile(r"the answer is[:\s]*(.+)", re.IGNORECASE | re.DOTALL),
-    re.compile(r"answer:\s*(.+)", re.IGNORECASE | re.DOTALL),
-)
-
-
-def extract_answer(text: str, *, fallbacks: bool = True) -> str | None:
-    """The content of the last `\\boxed{...}`/`\\fbox{...}` (brace-matched) in `text`.
-
-    Without a box and with `fallbacks`, the phrase after the last "final answer is", "the answer
-    is" or "answer:" up to the end of its sentence (for models not trained on rStar's format).
-    """
-    starts = [(m.start(), m.end()) for cmd in _BOX_COMMANDS for m in re.finditer(re.escape(cmd), text)]
-    for start, end in sorted(starts, reverse=True):
-        content = _box_content(text, end)
-        if content is not None:
-            return content.strip()
-    if not fallbacks:
-        return None
-    for pattern in _FALLBACK_PATTERNS:
-        matches = list(pattern.finditer(text))
-        if matches:
-            phrase = re.split(r"\.\s|\n", matches[-1].group(1), maxsplit=1)[0]
-            phrase = phrase.strip().strip("$").rstrip(".").strip()
-            if phrase:
-                return phrase
-    return None
-
-
-def _box_content(text: str, pos: int) -> str | None:
-    """Content of the box whose command ends at `pos`: `{...}` brace-matched, or `\\boxed 5`.
-
-    Escaped characters (`\\{`, `\\}`, `\\\\`) do not count as braces, so `\\left\\{ ... \\right.` works.
-    """
-    spaced = re.match(r" +", text[pos:])
-    if spaced and text[pos + spaced.end():pos + spaced.end() + 1] != "{":
-        token = re.match(r" +([^\s$]+)", text[pos:])
-        return token.group(1) if token else None
-    pos += spaced.end() if spaced else 0
-    if pos >= len(text) or text[pos] != "{":
-        return None
-    depth, i = 0, pos
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if depth == 0:
-            return text[pos + 1:i]
-        i += 1
-    return None
-
 
 # --------------------------------------------------------------------------------------------
 # Normalisation (the parts of the original's `strip_string`/`math_equal` that math-verify lacks).

@@ -11,7 +11,7 @@ import pytest
 from rstar_jax.config import CurriculumConfig
 from rstar_jax.data.curriculum import generate_problem, make_curriculum
 from rstar_jax.data.records import code_steps
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 
 SMALL = CurriculumConfig(levels=(1, 2, 3, 4, 5, 6), seed_per_level=40, train_per_level=30, test_per_level=20)
 

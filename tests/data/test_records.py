@@ -7,7 +7,7 @@ import pytest
 
 from rstar_jax.data import records as rec
 from rstar_jax.data.records import PreferencePair, SFTRecord, StepNode, StepTree
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "rstar_examples")
 Q = "Mia has 5 apples. Mia buys 3 more apples. How many apples does Mia have now?"

@@ -15,7 +15,7 @@ import numpy as np
 
 from rstar_jax.data.problems import Problem
 from rstar_jax.inference.sampler import Completion
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 
 WRONG = "-987654.3"  # no gold of the nine sets is equivalent to it
 

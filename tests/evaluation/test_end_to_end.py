@@ -15,7 +15,7 @@ from rstar_jax.evaluate import evaluate
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.hf import save_hf, save_ppm_hf
 from rstar_jax.models.ppm import ProcessRewardModel
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval_data_sample")
 SETS = ("GSM8K_test.json", "amc23_test.json")
@@ -40,7 +40,7 @@ def model_dirs(tmp_path_factory, problems_dir):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=512, special_tokens=[EOS, *step_format.SPECIAL_TOKENS],
+        vocab_size=512, special_tokens=[EOS, *sf.SPECIAL_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
     config = ModelConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -16,7 +16,7 @@ from rstar_jax.evaluation import methods
 from rstar_jax.evaluation.methods import Models
 from rstar_jax.evaluation.solutions import CHAT_INSTRUCTION, chat_prompt
 from rstar_jax.inference.sampler import Completion
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 from rstar_jax.verify.executor import Executor
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval_data_sample")

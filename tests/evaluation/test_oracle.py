@@ -18,7 +18,7 @@ from rstar_jax.config import EvalConfig
 from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evaluate import evaluate_sets
 from rstar_jax.evaluation.methods import Models
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 from rstar_jax.verify.executor import Executor
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval_data_sample")
@@ -105,7 +105,7 @@ def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path, executor):
     policy = Recording(problems)
     (row,) = evaluate_sets(str(tmp_path), sets, Models(policy, executor), config, process_index=0, process_count=1)
     assert row["problems"] == 4 and row["accuracy"] == 100.0
-    assert policy.started == [step_format.policy_prompt(p.question) for p in problems[2:]]  # only the rest
+    assert policy.started == [sf.policy_prompt(p.question) for p in problems[2:]]  # only the rest
 
 
 @NEEDS_SHARED

@@ -6,7 +6,7 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rstar_jax.models.hf import load_hf
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 
 EOS = "<|endoftext|>"
 CORPUS = [
@@ -23,7 +23,7 @@ def bpe_tokenizer() -> transformers.PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=[EOS, *step_format.SPECIAL_TOKENS],
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=[EOS, *sf.SPECIAL_TOKENS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS, trainer)
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)

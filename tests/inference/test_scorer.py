@@ -10,11 +10,11 @@ from rstar_jax.config import ScorerConfig
 from rstar_jax.inference import scorer as scorer_lib
 from rstar_jax.inference.scorer import PPMScorer
 from rstar_jax.models.ppm import ProcessRewardModel
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 
-TEXTS = [step_format.policy_prompt("What is 12 + 30?", "<code>\nx = 12 + 30\n<end_of_step>"),
-         "hello", step_format.policy_prompt("héllo wörld " * 3), "the quick brown fox " * 5,
-         step_format.sft_prompt("1 + 2") + "<answer>3<end_of_answer>"]
+TEXTS = [sf.policy_prompt("What is 12 + 30?", "<code>\nx = 12 + 30\n<end_of_step>"),
+         "hello", sf.policy_prompt("héllo wörld " * 3), "the quick brown fox " * 5,
+         sf.sft_prompt("1 + 2") + "<answer>3<end_of_answer>"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_batched_scores_equal_hf_hidden_states_through_the_head(tiny, ppm):
 
 def test_long_input_keeps_prompt_and_end_of_solution(tiny, ppm):
     tokenizer = tiny[2]
-    prompt = step_format.policy_prompt("What is 12 + 30?")
+    prompt = sf.policy_prompt("What is 12 + 30?")
     text = prompt + "".join(f"<code>\nx{i} = {i}\n<end_of_step>" for i in range(40))
     scorer = PPMScorer(ppm, tokenizer, ScorerConfig(max_len=96, min_bucket=16))
     ids, full = scorer.tokenize(text), tokenizer(text)["input_ids"]

@@ -8,7 +8,7 @@ import transformers
 
 from rstar_jax.data.curriculum import generate_problem
 from rstar_jax.models.tokenizer import train_sentencepiece
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 
 VOCAB = 400
 TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -10,7 +10,7 @@ from flax import nnx
 from rstar_jax.config import ModelConfig
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.tokenizer import load_tokenizer, resize_embeddings
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 
 
 def test_loads_with_auto_tokenizer(spm_dir, step_texts):

@@ -7,7 +7,7 @@ import hashlib
 
 import numpy as np
 
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 
 # (text, stop string): code steps, a failing step, the block-closing print, answers, junk.
 STEPS = (

@@ -12,7 +12,8 @@ from fake_text import FakePolicy, FakePPM
 
 from rstar_jax.config import SearchConfig
 from rstar_jax.data.problems import Problem
-from rstar_jax.search import io, step_format as sf
+from rstar_jax import steps as sf
+from rstar_jax.search import io
 from rstar_jax.search.driver import _postprocess, run_mcts
 from rstar_jax.search.tree import NodeKind
 from rstar_jax.verify.executor import Executor

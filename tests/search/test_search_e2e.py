@@ -19,7 +19,7 @@ from rstar_jax.inference.scorer import PPMScorer
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.ppm import ProcessRewardModel
 from rstar_jax.search import io
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 from rstar_jax.search.driver import run_mcts
 from rstar_jax.verify.executor import Executor
 

@@ -9,7 +9,7 @@ import transformers
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "rstar_examples"
 EOS = "<|endoftext|>"
@@ -19,11 +19,11 @@ EOS = "<|endoftext|>"
 def policy_dir(tmp_path_factory) -> Path:
     """HF directory of a tiny random policy whose BPE tokenizer was trained on the example records."""
     records = json.loads((EXAMPLES / "sft_data_examples.json").read_text())
-    corpus = [step_format.sft_prompt(r["query"]) + r["response"] for r in records]
+    corpus = [sf.sft_prompt(r["query"]) + r["response"] for r in records]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=[EOS, *step_format.SPECIAL_TOKENS],
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=[EOS, *sf.SPECIAL_TOKENS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus, trainer)
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)

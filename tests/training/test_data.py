@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rstar_jax.data.records import PreferencePair, SFTRecord
-from rstar_jax.search import step_format
+from rstar_jax import steps as sf
 from rstar_jax.training import data
 
 
@@ -14,7 +14,7 @@ def test_sft_example_is_prompt_response_eos_with_loss_on_response_and_eos(policy
     tokenizer = load_tokenizer(policy_dir)
     record = SFTRecord("What is 1+1?", "<code>\nprint(2)\n<end_of_code><answer>\\boxed{2}<end_of_answer>")
     (example,) = data.encode_sft([record], tokenizer, max_length=512)
-    prompt_ids = tokenizer(step_format.sft_prompt(record.query), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(sf.sft_prompt(record.query), add_special_tokens=False)["input_ids"]
     assert example.prompt_len == len(prompt_ids)
     assert list(example.ids[: example.prompt_len]) == prompt_ids
     assert example.ids[-1] == tokenizer.eos_token_id
@@ -33,8 +33,8 @@ def test_interpreter_output_can_carry_no_loss(policy_dir):
     from rstar_jax.models.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(policy_dir)
-    step = step_format.render_last_code_step("x = 40 + 2\nprint(x)", "42", first=True)
-    answer = step_format.render_answer_step("The answer is \\boxed{42}.")
+    step = sf.render_last_code_step("x = 40 + 2\nprint(x)", "42", first=True)
+    answer = sf.render_answer_step("The answer is \\boxed{42}.")
     record = SFTRecord("What is 40+2?", step + answer)
     (full,) = data.encode_sft([record], tokenizer, max_length=512)
     (masked,) = data.encode_sft([record], tokenizer, max_length=512, train_on_outputs=False)

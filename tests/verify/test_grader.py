@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from rstar_jax.verify.grader import extract_answer, is_equivalent
+from rstar_jax.steps import extract_answer
+from rstar_jax.verify.grader import is_equivalent
 
 
 @pytest.mark.parametrize("text, answer", [

@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from rstar_jax.verify.grader import extract_answer, is_equivalent
+from rstar_jax.steps import extract_answer
+from rstar_jax.verify.grader import is_equivalent
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "eval_data"
 SETS = ("GSM8K", "MATH", "math500", "aime2024", "amc23", "collegemath", "gaokao2023en",

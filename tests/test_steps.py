@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from rstar_jax.search import step_format as sf
+from rstar_jax import steps as sf
 from rstar_jax.verify.interpreter import execute
 
-EXAMPLES = pathlib.Path(__file__).parents[1] / "fixtures" / "rstar_examples" / "sft_data_examples.json"
+EXAMPLES = pathlib.Path(__file__).parent / "fixtures" / "rstar_examples" / "sft_data_examples.json"
 
 
 def test_prompts_match_the_original_templates():
