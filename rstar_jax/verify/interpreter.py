@@ -1,16 +1,24 @@
 """rStar's Python-tool semantics (spec §2.5): what a program's "output" is, run in-process.
 
-The executor's workers call `run_program`; it is pure Python so the output rules can be tested
-without processes. Output rules, as in the original:
+The executor's workers call `execute`; it is pure Python so the output rules can be tested without
+processes. The rules are those of the original's `python_tool.py` `_base_run`:
 - 0 or 1 top-level print statements: run all statements but the last with stdout discarded, then
   the last one with stdout captured; the output is its value if it is an expression with a
   non-None value, else the captured stdout (so `x=5; print(x); y=3` gives '').
-- 2+ print statements: run segment by segment up to each print, and for each write
-  `"{print arguments}: {stdout}"` (e.g. `"a is:", a: a is: 1`), as the released SFT data shows.
-- A float output is rounded to 4 places when that is shorter; output over 1024 characters keeps
-  the first and last 512; the result is stripped. Errors become `"ExcType: message"`.
-One deliberate difference: when evaluating the last expression raises, the original executed the
-statement a second time; we report the error without running it twice.
+- 2+ print statements: the program is cut after each print and each piece run the same way (stdout
+  of the piece's last statement only); each piece writes `"{print arguments}: {stdout}"` (e.g.
+  `"a is:", a: a is: 1`), as the released SFT data shows. Statements after the last print never run
+  (`zip([-1] + print_indexs, print_indexs)` in the original), so `print(1)\nprint(2)\nz=undefined`
+  gives `1: 1\n2: 2`, not a NameError.
+- A print node is a top-level `print(...)` call, or an `if`/`while`/`for`/`def` whose body (not its
+  `else`) holds one at any depth.
+- `truncate_string` per piece: a string that parses as a float becomes `round(x, 4)` + newline
+  unless the string is shorter; a value that is not a string (`x = 1/3; x`) is left as it is; over
+  1024 characters keeps the first and last 512. The joined output is then stripped (the original's
+  `str(tool(...)).strip()` in `tree.py`), and not cut again. Errors become `"ExcType: message"`.
+Deliberate differences: when evaluating the last expression raises, the original executed the
+statement a second time; we report the error without running it twice. Errors are cut at 1024
+characters like outputs (the original sends them whole), so no program can flood the pipe.
 """
 
 from __future__ import annotations
@@ -67,17 +75,26 @@ class CappedOutput(io.TextIOBase):
         return head[:_KEEP] + "..." + self._tail
 
 
-def format_output(text: str) -> str:
-    """The original's `truncate_string` + strip: 4-place floats, head/tail cut at 1024 chars."""
-    try:
-        rounded = f"{round(float(text), 4)}\n"
-        if len(rounded) < len(text):
-            text = rounded
-    except (ValueError, OverflowError):
-        pass
+def truncate(value: object) -> str:
+    """The original's `truncate_string`: a string that parses as a float is rounded to 4 places
+    (`round(x, 4)` + newline, kept unless the string is shorter); a non-string value is not
+    rounded; anything over 1024 characters keeps the first and last 512."""
+    if isinstance(value, str):
+        try:
+            rounded = f"{round(float(value), 4)}\n"
+            if len(value) >= len(rounded):
+                value = rounded
+        except (ValueError, OverflowError):
+            pass
+    text = str(value)
     if len(text) > MAX_OUTPUT_CHARS:
         text = text[:_KEEP] + "..." + text[-_KEEP:]
-    return text.strip()
+    return text
+
+
+def format_output(text: str) -> str:
+    """One output string as the policy sees it: `truncate` + strip."""
+    return truncate(text).strip()
 
 
 def sanitize(code: str) -> str:
@@ -91,7 +108,7 @@ def _contains_print(node: ast.AST) -> bool:
         if isinstance(func, ast.Name) and func.id == "print":
             return True
     if isinstance(node, (ast.If, ast.While, ast.For, ast.FunctionDef)):
-        return any(_contains_print(child) for child in node.body + getattr(node, "orelse", []))
+        return any(_contains_print(child) for child in node.body)  # `body` only, as the original
     return False
 
 
@@ -101,36 +118,38 @@ def _exec(nodes: list[ast.stmt], namespace: dict, stdout: io.TextIOBase) -> None
         exec(code, namespace)
 
 
+def _run_piece(nodes: list[ast.stmt], namespace: dict) -> str:
+    """The original's `_sub_run`: all but the last statement with stdout discarded, then the last
+    one captured; its value if it is an expression with a non-None value, else its stdout."""
+    if len(nodes) > 1:
+        _exec(nodes[:-1], namespace, CappedOutput())
+    out = CappedOutput()
+    last = nodes[-1]
+    if isinstance(last, ast.Expr):
+        with contextlib.redirect_stdout(out):
+            value = eval(compile(ast.Expression(last.value), "<string>", "eval"), namespace)
+        return truncate(out.getvalue() if value is None else value)
+    _exec([last], namespace, out)
+    return truncate(out.getvalue())
+
+
 def run_program(code: str, namespace: dict) -> str:
-    """The raw (unformatted) output of `code` run in `namespace`; exceptions propagate."""
+    """The output of `code` run in `namespace`, each piece truncated, not yet stripped;
+    exceptions propagate."""
     code = sanitize(code)
-    tree = ast.parse(code, "<string>")
-    body = tree.body
+    body = ast.parse(code, "<string>").body
     if not body:
         return ""
     prints = [i for i, node in enumerate(body) if _contains_print(node)]
     if len(prints) <= 1:
-        if len(body) > 1:
-            _exec(body[:-1], namespace, CappedOutput())
-        out = CappedOutput()
-        last = body[-1]
-        if isinstance(last, ast.Expr):
-            with contextlib.redirect_stdout(out):
-                value = eval(compile(ast.Expression(last.value), "<string>", "eval"), namespace)
-            return out.getvalue() if value is None else str(value)
-        _exec([last], namespace, out)
-        return out.getvalue()
+        return _run_piece(body, namespace)
     pieces, start = [], 0
-    for i in prints:
-        out = CappedOutput()
-        _exec(body[start:i + 1], namespace, out)
+    for i in prints:  # what follows the last print never runs, as in the original
+        output = _run_piece(body[start:i + 1], namespace)
         source = ast.get_source_segment(code, body[i]) or ""
-        pieces.append(f"{' '.join(_PRINT_ARGS.findall(source))}: {out.getvalue()}")
+        args = _PRINT_ARGS.findall(source)
+        pieces.append(f"{' '.join(args) + ':' if args else ''} {output}")
         start = i + 1
-    if start < len(body):
-        out = CappedOutput()
-        _exec(body[start:], namespace, out)
-        pieces.append(out.getvalue())
     return "".join(pieces)
 
 
@@ -160,4 +179,4 @@ def execute(code: str, namespace: dict, timeout_s: float) -> tuple[str, str | No
         return "", timeout_message(timeout_s), True
     except BaseException as e:  # the program's own failure, SystemExit and KeyboardInterrupt included
         return "", format_output(f"{type(e).__name__}: {e}"), False
-    return format_output(output), None, False
+    return output.strip(), None, False

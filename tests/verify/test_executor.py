@@ -36,7 +36,7 @@ def assert_still_serving(ex: Executor) -> None:
 def test_outputs_and_errors(executor):
     results = executor.run(["1/3", "x = 5\nprint(x)", "x = 5\nprint(x)\ny = 3", "1/0", "x ="])
     assert results == [
-        ExecResult("0.3333"), ExecResult("5"), ExecResult(""),
+        ExecResult("0.3333333333333333"), ExecResult("5"), ExecResult(""),
         ExecResult("", "ZeroDivisionError: division by zero"),
         ExecResult("", "SyntaxError: invalid syntax (<string>, line 1)"),
     ]
