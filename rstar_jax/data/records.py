@@ -153,14 +153,18 @@ def sft_records(trees: Sequence[StepTree], n: int = 2) -> list[SFTRecord]:
 
 
 def _outcome_counts(tree: StepTree, kids: list[list[int]]) -> tuple[list[int], list[int]]:
-    """Correct / wrong leaves below every node; code-error leaves count as neither (spec §4.2)."""
+    """Correct / wrong answer leaves below every node (spec §4.2). Only answers are labelled, as
+    `extra_rm_file.py` does (`if is_valid_final_answer_node(node) or ...: if node.q_value == 1:
+    final_correct ... elif node.q_value == -1 and node.final_answer != TOO_MANY_CODE_ERRORS:
+    final_wrong`): code-error, too-many-steps and no-valid-child leaves are neither, so no pair
+    is rejected for a format failure alone. Correctness comes from grading, which is what
+    q = +1 / -1 means on a data-generation tree."""
     correct, wrong = [0] * len(tree.nodes), [0] * len(tree.nodes)
     for i in reversed(range(len(tree.nodes))):  # children come after their parent
         node = tree.nodes[i]
-        if not kids[i]:
-            correct[i] = int(node.terminal == "answer" and node.correct)
-            wrong[i] = int(node.terminal in ("answer", "too_many_steps", "no_valid_child")
-                           and not node.correct)
+        if not kids[i] and node.terminal == "answer":
+            correct[i] = int(node.correct)
+            wrong[i] = int(not node.correct)
         if i:
             correct[node.parent] += correct[i]
             wrong[node.parent] += wrong[i]

@@ -83,6 +83,20 @@ def test_step_pairs_on_small_tree():
     ]
 
 
+@pytest.mark.parametrize("terminal", ["too_many_steps", "no_valid_child", "code_error"])
+def test_step_pairs_label_only_answers_as_wrong(terminal):
+    # extra_rm_file.py: final_wrong only for a valid answer with q == -1; a leaf that failed on
+    # format or depth leads to neither side, so it never becomes a rejected step
+    nodes = (
+        node(-1, "", 0.0, visits=3),
+        node(0, S_GOOD, 0.6), node(1, A_RIGHT, 1.0, "answer", correct=True),
+        node(0, S_BAD, -0.5), node(3, "\n\n# keep going\nx = 1\n<end_of_step>", -1.0, terminal),
+    )
+    assert rec.step_pairs(StepTree(Q, nodes)) == []
+    wrong = nodes[:4] + (node(3, A_WRONG, -1.0, "answer"),)
+    assert [(p.pos, p.neg) for p in rec.step_pairs(StepTree(Q, wrong))] == [(S_GOOD, S_BAD)]
+
+
 def test_step_pairs_fall_back_to_four_and_filter_margin_and_edit_distance():
     nodes = [node(-1, "", 0.0), node(0, S_GOOD, 0.9)]
     nodes.append(node(1, "\n<answer>\\boxed{8}<end_of_answer>", 1.0, "answer", correct=True))
