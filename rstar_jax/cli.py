@@ -27,14 +27,14 @@ import gin
 
 # command -> "module:function"
 COMMANDS: dict[str, str] = {
-    "plan": "rstar_jax.planner:plan",
-    "evolve": "rstar_jax.evolve:evolve",
+    "plan": "rstar_jax.evolve.plan:plan",
+    "evolve": "rstar_jax.evolve.run:evolve",
     "train-sft": "rstar_jax.training.sft:train_sft",
     "train-ppm": "rstar_jax.training.ppm:train_ppm",
     "generate": "rstar_jax.inference.generate:generate",
     "import-hf": "rstar_jax.models.checkpoint:import_hf",
     "export-hf": "rstar_jax.models.checkpoint:export_hf",
-    "eval": "rstar_jax.evaluate:evaluate",
+    "eval": "rstar_jax.evaluation.run:evaluate",
 }
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"

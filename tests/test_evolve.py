@@ -10,7 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from rstar_jax import evolve
+from rstar_jax.evolve import evaluate, extract, models, run, runner
+from rstar_jax.evolve import report as evolve_report
+from rstar_jax.evolve import search as evolve_search
 from rstar_jax.config import EvalConfig, EvolveConfig, RoundConfig, SearchConfig
 from rstar_jax.data import records
 from rstar_jax.data.problems import Problem
@@ -84,20 +86,20 @@ ROUND = RoundConfig(SearchConfig(num_rollouts=4), unsolved_rollouts=(8, 16))
 
 def test_manifest_skips_finished_stages(tmp_path):
     calls = []
-    manifest = evolve.Manifest.load(str(tmp_path))
+    manifest = runner.Manifest.load(str(tmp_path))
     assert manifest.run("round0/a", lambda: calls.append(1) or {"x": 1}) == {"x": 1}
-    again = evolve.Manifest.load(str(tmp_path))
+    again = runner.Manifest.load(str(tmp_path))
     assert again.run("round0/a", lambda: calls.append(2)) == {"x": 1}
     assert calls == [1]
     assert list(json.load(open(tmp_path / "manifest.json"))["stages"]) == ["round0/a"]
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(ValueError, match="manifest.json: not a manifest"):
-        evolve.Manifest.load(str(tmp_path))
+        runner.Manifest.load(str(tmp_path))
 
 
 def test_unsolved_problems_get_further_passes(tmp_path):
     search = StandInSearch()
-    result = evolve.search_round(str(tmp_path), {"level1": problems(9)}, ROUND,
+    result = evolve_search.search_round(str(tmp_path), {"level1": problems(9)}, ROUND,
                                  lambda b, n, s: search(b, n, s), seed=0, chunk=4)
     passes = [sorted(i for call in calls for i in call) for calls in
               ([search.calls[0], search.calls[1], search.calls[2]], [search.calls[3], search.calls[4]],
@@ -109,19 +111,19 @@ def test_unsolved_problems_get_further_passes(tmp_path):
 def test_killed_search_resumes_without_losing_or_duplicating(tmp_path):
     sets = {"level1": problems(10), "level2": problems(5, "level2")}
     clean = StandInSearch()
-    evolve.search_round(str(tmp_path / "clean"), sets, ROUND, clean, seed=0, chunk=4)
+    evolve_search.search_round(str(tmp_path / "clean"), sets, ROUND, clean, seed=0, chunk=4)
     killed = StandInSearch(fail_on_call=2)
     with pytest.raises(KeyboardInterrupt):
-        evolve.search_round(str(tmp_path / "killed"), sets, ROUND, killed, seed=0, chunk=4)
+        evolve_search.search_round(str(tmp_path / "killed"), sets, ROUND, killed, seed=0, chunk=4)
     leftover = tmp_path / "killed" / "search" / "pass0" / "p000-of-001.c00002.tmp"  # killed while saving
     leftover.mkdir()
     (leftover / "problems.jsonl").write_text("{half a line")
     resumed = StandInSearch()
-    evolve.search_round(str(tmp_path / "killed"), sets, ROUND, resumed, seed=0, chunk=4)
+    evolve_search.search_round(str(tmp_path / "killed"), sets, ROUND, resumed, seed=0, chunk=4)
     assert resumed.calls[0] == clean.calls[2]  # the two finished chunks are not searched again
     for k in range(3):
-        a = evolve.read_pass(str(tmp_path / "clean" / "search" / f"pass{k}"))
-        b = evolve.read_pass(str(tmp_path / "killed" / "search" / f"pass{k}"))
+        a = evolve_search.read_pass(str(tmp_path / "clean" / "search" / f"pass{k}"))
+        b = evolve_search.read_pass(str(tmp_path / "killed" / "search" / f"pass{k}"))
         assert a == b
     assert not [f for f in os.listdir(tmp_path / "killed" / "search" / "pass0") if ".tmp" in f]
 
@@ -132,13 +134,13 @@ class StandInStages:
     def __init__(self, monkeypatch, workdir):
         self.workdir, self.bases = workdir, []
         search = StandInSearch()
-        monkeypatch.setattr(evolve, "train_tokenizer", lambda out, texts, vocab: out)
-        monkeypatch.setattr(evolve, "init_policy", lambda out, tokenizer, config: "init")
-        monkeypatch.setattr(evolve, "train_policy", self.train_policy)
-        monkeypatch.setattr(evolve, "train_reward_model", lambda run_dir, *args: run_dir)
-        monkeypatch.setattr(evolve, "search_stage", lambda round_dir, sets, rc, config, policy, ppm, seed:
-                            evolve.search_round(round_dir, sets, rc, search, seed, config.search_chunk))
-        monkeypatch.setattr(evolve, "evaluate_round", lambda *args: {
+        monkeypatch.setattr(run, "train_tokenizer", lambda out, texts, vocab: out)
+        monkeypatch.setattr(run, "init_policy", lambda out, tokenizer, config: "init")
+        monkeypatch.setattr(run, "train_policy", self.train_policy)
+        monkeypatch.setattr(run, "train_reward_model", lambda run_dir, *args: run_dir)
+        monkeypatch.setattr(run, "search_stage", lambda round_dir, sets, rc, config, policy, ppm, seed:
+                            evolve_search.search_round(round_dir, sets, rc, search, seed, config.search_chunk))
+        monkeypatch.setattr(run, "evaluate_round", lambda *args: {
             "accuracy": {"greedy": {"level1": 50.0}}, "ppm_heldout_accuracy": None})
 
     def train_policy(self, run_dir, base, sft_file, config, train):
@@ -158,19 +160,19 @@ def test_round_base_picks_what_each_round_fine_tunes(tmp_path, monkeypatch, roun
     config = EvolveConfig(rounds=(ROUND,) * 3, round_base=round_base)
     curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=3,
                                   test_per_level=1)
-    evolve.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
     assert stages.bases == bases
 
 
 def test_unknown_round_base_is_refused(tmp_path):
     with pytest.raises(ValueError, match="round_base 'latest' is not one of"):
-        evolve.evolve(str(tmp_path), config=EvolveConfig(round_base="latest"))
+        run.evolve(str(tmp_path), config=EvolveConfig(round_base="latest"))
 
 
 def _evolve_search(workdir) -> str:
     """Round 1's search of a small run with the stand-in; returns its first pass directory."""
     sets = {"level1": problems(5), "level2": problems(3, "level2")}
-    evolve.search_round(os.path.join(workdir, "round1"), sets, ROUND, StandInSearch(), seed=0, chunk=2)
+    evolve_search.search_round(os.path.join(workdir, "round1"), sets, ROUND, StandInSearch(), seed=0, chunk=2)
     return os.path.join(workdir, "round1", "search", "pass0")
 
 
@@ -200,27 +202,27 @@ def test_process_shards_cover_every_problem_once(tmp_path):
     todo = [("level1", p) for p in problems(11)]
     search = StandInSearch()
     for index in range(3):
-        evolve.search_pass(str(tmp_path / "three"), todo, lambda b, s: search(b, 4, s),
+        evolve_search.search_pass(str(tmp_path / "three"), todo, lambda b, s: search(b, 4, s),
                            seed=0, chunk=2, process=(index, 3))
-    evolve.search_pass(str(tmp_path / "one"), todo, lambda b, s: search(b, 4, s), seed=0, chunk=2, process=(0, 1))
+    evolve_search.search_pass(str(tmp_path / "one"), todo, lambda b, s: search(b, 4, s), seed=0, chunk=2, process=(0, 1))
     key = lambda t: (t.set, t.index)  # noqa: E731
-    three = sorted(evolve.read_pass(str(tmp_path / "three")), key=key)
-    assert three == sorted(evolve.read_pass(str(tmp_path / "one")), key=key)
+    three = sorted(evolve_search.read_pass(str(tmp_path / "three")), key=key)
+    assert three == sorted(evolve_search.read_pass(str(tmp_path / "one")), key=key)
     assert [t.index for t in three] == list(range(11))
     # a run resumed with another process count reads each problem once
-    evolve.search_pass(str(tmp_path / "three"), todo, lambda b, s: search(b, 4, s), seed=0, chunk=2, process=(0, 1))
-    assert sorted(evolve.read_pass(str(tmp_path / "three")), key=key) == three
+    evolve_search.search_pass(str(tmp_path / "three"), todo, lambda b, s: search(b, 4, s), seed=0, chunk=2, process=(0, 1))
+    assert sorted(evolve_search.read_pass(str(tmp_path / "three")), key=key) == three
     assert len(io.load(str(tmp_path / "three"))) == 11  # the notebook's view: each problem once too
 
 
 def test_extract_writes_records_and_coverage(tmp_path):
     sets = {"level1": problems(6), "level2": problems(3, "level2")}
-    evolve.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+    evolve_search.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
                         StandInSearch(), seed=0, chunk=4)
     seed_file = tmp_path / "seed.json"
     records.write_records(str(seed_file), [records.SFTRecord("seed question", "seed answer")])
     config = EvolveConfig(ppm_heldout_fraction=0.25)
-    result = evolve.extract_round(str(tmp_path), sets, config, str(seed_file))
+    result = extract.extract_round(str(tmp_path), sets, config, str(seed_file))
     # with 4 rollouts only problems 0 and 3 (index % 3 == 0) are solved
     assert result["coverage"] == {"level1": 2 / 6, "level2": 1 / 3}
     assert result["coverage_all"] == pytest.approx(3 / 9)
@@ -234,7 +236,7 @@ def test_extract_writes_records_and_coverage(tmp_path):
     # per solved tree: one step pair (right vs wrong answer) and two final-answer pairs
     assert len(train) + len(held) == 3 * 3 and len(held) == 2
     assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
-    assert records.read_pairs(str(tmp_path / evolve.PPM_TRAIN)) == train  # round 1: the pool is its own pairs
+    assert records.read_pairs(str(tmp_path / extract.PPM_TRAIN)) == train  # round 1: the pool is its own pairs
 
 
 def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):
@@ -242,11 +244,11 @@ def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):
     rounds = [tmp_path / "round1", tmp_path / "round2"]
     results = []
     for k, round_dir in enumerate(rounds):
-        evolve.search_round(str(round_dir), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+        evolve_search.search_round(str(round_dir), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
                             StandInSearch(), seed=k, chunk=4)
-        results.append(evolve.extract_round(str(round_dir), sets, EvolveConfig(ppm_heldout_fraction=0.25),
+        results.append(extract.extract_round(str(round_dir), sets, EvolveConfig(ppm_heldout_fraction=0.25),
                                             None, [str(d) for d in rounds[:k]]))
-    for pool, own in ((evolve.PPM_TRAIN, "ppm.json"), (evolve.PPM_HELDOUT, "ppm_heldout.json")):
+    for pool, own in ((extract.PPM_TRAIN, "ppm.json"), (extract.PPM_HELDOUT, "ppm_heldout.json")):
         assert (records.read_pairs(str(rounds[1] / pool))
                 == records.read_pairs(str(rounds[0] / own)) + records.read_pairs(str(rounds[1] / own)))
     assert results[1]["ppm_train_pairs"] == results[0]["ppm_pairs"] + results[1]["ppm_pairs"]
@@ -254,7 +256,7 @@ def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):
 
 
 def test_report_files(tmp_path):
-    manifest = evolve.Manifest.load(str(tmp_path))
+    manifest = runner.Manifest.load(str(tmp_path))
     manifest.run("round0/evaluate", lambda: {"accuracy": {"greedy": {"level1": 50.0, "level2": 10.0}},
                                              "ppm_heldout_accuracy": None})
     manifest.run("round1/extract", lambda: {"coverage": {"level1": 0.5, "level2": 0.25}, "coverage_all": 0.4,
@@ -264,13 +266,13 @@ def test_report_files(tmp_path):
     manifest.run("round1/evaluate", lambda: {
         "accuracy": {"greedy": {"level1": 70.0, "level2": 20.0}, "mcts": {"level1": 80.0, "level2": 30.0}},
         "ppm_heldout_accuracy": 0.75, "greedy_steps": {"level1": {"2": [7, 9], "3": [0, 1]}}})
-    rows = evolve.round_rows(manifest, 4)
+    rows = evolve_report.round_rows(manifest, 4)
     assert [r["round"] for r in rows] == [0, 1]
-    markdown = evolve.write_report(str(tmp_path), rows, seed_levels=(1,))
+    markdown = evolve_report.write_report(str(tmp_path), rows, seed_levels=(1,))
     assert "- round 1 search trajectories: level1 2: 4/4; level2 3: 1/5\n" in markdown
     assert "- round 1 greedy on the test split: level1 2: 7/9, 3: 0/1\n" in markdown
     assert "a level-n problem's solution has n + 1 steps" in markdown
-    assert "code steps" not in evolve.report_markdown(rows[:1])  # nothing counted, no section
+    assert "code steps" not in evolve_report.report_markdown(rows[:1])  # nothing counted, no section
     assert "| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 | 20.0 | 45.0 | 80.0 | 30.0 | 55.0 | 45.0 |" in markdown
     report = json.load(open(tmp_path / "report.json"))
     assert report["rounds"][1]["coverage"] == {"level1": 0.5, "level2": 0.25}
@@ -296,7 +298,7 @@ def test_targets_say_which_are_met_and_by_how_much():
               report_row(1, 0.40, (70, 40, 15, 0), (80, 50, 20, 5), 0.62),  # means 31.25 / 38.75
               report_row(2, 0.50, (75, 45, 20, 5), (74, 44, 19, 4), 0.70),  # 36.25 / 35.25
               report_row(3, 0.45, (80, 50, 22, 0), (85, 55, 30, 10), 0.66)]  # 38 / 45
-    assert [(t.name, t.met, t.detail) for t in evolve.targets(missed, seed_levels=(1, 2, 3))] == [
+    assert [(t.name, t.met, t.detail) for t in evolve_report.targets(missed, seed_levels=(1, 2, 3))] == [
         ("(a) training coverage rises every round", False,
          "coverage %: round 1 40.0, round 2 50.0, round 3 45.0; no rise in round 3"),
         ("(b) greedy pass@1 mean rises >= 15 points from round 0", False,
@@ -311,7 +313,7 @@ def test_targets_say_which_are_met_and_by_how_much():
     met = [report_row(0, None, (50, 20, 0, 0)),  # 17.5
            report_row(1, 0.5, (60, 30, 10, 5), (70, 40, 20, 11), 0.6),  # 26.25 / 35.25
            report_row(2, 0.7, (80, 50, 20, 10), (85, 60, 30, 15), 0.6)]  # 40 / 47.5; PPM accuracy level
-    assert [(t.met, t.detail) for t in evolve.targets(met, seed_levels=(1, 2, 3))] == [
+    assert [(t.met, t.detail) for t in evolve_report.targets(met, seed_levels=(1, 2, 3))] == [
         (True, "coverage %: round 1 50.0, round 2 70.0"),
         (True, "round 0 17.5 -> round 2 40.0: +22.5"),
         (True, "level3 0.0 -> 20.0 (+20.0); level4 0.0 -> 10.0 (+10.0)"),
@@ -319,41 +321,42 @@ def test_targets_say_which_are_met_and_by_how_much():
         (True, "accuracy %: round 1 60.0, round 2 60.0"),
     ]
     low = [report_row(0, None, (50, 20, 0, 0)), report_row(1, 0.5, (60, 30, 10, 5), (60, 30, 10, 5), 0.5)]
-    assert [(t.met, t.detail) for t in evolve.targets(low)][2:] == [  # no seed levels (base model): no (c)
+    assert [(t.met, t.detail) for t in evolve_report.targets(low)][2:] == [  # no seed levels (base model): no (c)
         (False, "MCTS - greedy points: round 1 +0.0; not ahead in round 1"),
         (False, "accuracy %: round 1 50.0; <= 50 in round 1"),
     ]
-    bootstrap_only = evolve.targets(met[:1], seed_levels=(1, 2, 3))
+    bootstrap_only = evolve_report.targets(met[:1], seed_levels=(1, 2, 3))
     assert [t.met for t in bootstrap_only] == [None] * 5
     assert bootstrap_only[2].detail == "level3 not evaluated; level4 not evaluated"
-    markdown = evolve.report_markdown(missed, seed_levels=(1, 2, 3))
+    markdown = evolve_report.report_markdown(missed, seed_levels=(1, 2, 3))
     assert ("Targets:\n\n- (a) training coverage rises every round: not met (coverage %: round 1 40.0, "
             "round 2 50.0, round 3 45.0; no rise in round 3)\n") in markdown
     assert "- (e) PPM held-out pairwise accuracy > 50% and does not fall: n/a (accuracy %: none)" in \
-        evolve.report_markdown(met[:1])
+        evolve_report.report_markdown(met[:1])
 
 
 def test_greedy_on_the_search_problems_is_cut_from_the_greedy_run():
     record = lambda correct: {"candidates": [{"correct": correct, "cluster": 0, "score": None}]}  # noqa: E731
     greedy = {"level1": [record(True), record(False), record(True)], "level2": [record(False)] * 3}
-    rows = evolve.greedy_on_head(greedy, 2, EvalConfig(methods=("greedy", "mcts"), ks=(1,)))
+    rows = evaluate.greedy_on_head(greedy, 2, EvalConfig(methods=("greedy", "mcts"), ks=(1,)))
     assert [(r["set"], r["method"], r["problems"], r["accuracy"]) for r in rows] == [
-        ("level1", evolve.SUBSET_GREEDY, 2, 50.0), ("level2", evolve.SUBSET_GREEDY, 2, 0.0)]
+        ("level1", evaluate.SUBSET_GREEDY, 2, 50.0), ("level2", evaluate.SUBSET_GREEDY, 2, 0.0)]
 
 
 def test_mcts_is_compared_with_greedy_on_the_problems_it_ran_on():
     rows = [report_row(0, None, (50, 20, 0, 0)), report_row(1, 0.5, (60, 30, 10, 5), (70, 40, 20, 10), 0.6)]
-    rows[1]["accuracy"][evolve.SUBSET_GREEDY] = dict(zip(("level1", "level2", "level3", "level4"), (80, 50, 30, 10)))
-    assert evolve.targets(rows)[2].detail == "MCTS - greedy points: round 1 -7.5; not ahead in round 1"
-    assert "| 35.0 | 42.5 |" in evolve.report_markdown(rows)
+    rows[1]["accuracy"][evaluate.SUBSET_GREEDY] = dict(zip(("level1", "level2", "level3", "level4"), (80, 50, 30, 10)))
+    assert evolve_report.targets(rows)[2].detail == "MCTS - greedy points: round 1 -7.5; not ahead in round 1"
+    assert "| 35.0 | 42.5 |" in evolve_report.report_markdown(rows)
 
 
 WORKER = """
 import importlib.util, json, sys
 import jax
-from rstar_jax.parallel.mesh import initialize_distributed
+from rstar_jax.parallel.hosts import initialize_distributed
 initialize_distributed()
-from rstar_jax import evolve
+from rstar_jax.evolve import extract, runner
+from rstar_jax.evolve import search as evolve_search
 from rstar_jax.config import EvolveConfig
 spec = importlib.util.spec_from_file_location("test_evolve", sys.argv[1])
 te = importlib.util.module_from_spec(spec)
@@ -361,10 +364,10 @@ spec.loader.exec_module(te)
 workdir = sys.argv[2]
 sets = {"level1": te.problems(9), "level2": te.problems(4, "level2")}
 search = te.StandInSearch()
-manifest = evolve.Manifest.load(workdir)
-manifest.run("round1/search", lambda: evolve.search_round(workdir + "/round1", sets, te.ROUND, search, 0, 2))
+manifest = runner.Manifest.load(workdir)
+manifest.run("round1/search", lambda: evolve_search.search_round(workdir + "/round1", sets, te.ROUND, search, 0, 2))
 main = jax.process_index() == 0
-result = manifest.run("round1/extract", lambda: evolve.extract_round(
+result = manifest.run("round1/extract", lambda: extract.extract_round(
     workdir + "/round1", sets, EvolveConfig(), None) if main else None)
 with open(f"{workdir}/process{jax.process_index()}.json", "w") as f:
     json.dump({"count": jax.process_count(), "calls": search.calls, "extract": result}, f)
@@ -468,8 +471,8 @@ def test_tiny_cpu_gin_restates_the_defaults():
 
     gin.clear_config()
     try:
-        cli.configure("rstar_jax.evolve", "evolve", ["tiny_cpu"], [], [])
-        args = gin.get_bindings(evolve.evolve)
+        cli.configure("rstar_jax.evolve.run", "evolve", ["tiny_cpu"], [], [])
+        args = gin.get_bindings(run.evolve)
     finally:
         gin.clear_config()
     assert args["curriculum"] == CurriculumConfig()
@@ -480,13 +483,14 @@ def test_tiny_cpu_gin_restates_the_defaults():
 def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     """The PPM path with real (tiny, untrained) models: train from the policy, score pairs."""
     from rstar_jax.config import ModelConfig, TrainConfig
+    from rstar_jax.inference.stack import ModelStack
 
     sets = {"level1": problems(6)}
-    evolve.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+    evolve_search.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
                         StandInSearch(), seed=0, chunk=4)
-    evolve.extract_round(str(tmp_path), sets, EvolveConfig(ppm_heldout_fraction=0.5), None)
+    extract.extract_round(str(tmp_path), sets, EvolveConfig(ppm_heldout_fraction=0.5), None)
     pairs = records.read_pairs(str(tmp_path / "ppm.json"))
-    tokenizer = evolve.train_tokenizer(str(tmp_path / "tokenizer"),
+    tokenizer = models.train_tokenizer(str(tmp_path / "tokenizer"),
                                        [p.prompt + p.pos + p.neg for p in pairs] * 4, 400)
     train = TrainConfig(learning_rate=1e-3, batch_size=2, max_steps=2, max_length=256,
                         compute_dtype="float32", checkpoint_every=2)
@@ -494,12 +498,13 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
                                             num_attention_heads=2, num_key_value_heads=1,
                                             tie_word_embeddings=True),
                           ppm_train=train, exec_workers=1)
-    policy = evolve.init_policy(str(tmp_path / "init"), tokenizer, config)
-    ppm = evolve.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None)
+    policy = models.init_policy(str(tmp_path / "init"), tokenizer, config)
+    ppm = models.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None)
     assert os.path.exists(os.path.join(ppm, "value_head.safetensors"))
-    with evolve.ModelStack(config, policy, ppm) as stack:
-        accuracy = evolve.pairwise_accuracy(stack.ppm, records.read_pairs(str(tmp_path / "ppm_heldout.json")))
+    with ModelStack(policy, ppm, sampler=config.sampler, scorer=config.scorer, exec_workers=1,
+                    exec_timeout_s=config.exec_timeout_s) as stack:
+        accuracy = evaluate.pairwise_accuracy(stack.ppm, records.read_pairs(str(tmp_path / "ppm_heldout.json")))
     assert 0.0 <= accuracy <= 1.0
     records.write_records(str(tmp_path / "none.json"), [])
-    assert evolve.train_reward_model(str(tmp_path / "ppm2"), policy, str(tmp_path / "none.json"),
+    assert models.train_reward_model(str(tmp_path / "ppm2"), policy, str(tmp_path / "none.json"),
                                      config, "previous/ppm") == "previous/ppm"

@@ -37,7 +37,7 @@ def test_every_shipped_gin_file_parses(path):
 
 @pytest.mark.parametrize("gin_file", PAPER_7B)
 def test_paper_rounds(gin_file):
-    config = resolved("rstar_jax.evolve", "evolve", gin_file)["config"]
+    config = resolved("rstar_jax.evolve.run", "evolve", gin_file)["config"]
     searches = [r.search for r in config.rounds]
     assert [(s.num_rollouts, s.num_candidates) for s in searches] == [(8, 5), (16, 8), (16, 8), (16, 16)]
     assert [s.use_ppm for s in searches] == [False, False, True, True]  # terminal-guided, then PPM-augmented
@@ -57,7 +57,7 @@ def test_paper_rounds(gin_file):
 
 @pytest.mark.parametrize("gin_file", PAPER_7B + PAPER_1P5B)
 def test_paper_evaluation(gin_file):
-    args = resolved("rstar_jax.evaluate", "evaluate", gin_file)
+    args = resolved("rstar_jax.evaluation.run", "evaluate", gin_file)
     assert (args["search"].num_rollouts, args["search"].num_candidates) == (12, 32)
     assert (args["config"].num_runs, args["config"].top_n) == (64, 4)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import gin
 import pytest
 
-from rstar_jax import cli, planner
+from rstar_jax import cli
+from rstar_jax.evolve import plan as planner
 from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
 
 EXPERIMENTS = Path(cli.EXPERIMENTS_DIR)
@@ -109,7 +110,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax
 import numpy as np
 from flax import nnx
-from rstar_jax import planner
+from rstar_jax.evolve import plan as planner
 from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.parallel.mesh import make_mesh

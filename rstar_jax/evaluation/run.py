@@ -18,7 +18,6 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import jax
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from rstar_jax.config import EvalConfig, MeshConfig, SamplerConfig, ScorerConfig, SearchConfig
@@ -27,6 +26,7 @@ from rstar_jax.evaluation import reporting
 from rstar_jax.evaluation.methods import METHOD_FNS, Models
 from rstar_jax.evaluation.metrics import STEP_REDUCTIONS
 from rstar_jax.evaluation.results import ShardWriter, grade, merge_shards
+from rstar_jax.parallel.hosts import barrier, initialize_distributed
 from rstar_jax.verify.grader import is_equivalent
 
 
@@ -47,24 +47,15 @@ def evaluate(
     `problems` is a problem file or a directory of them; `dtype` is the models' compute dtype
     ("float32" or "bfloat16"). Returns the summary rows.
     """
-    # Model code is imported here so that metrics and reports need no model stack.
-    from rstar_jax.inference.sampler import Sampler
-    from rstar_jax.inference.scorer import PPMScorer
-    from rstar_jax.models.hf import load_hf, load_ppm_hf
-    from rstar_jax.verify.executor import Executor
+    from rstar_jax.inference.stack import ModelStack  # here, so metrics and reports need no model stack
 
     check_config(config)
+    initialize_distributed()
     sets = load_problem_sets(problems)
-    device_mesh = _host_mesh(mesh) if mesh is not None else None
-    model, tokenizer = load_hf(policy_path, mesh=device_mesh, dtype=dtype)
-    policy = Sampler(model, tokenizer, sampler, mesh=device_mesh)
-    ppm = None
-    if ppm_path:
-        ppm_model, _ = load_ppm_hf(ppm_path, mesh=device_mesh, dtype=dtype)
-        ppm = PPMScorer(ppm_model, tokenizer, scorer, mesh=device_mesh)
-    with Executor(num_workers=config.exec_workers, timeout_s=config.exec_timeout_s) as executor:
-        models = Models(policy=policy, executor=executor, ppm=ppm, tokenizer=tokenizer, search=search,
-                        mesh=device_mesh)
+    with ModelStack(policy_path, ppm_path, sampler=sampler, scorer=scorer, exec_workers=config.exec_workers,
+                    exec_timeout_s=config.exec_timeout_s, mesh=mesh, dtype=dtype) as stack:
+        models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm, tokenizer=stack.tokenizer,
+                        search=search, mesh=stack.mesh)
         return evaluate_sets(workdir, sets, models, config)
 
 
@@ -89,7 +80,7 @@ def evaluate_sets(
             for name, problems in sets.items():
                 _evaluate_slice(workdir, name, method, _head(problems, config), models, config, pool, index, count)
     if count > 1:
-        multihost_utils.sync_global_devices("rstar_jax.evaluate: all shards written")
+        barrier("evaluation: all shards written")
     if index != 0:
         return []
     rows = []
@@ -104,17 +95,6 @@ def evaluate_sets(
             rows.append(row)
     reporting.write_summary(workdir, rows)
     return rows
-
-
-def _host_mesh(mesh: MeshConfig) -> jax.sharding.Mesh:
-    """This host's mesh: hosts evaluate different problems, so each mesh spans its own devices.
-
-    Decoding replicates the weights over 'data' and 'fsdp' (both only split rows, DECODE_RULES),
-    so they fold into 'data'; 'tensor' is kept.
-    """
-    from rstar_jax.parallel.mesh import make_mesh
-
-    return make_mesh(MeshConfig(data=-1, fsdp=1, tensor=mesh.tensor), devices=jax.local_devices())
 
 
 def check_config(config: EvalConfig) -> None:

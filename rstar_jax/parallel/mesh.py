@@ -1,9 +1,8 @@
-"""Device mesh ('data', 'fsdp', 'tensor') from a MeshConfig, and multi-host start-up."""
+"""Device mesh ('data', 'fsdp', 'tensor') from a MeshConfig."""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import jax
@@ -12,29 +11,6 @@ from jax.experimental import mesh_utils
 from rstar_jax.config import MeshConfig
 
 AXES = ("data", "fsdp", "tensor")
-
-
-def initialize_distributed() -> None:
-    """Starts jax.distributed when the environment describes several processes; else does nothing.
-
-    SLURM/Kubernetes jobs are recognised by their variables; a Cloud TPU VM sets none, so
-    launch/tpu.sh sets RSTAR_JAX_DISTRIBUTED=1 and JAX then finds the slice from the VM metadata.
-    An explicit coordinator can be given with JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-    JAX_PROCESS_ID. Must run before anything touches the devices; calling it again is harmless.
-    """
-    explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
-    cluster = any(k in os.environ for k in (
-        "RSTAR_JAX_DISTRIBUTED", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
-    if jax.distributed.is_initialized() or not (explicit or cluster):
-        return
-    if explicit:
-        jax.distributed.initialize(
-            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]),
-        )
-    else:
-        jax.distributed.initialize()
 
 
 def resolve_shape(sizes: Sequence[int], total: int, what: str) -> tuple[int, ...]:

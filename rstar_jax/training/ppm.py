@@ -12,7 +12,8 @@ from rstar_jax.config import MeshConfig, PPMConfig, TrainConfig
 from rstar_jax.data.records import read_pairs
 from rstar_jax.models.hf import save_ppm_hf
 from rstar_jax.models.ppm import ProcessRewardModel
-from rstar_jax.parallel.mesh import initialize_distributed, make_mesh
+from rstar_jax.parallel.hosts import initialize_distributed
+from rstar_jax.parallel.mesh import make_mesh
 from rstar_jax.parallel.sharding import constrain
 from rstar_jax.training import data, losses
 from rstar_jax.training.loop import Batch, Task, load_for_training, train

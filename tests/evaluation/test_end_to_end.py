@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rstar_jax.config import EvalConfig, ModelConfig, SamplerConfig, ScorerConfig, SearchConfig
 from rstar_jax.data.problems import load_problem_set
-from rstar_jax.evaluate import evaluate
+from rstar_jax.evaluation.run import evaluate
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.hf import save_hf, save_ppm_hf
 from rstar_jax.models.ppm import ProcessRewardModel

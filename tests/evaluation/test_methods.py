@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, models as tokenizer_models
 
 from rstar_jax.config import EvalConfig, SearchConfig
 from rstar_jax.data.problems import load_problem_sets
-from rstar_jax.evaluate import evaluate_sets
+from rstar_jax.evaluation.run import evaluate_sets
 from rstar_jax.evaluation import methods
 from rstar_jax.evaluation.methods import Models
 from rstar_jax.evaluation.solutions import CHAT_INSTRUCTION, chat_prompt

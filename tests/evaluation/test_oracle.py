@@ -16,7 +16,7 @@ from oracle import OraclePolicy
 
 from rstar_jax.config import EvalConfig
 from rstar_jax.data.problems import load_problem_sets
-from rstar_jax.evaluate import evaluate_sets
+from rstar_jax.evaluation.run import evaluate_sets
 from rstar_jax.evaluation.methods import Models
 from rstar_jax import steps as sf
 from rstar_jax.verify.executor import Executor

@@ -1,0 +1,73 @@
+"""A round's evaluation on the test sets: greedy pass@1 on every problem, the search methods (MCTS
+with policy + PPM) on the first problems of each set beside greedy's score there, and the PPM's
+accuracy on held-out step pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from rstar_jax.config import EvalConfig, EvolveConfig
+from rstar_jax.data import records
+from rstar_jax.data.problems import Problem
+from rstar_jax.evaluation.methods import Models
+from rstar_jax.evaluation.reporting import summarize
+from rstar_jax.evaluation.results import MERGED, read_records
+from rstar_jax.evaluation.run import evaluate_sets
+
+
+def pairwise_accuracy(scorer, pairs: Sequence[records.PreferencePair]) -> float | None:
+    """Share of held-out pairs whose chosen step the PPM scores above the rejected one."""
+    if not pairs:
+        return None
+    raw, _ = scorer.score([p.prompt + p.pos for p in pairs] + [p.prompt + p.neg for p in pairs])
+    return float((raw[:len(pairs)] > raw[len(pairs):]).mean())
+
+
+SUBSET_GREEDY = "greedy_search_problems"  # greedy on the test problems the other methods ran on
+
+
+def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: EvolveConfig,
+                   policy_dir: str, ppm_dir: str | None, heldout_file: str | None) -> dict[str, Any]:
+    """Greedy pass@1 per test set, and the other methods (MCTS) when there is a PPM.
+
+    Greedy runs on every test problem (up to `evaluation.max_problems`); the other methods on the
+    first `config.search_eval_problems` of each set. When those are fewer, greedy's score on them
+    is reported too, as "greedy_search_problems" (the comparison of target (d)).
+    """
+    from rstar_jax.inference.stack import ModelStack  # the model stack, only where models run
+
+    evaluation = config.evaluation
+    scored = tuple(m for m in evaluation.methods if m != "greedy") if ppm_dir else ()
+    head = min((n for n in (evaluation.max_problems, config.search_eval_problems) if n > 0), default=0)
+    with ModelStack(policy_dir, ppm_dir, sampler=config.sampler, scorer=config.scorer,
+                    exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s) as stack:
+        models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm,
+                        tokenizer=stack.tokenizer, search=config.eval_search)
+        rows = []
+        if "greedy" in evaluation.methods:
+            rows += evaluate_sets(eval_dir, test_sets, models, dataclasses.replace(evaluation, methods=("greedy",)))
+        if scored:
+            rows += evaluate_sets(os.path.join(eval_dir, "search_problems"), test_sets, models,
+                                  dataclasses.replace(evaluation, max_problems=head, methods=scored))
+        ppm_accuracy = (pairwise_accuracy(stack.ppm, records.read_pairs(heldout_file))
+                        if stack.ppm is not None and heldout_file else None)
+    greedy = ({name: read_records(os.path.join(eval_dir, name, "greedy", MERGED)) for name in test_sets}
+              if "greedy" in evaluation.methods else {})
+    if scored and head != evaluation.max_problems:
+        rows += greedy_on_head(greedy, head, evaluation)
+    accuracy: dict[str, dict[str, float]] = {}
+    for row in rows:
+        accuracy.setdefault(row["method"], {})[row["set"]] = row["accuracy"]
+    greedy_steps = {name: records.step_counts(("".join(r["candidates"][0]["steps"]), r["candidates"][0]["correct"])
+                                              for r in recs) for name, recs in greedy.items()}
+    return {"accuracy": accuracy, "ppm_heldout_accuracy": ppm_accuracy, "greedy_steps": greedy_steps}
+
+
+def greedy_on_head(greedy: dict[str, list[dict[str, Any]]], head: int, evaluation: EvalConfig) -> list[dict[str, Any]]:
+    """Summary rows (method SUBSET_GREEDY) of greedy's records, in problem order, cut to each set's
+    first `head` problems: greedy is deterministic, so running it again there gives the same."""
+    return [dict(summarize(name, "greedy", recs[:head], evaluation.ks, evaluation.top_n, evaluation.paper_round),
+                 method=SUBSET_GREEDY) for name, recs in greedy.items()]

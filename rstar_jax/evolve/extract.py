@@ -1,0 +1,68 @@
+"""A round's records: SFT records (top trajectories per problem), PPM step pairs split into train
+and held-out pools, and coverage per problem set, from every search pass's trees (spec §4)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from rstar_jax.config import EvolveConfig
+from rstar_jax.data import records
+from rstar_jax.data.problems import Problem
+from rstar_jax.data.records import StepTree
+from rstar_jax.evolve.search import read_pass
+
+
+PPM_TRAIN, PPM_HELDOUT = "ppm_train.json", "ppm_heldout_pool.json"  # what the round's PPM sees
+
+
+def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: EvolveConfig,
+                  seed_file: str | None, earlier_rounds: Sequence[str] = ()) -> dict[str, Any]:
+    """SFT records, PPM pairs (train / held-out) and coverage per set from all passes' trees.
+
+    The round's own pairs go to ppm.json / ppm_heldout.json; with the pairs of `earlier_rounds`
+    (round directories) they form the PPM's training and held-out pools."""
+    by_problem: dict[tuple[str, Any], list[StepTree]] = {}
+    search_dir = os.path.join(round_dir, "search")
+    for k in sorted(os.listdir(search_dir)):
+        for t in read_pass(os.path.join(search_dir, k)):
+            by_problem.setdefault((t.set, t.index), []).append(t.tree)
+    flt = records.PairFilter(config.min_step_margin, config.min_edit_distance)
+    sft = records.read_sft(seed_file) if seed_file and config.seed_replay else []
+    if 0 <= config.seed_replay < len(sft):
+        sft = random.Random(config.seed).sample(sft, config.seed_replay)
+    pairs: list[records.PreferencePair] = []
+    coverage, steps = {}, {}
+    for name, problems in train_sets.items():
+        solved = 0
+        outcomes = []  # (response, correct) of every trajectory: the report's step counts
+        for p in problems:
+            trees = by_problem.get((name, p.index), [])
+            if not trees:
+                continue
+            solved += any(records.is_solved(t) for t in trees)
+            outcomes += [(trace.response, trace.correct) for t in trees for trace in records.traces(t)]
+            sft += records.sft_records(trees, config.sft_per_problem)
+            pairs += [pair for t in trees for pair in records.step_pairs(t, flt)]
+            pairs += records.final_answer_pairs(trees)
+        coverage[name] = solved / max(len(problems), 1)
+        steps[name] = records.step_counts(outcomes)
+    random.Random(0).shuffle(pairs)
+    held = round(len(pairs) * config.ppm_heldout_fraction)
+    records.write_records(os.path.join(round_dir, "sft.json"), sft)
+    records.write_records(os.path.join(round_dir, "ppm_heldout.json"), pairs[:held])
+    records.write_records(os.path.join(round_dir, "ppm.json"), pairs[held:])
+    pools = {}
+    for pool, own, name in ((PPM_TRAIN, pairs[held:], "ppm.json"), (PPM_HELDOUT, pairs[:held], "ppm_heldout.json")):
+        pools[pool] = [p for d in earlier_rounds for p in records.read_pairs(os.path.join(d, name))] + own
+        records.write_records(os.path.join(round_dir, pool), pools[pool])
+    total = sum(len(v) for v in train_sets.values())
+    covered = sum(coverage[n] * len(v) for n, v in train_sets.items())
+    return {"coverage": coverage, "coverage_all": covered / max(total, 1), "sft_records": len(sft),
+            "ppm_pairs": len(pairs) - held, "ppm_heldout_pairs": held,
+            "ppm_train_pairs": len(pools[PPM_TRAIN]), "ppm_heldout_pool_pairs": len(pools[PPM_HELDOUT]),
+            "search_steps": steps}
+
+

@@ -1,0 +1,55 @@
+"""A round's model stages: the from-scratch tokenizer and initial policy (curriculum runs), policy
+SFT and PPM training. The model stack is imported inside each, so manifests and records need none
+of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from rstar_jax.config import EvolveConfig, TrainConfig
+from rstar_jax.data import records
+
+log = logging.getLogger(__name__)
+
+
+def train_tokenizer(out_dir: str, texts: list[str], vocab_size: int) -> str:
+    from rstar_jax.models.tokenizer import train_sentencepiece
+
+    train_sentencepiece(texts, vocab_size, out_dir)
+    return out_dir
+
+
+def init_policy(out_dir: str, tokenizer_dir: str, config: EvolveConfig) -> str:
+    """A randomly initialised decoder sized to the tokenizer, saved as the round-0 base model."""
+    from flax import nnx
+
+    from rstar_jax.models.decoder import Decoder
+    from rstar_jax.models.hf import save_hf
+    from rstar_jax.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model_config = dataclasses.replace(
+        config.model, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    save_hf(Decoder(model_config, rngs=nnx.Rngs(config.seed)), tokenizer, out_dir)
+    return out_dir
+
+
+def train_policy(run_dir: str, base_model: str, sft_file: str, config: EvolveConfig, train: TrainConfig) -> str:
+    from rstar_jax.training.sft import train_sft
+
+    return train_sft(run_dir, base_model=base_model, train_file=sft_file, config=train, mesh=config.mesh)
+
+
+def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: EvolveConfig,
+                       previous: str | None) -> str | None:
+    """The round's PPM, or the previous round's when no problem gave a preference pair."""
+    from rstar_jax.training.ppm import train_ppm
+
+    if not records.read_pairs(pairs_file):
+        log.warning("%s: no PPM pairs (no problem had both correct and wrong trajectories); "
+                    "keeping the previous PPM (%s)", pairs_file, previous)
+        return previous
+    return train_ppm(run_dir, policy_model=policy, train_file=pairs_file, config=config.ppm_train,
+                     mesh=config.mesh)

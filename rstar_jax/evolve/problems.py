@@ -1,0 +1,33 @@
+"""A run's problems on the synthetic curriculum: the seed set and per-level problem files, and the
+texts the from-scratch tokenizer learns from."""
+
+from __future__ import annotations
+
+import os
+
+from rstar_jax import steps as sf
+from rstar_jax.config import CurriculumConfig
+from rstar_jax.data import records
+from rstar_jax.data.curriculum import make_curriculum
+from rstar_jax.data.problems import Problem
+from rstar_jax.data.records import write_json_atomic
+
+
+def write_curriculum(directory: str, config: CurriculumConfig) -> dict[str, int]:
+    """Seed SFT records and per-level train / test problem files (rStar formats)."""
+    cur = make_curriculum(config)
+    records.write_records(os.path.join(directory, "seed.json"),
+                          [records.SFTRecord(p.question, p.response) for p in cur.seed])
+    for split, problems in (("train", cur.train), ("test", cur.test)):
+        for level in config.levels:
+            rows = [{"index": i, "question": p.question, "answer": str(p.answer)}
+                    for i, p in enumerate(q for q in problems if q.level == level)]
+            write_json_atomic(os.path.join(directory, split, f"level{level}.json"), rows)
+    return {"seed": len(cur.seed), "train": len(cur.train), "test": len(cur.test)}
+
+
+def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> list[str]:
+    """What the from-scratch tokenizer learns from: seed solutions and all training questions."""
+    seed = records.read_sft(seed_file)
+    return ([sf.sft_prompt(r.query) + r.response for r in seed]
+            + [p.question for problems in problem_sets.values() for p in problems])

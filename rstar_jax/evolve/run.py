@@ -1,0 +1,116 @@
+"""`rstar-jax evolve`: rStar-Math's rounds of self-evolution as resumable stages (spec §1).
+
+Round 0 makes the bootstrap policy: on the synthetic curriculum (the CPU default) a tokenizer and
+a from-scratch model fine-tuned on the seed set's worked solutions; with `base_model` an HF model
+that round 1 prompts few-shot. Every round r >= 1 then runs
+
+    search   MCTS over the training problems with the round r-1 policy (and PPM when the round's
+             search uses one), then again with new seeds over problems still unsolved
+    extract  SFT records and PPM pairs from the trees (spec §4), coverage per problem set
+    policy   SFT on this round's records, from the base model, the random init or round r-1's
+             policy (`EvolveConfig.round_base`); exported as an HF directory
+    ppm      PPM training from this round's policy; exported as an HF directory
+    evaluate greedy pass@1 on the test sets; MCTS policy + PPM on the first
+             `search_eval_problems` of each, and greedy's score there; the PPM's held-out accuracy
+
+Stages write atomically and are recorded in `<workdir>/manifest.json` (evolve/runner.py); a
+restarted run skips finished stages, and a killed search keeps its finished chunks. With several
+processes (`jax.distributed`), each searches its slice of the problems into its own shard files,
+and process 0 extracts the records and writes the manifest and the report after a barrier; every
+process trains and evaluates (the training and evaluation code shard the work themselves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+
+from rstar_jax.config import CurriculumConfig, EvolveConfig
+from rstar_jax.data.problems import load_problem_sets
+from rstar_jax.evolve.evaluate import evaluate_round
+from rstar_jax.evolve.extract import PPM_HELDOUT, PPM_TRAIN, extract_round
+from rstar_jax.evolve.models import init_policy, train_policy, train_reward_model, train_tokenizer
+from rstar_jax.evolve.problems import tokenizer_texts, write_curriculum
+from rstar_jax.evolve.report import round_rows, write_report
+from rstar_jax.evolve.runner import Manifest
+from rstar_jax.evolve.search import search_stage
+from rstar_jax.parallel.hosts import initialize_distributed
+
+log = logging.getLogger(__name__)
+
+
+ROUND_BASES = ("base", "init", "previous")  # what each round's policy fine-tunes (EvolveConfig)
+
+
+def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(),
+           curriculum: CurriculumConfig = CurriculumConfig(), base_model: str = "",
+           train_problems: str = "", test_problems: str = "", seed_sft: str = "") -> list[dict[str, Any]]:
+    """Runs, or resumes, bootstrap + every round of `config`; prints and returns the report rows.
+
+    Without `base_model` the problems come from the synthetic `curriculum` and round 0 trains a
+    tokenizer and a from-scratch policy on its seed set. With `base_model` (an HF directory) the
+    problems are rStar problem files or directories (`train_problems`, `test_problems`), round 1
+    searches with the base model (use `SearchConfig.data_generation(1)` there for the few-shot
+    prompt), and `seed_sft` optionally adds worked solutions to every round's SFT data.
+    """
+    if config.round_base not in ROUND_BASES:
+        raise ValueError(f"evolve: round_base {config.round_base!r} is not one of {ROUND_BASES}")
+    initialize_distributed()
+    is_main = jax.process_index() == 0
+    manifest = Manifest.load(workdir)
+    round0 = os.path.join(workdir, "round0")
+    if base_model:
+        if not (train_problems and test_problems):
+            raise ValueError("evolve: with base_model, also give train_problems and test_problems")
+        train_dir, test_dir, seed_file = train_problems, test_problems, seed_sft or None
+    else:
+        problems_dir = os.path.join(workdir, "problems")
+        manifest.run("round0/problems", lambda: write_curriculum(problems_dir, curriculum) if is_main else None)
+        train_dir, test_dir = os.path.join(problems_dir, "train"), os.path.join(problems_dir, "test")
+        seed_file = os.path.join(problems_dir, "seed.json")
+    train_sets, test_sets = load_problem_sets(train_dir), load_problem_sets(test_dir)
+
+    if base_model:
+        base = policy = base_model
+    else:
+        tokenizer_dir = manifest.run("round0/tokenizer", lambda: train_tokenizer(
+            os.path.join(round0, "tokenizer"), tokenizer_texts(seed_file, train_sets), config.tokenizer_vocab))
+        base = manifest.run("round0/init", lambda: init_policy(os.path.join(round0, "init"), tokenizer_dir, config))
+        policy = manifest.run("round0/policy", lambda: train_policy(
+            os.path.join(round0, "policy"), base, seed_file, config, config.seed_train))
+        if config.round_base != "init":
+            base = policy
+    manifest.run("round0/evaluate", lambda: evaluate_round(
+        os.path.join(round0, "eval"), test_sets, config, policy, None, None))
+    seed_levels = None if base_model else curriculum.seed_levels
+    markdown = write_report(workdir, round_rows(manifest, 0), seed_levels) if is_main else ""
+
+    ppm = None
+    for r, rc in enumerate(config.rounds, start=1):
+        if rc.search.use_ppm and ppm is None:
+            log.warning("round %d: no PPM from an earlier round; searching terminal-guided", r)
+            rc = dataclasses.replace(rc, search=dataclasses.replace(rc.search, use_ppm=False))
+        round_dir = os.path.join(workdir, f"round{r}")
+        manifest.run(f"round{r}/search", lambda: search_stage(
+            round_dir, train_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
+            config.seed + 10 * r))
+        earlier = [os.path.join(workdir, f"round{k}") for k in range(max(1, r - config.ppm_pair_rounds + 1), r)]
+        manifest.run(f"round{r}/extract", lambda: extract_round(
+            round_dir, train_sets, config, seed_file, earlier) if is_main else None)
+        policy = manifest.run(f"round{r}/policy", lambda: train_policy(
+            os.path.join(round_dir, "policy"), base, os.path.join(round_dir, "sft.json"), config, config.policy_train))
+        if config.round_base == "previous":
+            base = policy
+        ppm = manifest.run(f"round{r}/ppm", lambda: train_reward_model(
+            os.path.join(round_dir, "ppm"), policy, os.path.join(round_dir, PPM_TRAIN), config, ppm))
+        manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
+            os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
+            os.path.join(round_dir, PPM_HELDOUT)))
+        markdown = write_report(workdir, round_rows(manifest, r), seed_levels) if is_main else ""
+    if is_main:
+        print(markdown)
+    return round_rows(manifest, len(config.rounds))

@@ -1,0 +1,108 @@
+"""A round's search: MCTS over the training problems, every problem once and then again with new
+seeds for those still unsolved, in resumable chunks.
+
+A search pass is a directory of chunks saved by `rstar_jax.search.io` (`<round>/search/pass0` opens
+in experiments/notebooks/inspect_tree.ipynb). With several processes each searches its slice of
+the problems into its own chunk files; between passes every process reads all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from rstar_jax.config import EvolveConfig, RoundConfig
+from rstar_jax.data import records
+from rstar_jax.data.problems import Problem
+from rstar_jax.data.records import StepTree
+from rstar_jax.parallel.hosts import barrier, shard
+from rstar_jax.search import io as search_io
+from rstar_jax.search.io import SearchResult
+
+
+@dataclasses.dataclass(frozen=True)
+class Searched:
+    """One search tree of one training problem, as extraction reads it."""
+
+    set: str
+    index: int | str
+    tree: StepTree
+
+
+def read_pass(directory: str) -> list[Searched]:
+    """Every tree that any process saved into a pass directory (one `search_io.save` directory per
+    chunk), one per problem: a run resumed with another process count may have searched one twice."""
+    if not os.path.isdir(directory):
+        return []
+    return [Searched(p.source, p.index, result.step_tree(b))
+            for result in search_io.load_each(directory) for b, p in enumerate(result.problems)]
+
+
+SearchFn = Callable[[Sequence[Problem], int], SearchResult]  # (problems, seed) -> searched trees
+
+
+def search_pass(directory: str, problems: Sequence[tuple[str, Problem]], search_fn: SearchFn, seed: int,
+                chunk: int, process: tuple[int, int]) -> None:
+    """Searches this process's slice of `problems` in chunks, each saved as a search directory
+    (`rstar_jax.search.io`, so the notebook opens it) written under a temporary name and renamed:
+    a chunk directory that exists is done. A problem's `source` is set to its set's name.
+
+    Every chunk uses the pass's seed: chunks hold different problems, so they need no own seed."""
+    index, count = process
+    mine = shard(problems, index, count)
+    for start in range(0, len(mine), chunk):
+        path = os.path.join(directory, f"p{index:03d}-of-{count:03d}.c{start // chunk:05d}")
+        if os.path.exists(path):
+            continue
+        batch = [dataclasses.replace(p, source=name) for name, p in mine[start:start + chunk]]
+        result = search_fn(batch, seed)
+        tmp = f"{path}.tmp"  # chunk names are per process, so this one is ours (left over if killed)
+        shutil.rmtree(tmp, ignore_errors=True)
+        search_io.save(result, tmp)
+        os.replace(tmp, path)
+
+
+def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: RoundConfig,
+                 search_fn: Callable[[Sequence[Problem], int, int], SearchResult], seed: int,
+                 chunk: int) -> dict[str, Any]:
+    """All passes of a round's search: every problem once, then each unsolved-problem pass.
+
+    `search_fn(problems, rollouts, seed)`. Pass k uses seed + k; between passes every
+    process reads all shards to agree on which problems are still unsolved.
+    """
+    process = (jax.process_index(), jax.process_count())
+    todo = [(name, p) for name, problems in train_sets.items() for p in problems]
+    passes = (rc.search.num_rollouts, *rc.unsolved_rollouts)
+    searched = 0
+    for k, rollouts in enumerate(passes):
+        directory = os.path.join(round_dir, "search", f"pass{k}")
+        search_pass(directory, todo, lambda ps, s: search_fn(ps, rollouts, s), seed + k, chunk, process)
+        searched += len(todo)
+        barrier(f"{directory} written")
+        solved = {(t.set, t.index) for t in read_pass(directory) if records.is_solved(t.tree)}
+        todo = [(name, p) for name, p in todo if (name, p.index) not in solved]
+        if not todo:
+            break
+    return {"trees": searched, "unsolved": len(todo), "ppm": rc.search.use_ppm}
+
+
+
+
+def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: RoundConfig,
+                 config: EvolveConfig, policy_dir: str, ppm_dir: str | None, seed: int) -> dict[str, Any]:
+    """A round's MCTS over the training problems with the given policy (and PPM)."""
+    from rstar_jax.inference.stack import ModelStack  # the model stack, only where a search runs
+    from rstar_jax.search.driver import run_mcts
+
+    def search_fn(problems: Sequence[Problem], rollouts: int, pass_seed: int) -> SearchResult:
+        search = dataclasses.replace(rc.search, num_rollouts=rollouts, seed=pass_seed)
+        return run_mcts(problems, stack.policy, stack.ppm, search, stack.executor)
+
+    with ModelStack(policy_dir, ppm_dir, sampler=config.sampler, scorer=config.scorer,
+                    exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s) as stack:
+        return search_round(round_dir, train_sets, rc, search_fn, seed, config.search_chunk)
