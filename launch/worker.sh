@@ -70,7 +70,12 @@ if [[ -n "${GCS_BUCKET}" ]]; then
       run sudo apt-get install -y -q gcsfuse
     fi
     run mkdir -p "${GCS_DIR}"
-    run gcsfuse --implicit-dirs "${GCS_BUCKET}" "${GCS_DIR}"
+    # The stages publish directories by renaming them (atomic writes, orbax's temporary
+    # checkpoint folders, search passes); gcsfuse refuses a directory rename unless the directory
+    # has fewer descendants than --rename-dir-limit (default 0). On a flat bucket the rename is a
+    # copy and delete per object, so not atomic; a bucket with hierarchical namespace renames
+    # folders atomically and ignores the limit. 200000 is gcsfuse's own checkpointing profile value.
+    run gcsfuse --implicit-dirs --rename-dir-limit=200000 "${GCS_BUCKET}" "${GCS_DIR}"
   fi
 fi
 

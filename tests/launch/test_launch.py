@@ -245,7 +245,8 @@ def test_worker_mounts_the_bucket_installing_gcsfuse_if_missing(repo, env, tmp_p
     venv = tmp_path / "venv"
     args = ["--venv", str(venv), "--python", "fakepython", "--gcs_bucket", "bkt", "--gcs_dir", str(mount)]
     assert launch(repo, env, "worker.sh", *args, "--", "true").returncode == 0
-    assert ["gcsfuse", "--implicit-dirs", "bkt", str(mount)] in calls(env)
+    # Directory renames (atomic writes, orbax's temporary dirs, search passes) need the rename limit.
+    assert ["gcsfuse", "--implicit-dirs", "--rename-dir-limit=200000", "bkt", str(mount)] in calls(env)
     assert mount.is_dir()
     Path(env["FAKE_LOG"]).unlink()
     (tmp_path / "bin" / "gcsfuse").unlink()  # not installed yet: worker.sh installs it first
@@ -257,4 +258,4 @@ def test_worker_mounts_the_bucket_installing_gcsfuse_if_missing(repo, env, tmp_p
     assert lines[0][:3] == ["sudo", "curl", "-fsSL"]
     assert ["sudo", "apt-get", "install", "-y", "-q", "gcsfuse"] in lines
     assert lines[lines.index(["sudo", "apt-get", "install", "-y", "-q", "gcsfuse"]) + 2] == [
-        "gcsfuse", "--implicit-dirs", "bkt", str(mount)]
+        "gcsfuse", "--implicit-dirs", "--rename-dir-limit=200000", "bkt", str(mount)]
