@@ -17,6 +17,7 @@ import argparse
 import ast
 import dataclasses
 import importlib
+import importlib.resources
 import inspect
 import logging
 import os
@@ -37,7 +38,8 @@ COMMANDS: dict[str, str] = {
     "eval": "rstar_jax.evaluation.run:evaluate",
 }
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# experiments/ ships as the package rstar_jax.experiments (setup.py), editable install or not.
+EXPERIMENTS_DIR = Path(str(importlib.resources.files("rstar_jax.experiments")))
 # `include` lines in gin files name other files relative to experiments/ (as t5x does).
 gin.add_config_file_search_path(str(EXPERIMENTS_DIR))
 # gin's package-resource reader logs an error for every search path an include is not under,
