@@ -2,10 +2,17 @@
 
 The beam of each problem holds up to `beam_width` nodes; each generates `num_candidates` steps,
 every child is scored by the PPM, and the top `width` children by value become the next beam.
-`width` starts at `beam_width` and drops by one for each valid answer among the chosen. Any code
-error ends a branch. Children stay tied to the beam node that generated them: the original
+`width` starts at `beam_width` and drops by one for each valid answer among *all* the candidates
+of the step, each of which is collected as a final answer, as the original's `select_next_step`
+does (`for current_node in self.current_nodes[:]: if is_valid_final_answer_node(...):
+final_answer_nodes.append(...); current_top_num -= 1` over every sorted candidate, then
+`candidate_nodes[:current_top_num]`); the answers and invalid terminals among the top `width`
+take their slots without being expanded, as there. Any code error ends a branch.
+Deliberate differences: children stay tied to the beam node that generated them (the original
 zipped all beam nodes with the outputs of the non-terminal ones only, which could hang children
-under the wrong parent.
+under the wrong parent); invalid terminals are not PPM-scored and rank below every scored
+candidate (the original scored them too, so one could take a slot); and a width driven below 0
+gives an empty beam (the original's negative slice `[:current_top_num]` kept all but the last).
 """
 
 from __future__ import annotations
@@ -85,10 +92,12 @@ def _beam_batch(problems, policy, ppm, config, executor, mesh, progress) -> Sear
             # Invalid terminals (value -1) rank below every PPM value; the stable sort keeps
             # generation order among equals.
             ranked = sorted(children, key=lambda nk: -values.get((b, nk[0]), config.negative_reward))
+            answers = [node for node, kind in ranked if kind == NodeKind.ANSWER]
+            chosen.update((b, node) for node in answers)  # every valid answer is collected
+            width[b] -= len(answers)
             top = ranked[: max(width[b], 0)]
             chosen.update((b, node) for node, _ in top)
-            width[b] -= sum(kind == NodeKind.ANSWER for _, kind in top)
-            nxt = [node for node, kind in top if kind == NodeKind.STEP][: max(width[b], 0)]
+            nxt = [node for node, kind in top if kind == NodeKind.STEP]
             beams[b, : len(nxt)] = nxt
         bar.set_postfix(open_beams=int((beams != NO_NODE).any(axis=1).sum()), nodes=int(np.asarray(tree.node_count).sum()))
         bar.update(1)

@@ -27,7 +27,7 @@ from rstar_jax import steps as sf
 from rstar_jax.search.io import SENTINELS, NodeRecord, SearchResult, concat
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
 from rstar_jax.shapes import bucket
-from rstar_jax.verify.grader import is_equivalent
+from rstar_jax.verify.grader import grade
 
 
 class Sample(Protocol):
@@ -37,6 +37,7 @@ class Sample(Protocol):
     token_ids: list[int]
     logprob_sum: float
     stop_string: str | None
+    finish_reason: str  # "length" with no tokens: the prompt left no room in the policy's context
 
 
 class StepGenerator(Protocol):
@@ -63,7 +64,7 @@ class Proposal:
     """The kept candidates of every leaf, as [B, L, K] arrays in generation order."""
 
     exists: np.ndarray  # bool: a kept candidate sits in this slot
-    step_kind: np.ndarray  # int8 NodeKind: STEP, ANSWER or UNPARSABLE
+    step_kind: np.ndarray  # int8 NodeKind: STEP, ANSWER, UNPARSABLE or TOO_DEEP (context full)
     code_error: np.ndarray  # bool: its code failed (spec §2.6)
     prior: np.ndarray  # float32: sampling prior among siblings (PUCT only)
 
@@ -184,6 +185,9 @@ class StepExpander:
         self.parents: list[list[int]] = [[NO_NODE] for _ in problems]
         self._pending: dict[tuple[int, int, int], _Candidate] = {}
         self._calls = 0
+        # "ungraded_answers": grades that could not finish (rewarded neutrally, never -1);
+        # "context_full": leaves whose prompt left no room in the policy's context (TOO_DEEP).
+        self.counts = {"ungraded_answers": 0, "context_full": 0}
 
     # -- text of the tree ---------------------------------------------------------------------
     def path(self, b: int, node: int) -> list[int]:
@@ -206,14 +210,15 @@ class StepExpander:
 
     def _open_block(self, b: int, node: int) -> list[str]:
         """Texts of the steps since the last closed code block (the original's
-        `collect_action_inputs`), skipping steps whose code timed out."""
+        `collect_action_inputs`), timed-out steps included: the original's check
+        `"TimeoutError" not in node.state["text"].split(action_input)[-1]` never fires, since a
+        step's text is its action input (a timed-out block-closing step ends the walk first)."""
         texts = []
         while node not in (ROOT, NO_NODE):
             rec = self.nodes[b][node]
             if sf.OUTPUT_END in rec.text or sf.CODE_END in rec.text:
                 break
-            if not (rec.output or "").startswith("TimeoutError"):
-                texts.append(rec.text)
+            texts.append(rec.text)
             node = self.parents[b][node]
         return texts[::-1]
 
@@ -239,7 +244,7 @@ class StepExpander:
             mean_logp = np.array([c.logprob_sum / max(len(c.token_ids), 1) for _, c in kept])
             weights = np.exp(mean_logp - mean_logp.max())
             for (j, c), p in zip(kept, weights / weights.sum()):
-                cand = self._parse(b, c.text)
+                cand = self._parse(b, c)
                 if cand.kind == NodeKind.STEP:
                     programs.append(((b, l, j), sf.build_program(self._open_block(b, int(leaves[b, l])), c.text)))
                 self._pending[b, l, j] = cand
@@ -251,14 +256,22 @@ class StepExpander:
             error[b, l, j] = cand.error
         return Proposal(exists, step_kind, error, prior)
 
-    def _parse(self, b: int, text: str) -> _Candidate:
+    def _parse(self, b: int, sample: Sample) -> _Candidate:
+        text = sample.text
+        if _context_full(sample):
+            # The original's vLLM ignores a prompt over max_model_len (empty text, "length"); its
+            # empty steps would pile up to max_depth and end as TOO_MANY_STEPS. We end there now.
+            self.counts["context_full"] += 1
+            return _Candidate(text, NodeKind.TOO_DEEP)
         parsed = sf.parse_step(text)
         if parsed.kind == "code":
             return _Candidate(text, NodeKind.STEP)
         if parsed.kind == "unparsable":
             return _Candidate(text, NodeKind.UNPARSABLE)
         golds = self.problems[b].golds
-        correct = is_equivalent(parsed.answer, list(golds)) if any(golds) else None
+        correct = grade(parsed.answer, list(golds)) if any(golds) else None
+        if correct is None and any(golds):
+            self.counts["ungraded_answers"] += 1
         return _Candidate(text, NodeKind.ANSWER, answer=parsed.answer, correct=correct)
 
     # -- commit the expansion: node records with their final text ----------------------------
@@ -297,7 +310,7 @@ class StepExpander:
         for b, l, j, node in self.commit(leaves, ids, kinds):
             kind = kinds[b, l, j]
             if kind == NodeKind.ANSWER and cfg.ground_truth_rewards:
-                rewards[b, l, j] = cfg.positive_reward if self.nodes[b][node].correct else cfg.negative_reward
+                rewards[b, l, j] = _reward(self.nodes[b][node].correct, cfg)
             elif (kind == NodeKind.ANSWER) or (kind == NodeKind.STEP and cfg.use_ppm):
                 to_score.append((b, l, j, node))
         values = self.ppm_values([(b, node) for b, _, _, node in to_score])
@@ -308,12 +321,34 @@ class StepExpander:
         return rewards, ppm
 
 
+def _reward(correct: bool | None, config: SearchConfig) -> float:
+    """A graded answer's reward; an answer whose grade could not finish gets the midpoint (0 with
+    the default +-1): unknown, neither right nor wrong, so a busy grader never costs a right
+    answer its reward."""
+    if correct is None:
+        return (config.positive_reward + config.negative_reward) / 2
+    return config.positive_reward if correct else config.negative_reward
+
+
+def _context_full(sample: Sample) -> bool:
+    """The sampler's answer to a prompt with no room left in its context: nothing generated."""
+    return sample.finish_reason == "length" and not sample.token_ids
+
+
+def _dedup_key(sample: Sample) -> str:
+    """The text vLLM returns: without the matched stop string, which the original re-appends only
+    after deduplicating (`if out.text not in text_set`), so `x<end_of_step>` and `x<end_of_code>`
+    are one sample there, the first one kept."""
+    stop = sample.stop_string
+    return sample.text[: -len(stop)] if stop and sample.text.endswith(stop) else sample.text
+
+
 def _postprocess(completions: Sequence[Sample]) -> list[tuple[int, Sample]]:
     """Drops duplicate texts; if a sample ended the answer, keeps only the first such (spec §3.3)."""
     kept, seen = [], set()
     for j, c in enumerate(completions):
-        if c.text not in seen:
-            seen.add(c.text)
+        if _dedup_key(c) not in seen:
+            seen.add(_dedup_key(c))
             kept.append((j, c))
     answers = [(j, c) for j, c in kept if c.stop_string == sf.ANSWER_END]
     return answers[:1] or kept
@@ -347,7 +382,10 @@ def run_mcts(
 
     Data generation (`ground_truth_rewards`): answers are rewarded +-1 against the gold answer.
     Evaluation: the PPM scores answers. Per tree, `result.answer(b)` is the best-scored answer and
-    `result.pass_at_n(b)` says whether any answer was right. `stats` sums `mcts_loop`'s timings.
+    `result.pass_at_n(b)` says whether any answer was right. `stats` sums `mcts_loop`'s timings
+    and the expander's counts: "ungraded_answers" (grades that ran out of time, rewarded neither
+    +1 nor -1) and "context_full" (leaves whose prompt filled the policy's context; they get one
+    TOO_DEEP child).
     """
     _check(problems, ppm, config)
     results = []
@@ -359,6 +397,7 @@ def run_mcts(
             tree = tree.shard(mesh)
         batch_stats: dict[str, float] = {}
         tree = mcts_loop(tree, config, steps.propose, steps.score, progress=progress, stats=batch_stats)
+        batch_stats.update(steps.counts)
         if stats is not None:
             for key, value in batch_stats.items():
                 stats[key] = stats.get(key, 0) + value

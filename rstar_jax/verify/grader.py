@@ -5,8 +5,13 @@ after the normalisations the original's checker stack adds (spec §7): `\\text{}
 degrees, `\\%` and `$`, `\\dfrac`/`\\tfrac`, thousands separators, `x = 3` against `3`, multiple
 choice letters, a relative tolerance of 1e-4 (percentage-lenient when either side is a percentage;
 integers must match exactly, unlike the original, so 10000 and 10001 stay different).
-Every check runs under a deadline: a SIGALRM timer on the main thread, a killable helper process
-from other threads, because math-verify's own signal-based timeouts only work on the main thread.
+Every check runs under a deadline on the grader's own work, not on the machine's load: the CPU
+time of the grading thread (`time.thread_time`), checked by a SIGALRM tick on the main thread, or
+in a killable helper process from other threads (math-verify's own signal-based timeouts only work
+on the main thread). A wall-clock backstop, far above the CPU budget, catches a starved or stuck
+check. `grade` says None ("unknown") when either runs out, and retries once first when only the
+wall clock ran out, so a right answer is never graded wrong because the machine was busy.
+(The original has no internal timeout; its callers' pebble pools give 60 s of wall time, spec §7.)
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import multiprocessing
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 from rstar_jax.steps import extract_answer
 
-DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUT_S = 5.0  # CPU seconds of the grading thread
+WALL_BACKSTOP_S = 60.0  # wall seconds at least (the original's search pool timeout), see _wall_s
 REL_TOL = 1e-4
 
 # --------------------------------------------------------------------------------------------
@@ -204,21 +211,38 @@ def _equivalent(pred: str | None, golds: Sequence[str]) -> bool:
 
 class _Deadline(BaseException):
     """Raised by the timer; a BaseException so sympy's and math-verify's `except Exception` don't
-    swallow it."""
+    swallow it. `wall` tells whether the wall-clock backstop (not the CPU budget) ran out."""
+
+    def __init__(self, wall: bool):
+        super().__init__(wall)
+        self.wall = wall
+
+
+def _wall_s(cpu_s: float) -> float:
+    """The wall-clock backstop for a CPU budget: generous, so only a starved or stuck check hits it."""
+    return max(WALL_BACKSTOP_S, 10.0 * cpu_s)
 
 
 @contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """SIGALRM after `seconds`, repeating every 50 ms in case library code swallows one."""
+def _deadline(cpu_s: float, wall_s: float) -> Iterator[None]:
+    """Raises `_Deadline` once this thread has used `cpu_s` seconds of CPU, or `wall_s` have passed.
+
+    A thread's CPU time never runs ahead of the wall clock, so the first SIGALRM comes after
+    `cpu_s` wall seconds, then every 50 ms (which also covers library code that swallows one)."""
 
     armed = True
+    cpu0, wall0 = time.thread_time(), time.monotonic()
 
     def on_alarm(signum, frame):
-        if armed:
-            raise _Deadline
+        if not armed:
+            return
+        if time.thread_time() - cpu0 >= cpu_s:
+            raise _Deadline(wall=False)
+        if time.monotonic() - wall0 >= wall_s:
+            raise _Deadline(wall=True)
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
+    signal.setitimer(signal.ITIMER_REAL, min(cpu_s, wall_s), 0.05)
     try:
         yield
     finally:
@@ -229,38 +253,54 @@ def _deadline(seconds: float) -> Iterator[None]:
             signal.signal(signal.SIGALRM, previous)
 
 
+def _grade_here(pred: str | None, golds: list[str], cpu_s: float, wall_s: float) -> bool | None:
+    """One check on the main thread: True / False, or None when a deadline ran out; a wall-clock
+    run-out is retried once (the thread was starved, not busy)."""
+    _math_verify()
+    for attempt in range(2):
+        try:
+            with _deadline(cpu_s, wall_s):
+                return _equivalent(pred, golds)
+        except _Deadline as out:
+            if not out.wall:
+                return None
+    return None
+
+
 _pool = None
 _pool_lock = threading.Lock()
 
 
-def _check_in_helper(pred: str | None, golds: list[str], timeout_s: float) -> bool:
+def _grade_in_helper(pred: str | None, golds: list[str], cpu_s: float, wall_s: float) -> bool | None:
     """Run the check in a helper process (off the main thread signals are unavailable)."""
     global _pool
     with _pool_lock:  # one helper, one check at a time
         if _pool is None:
             _pool = multiprocessing.get_context("spawn").Pool(1)
             atexit.register(_pool.terminate)
-        job = _pool.apply_async(is_equivalent, (pred, golds, timeout_s))
+        job = _pool.apply_async(_grade_here, (pred, golds, cpu_s, wall_s))
         try:
-            return job.get(timeout=timeout_s + 30)  # + the helper's start-up
+            return job.get(timeout=2 * wall_s + 30)  # the helper's retry and its start-up
         except multiprocessing.TimeoutError:
             _pool.terminate()  # stuck in C code that ignores the alarm
             _pool.join()
             _pool = None
-            return False
+            return None
+
+
+def grade(pred: str | None, gold: str | Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> bool | None:
+    """Whether the predicted answer equals the gold answer (any of them, if a list); None when
+    the check could not finish: more than `timeout_s` seconds of the grader's CPU time, or the
+    wall-clock backstop twice. False when `pred` is None. Safe on any thread."""
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    if pred is None:
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        return _grade_in_helper(pred, golds, timeout_s, _wall_s(timeout_s))
+    return _grade_here(pred, golds, timeout_s, _wall_s(timeout_s))
 
 
 def is_equivalent(pred: str | None, gold: str | Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-    """Whether the predicted answer equals the gold answer (any of them, if a list).
-
-    False when `pred` is None or the check exceeds `timeout_s`. Safe on any thread.
-    """
-    golds = [gold] if isinstance(gold, str) else list(gold)
-    if threading.current_thread() is not threading.main_thread():
-        return _check_in_helper(pred, golds, timeout_s)
-    _math_verify()
-    try:
-        with _deadline(timeout_s):
-            return _equivalent(pred, golds)
-    except _Deadline:
-        return False
+    """`grade` as a plain bool: a check that could not finish counts as not equivalent.
+    Callers that reward answers use `grade` and keep "unknown" apart."""
+    return grade(pred, gold, timeout_s) is True

@@ -5,10 +5,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from rstar_jax.steps import extract_answer
+from rstar_jax.verify import grader
 from rstar_jax.verify.grader import is_equivalent
 
 
@@ -54,6 +56,45 @@ def test_pathological_expressions_hit_the_deadline(pred, gold):
     assert signal.getsignal(signal.SIGALRM) is handler
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert is_equivalent("\\frac{1}{2}", "0.5")  # grading still works after an interruption
+
+
+def test_the_deadline_counts_the_graders_cpu_time_not_the_wall_clock(monkeypatch):
+    # A check that waits (a busy machine, a descheduled thread) past the budget without using
+    # CPU still finishes: the old wall-clock deadline graded this right answer False.
+    def slow_but_idle(pred, golds):
+        time.sleep(0.6)
+        return True
+
+    monkeypatch.setattr(grader, "_equivalent", slow_but_idle)
+    assert grader.grade("1", "1", timeout_s=0.2) is True
+
+
+def test_a_check_out_of_cpu_time_is_unknown_not_wrong():
+    assert grader.grade("(a+b+c+d)^{30}", "(a+b+c-d)^{30}", timeout_s=0.3) is None
+    assert is_equivalent("(a+b+c+d)^{30}", "(a+b+c-d)^{30}", timeout_s=0.3) is False
+    assert grader.grade(None, "1") is False
+
+
+def test_a_starved_check_is_retried_then_unknown(monkeypatch):
+    monkeypatch.setattr(grader, "WALL_BACKSTOP_S", 0.2)
+    monkeypatch.setattr(grader, "_wall_s", lambda cpu_s: grader.WALL_BACKSTOP_S)
+    calls = []
+
+    def starved_once(pred, golds):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.5)  # past the wall-clock backstop
+        return True
+
+    monkeypatch.setattr(grader, "_equivalent", starved_once)
+    assert grader.grade("1", "1", timeout_s=5.0) is True and len(calls) == 2
+
+    def always_starved(pred, golds):
+        time.sleep(0.5)
+        return True
+
+    monkeypatch.setattr(grader, "_equivalent", always_starved)
+    assert grader.grade("1", "1", timeout_s=5.0) is None
 
 
 def test_first_check_with_a_short_deadline_in_a_fresh_process():
