@@ -157,10 +157,47 @@ class SearchConfig:
     positive_reward: float = 1.0
     negative_reward: float = -1.0
     prompt: str = "sft"  # "sft" (rounds 2-4, evaluation) or "few_shot" (round-1 bootstrap)
-    max_nodes: int = 4096  # node slots per tree (rounded up to a power of two)
+    # Node slots per tree (rounded up to a power of two); 0: the search's budget (`node_budget`),
+    # which a tree can never outgrow. A value below the budget is refused before any work.
+    max_nodes: int = 0
     batch_size: int = 256  # problems searched together as one batch of trees
     beam_width: int = 8  # `step_beam_width` (beam search only)
     seed: int = 0
+
+    def node_budget(self, beam: bool = False) -> int:
+        """The most nodes one tree of this search can hold, root included.
+
+        MCTS: a rollout expands one leaf per level, at most `max_depth` levels (the original's
+        step budget), each into at most `num_candidates` children; rollouts run in rounds of
+        `leaves_per_tree`. Beam search: the root's children, then up to `beam_width` nodes per
+        level down to `max_depth`, each with `num_candidates` children.
+        """
+        k = self.num_candidates
+        if beam:
+            return 1 + k * (1 + self.max_depth * self.beam_width)
+        slots = max(self.leaves_per_tree, 1)
+        rollouts = -(-self.num_rollouts // slots) * slots
+        return 1 + rollouts * self.max_depth * k
+
+    def tree_nodes(self, beam: bool = False) -> int:
+        """Node slots of each tree: `max_nodes`, or the budget when it is 0; refuses a tree too
+        small for the budget, where candidates would be dropped after their sampling, execution
+        and scoring were paid for."""
+        budget = self.node_budget(beam)
+        if not self.max_nodes:
+            return budget
+        if self.max_nodes < budget:
+            if beam:
+                how = (f"1 + num_candidates ({self.num_candidates}) x (1 + max_depth ({self.max_depth}) x "
+                       f"beam_width ({self.beam_width}))")
+            else:
+                rounds = f" (in rounds of leaves_per_tree={self.leaves_per_tree})" if self.leaves_per_tree > 1 else ""
+                how = (f"1 + num_rollouts ({self.num_rollouts}){rounds} x max_depth ({self.max_depth}) x "
+                       f"num_candidates ({self.num_candidates})")
+            raise ValueError(f"SearchConfig.max_nodes = {self.max_nodes} is too small for the "
+                             f"{'beam search' if beam else 'MCTS'} budget {how} = {budget} nodes per tree; "
+                             f"set max_nodes >= {budget}, or 0 to size trees from the budget")
+        return self.max_nodes
 
     @classmethod
     def data_generation(cls, round_index: int, **overrides: Any) -> SearchConfig:
@@ -222,11 +259,20 @@ class RoundConfig:
     # rollouts per pass (the paper: one more 16-rollout pass; round 4 also 64 and 128).
     unsolved_rollouts: tuple[int, ...] = (16,)
 
+    def __post_init__(self):
+        # Each pass searches new trees with its own rollouts: refuse, at config load, a max_nodes
+        # that one of them would outgrow (rather than hours later, when that pass starts).
+        for rollouts in (self.search.num_rollouts, *self.unsolved_rollouts):
+            try:
+                dataclasses.replace(self.search, num_rollouts=rollouts).tree_nodes()
+            except ValueError as e:
+                raise ValueError(f"RoundConfig: the {rollouts}-rollout pass: {e}") from None
+
 
 def _tiny_search(use_ppm: bool, **overrides: Any) -> SearchConfig:
     """Data-generation search of the tiny CPU default: few rollouts, short steps, small trees."""
     return SearchConfig(**{**dict(num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48,
-                                  max_nodes=256, batch_size=64, temperature=0.8, use_ppm=use_ppm),
+                                  batch_size=64, temperature=0.8, use_ppm=use_ppm),
                            **overrides})
 
 
@@ -280,7 +326,7 @@ class EvolveConfig:
     # At temperature 0.5 MCTS + PPM scored 5-9 points below greedy on the same problems; at 0.2 its
     # candidates stay near the greedy path and the PPM picks among fewer wrong answers.
     eval_search: SearchConfig = SearchConfig.evaluation(
-        num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48, max_nodes=256, batch_size=64,
+        num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48, batch_size=64,
         temperature=0.2)
     mesh: MeshConfig = MeshConfig()
     sft_per_problem: int = 2  # top-n correct trajectories per problem (spec §4.1)

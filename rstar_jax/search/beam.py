@@ -31,7 +31,7 @@ from rstar_jax.data.problems import Problem
 from rstar_jax.search import kernels
 from rstar_jax.search.driver import CodeRunner, StepExpander, StepGenerator, ValueModel
 from rstar_jax.search.io import SearchResult, concat
-from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
+from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree, padded_batch
 from rstar_jax.shapes import bucket
 
 
@@ -54,21 +54,26 @@ def run_beam_search(
     if ppm is None:
         raise ValueError("run_beam_search needs a PPM to rank candidates (ppm=None given)")
     beam_config = dataclasses.replace(config, errors_threshold=1, use_ppm=True, ground_truth_rewards=False)
+    num_nodes = bucket(beam_config.tree_nodes(beam=True), minimum=2)  # refuses a max_nodes below the budget
     results = []
     for start in range(0, len(problems), config.batch_size):
         batch = list(problems[start:start + config.batch_size])
-        results.append(_beam_batch(batch, policy, ppm, beam_config, executor, mesh, progress))
+        # On a mesh the batch is padded to a multiple of the data shards with inert trees: their
+        # beams start empty, so nothing is sampled, executed or scored for them.
+        padded = batch + batch[-1:] * (padded_batch(len(batch), mesh) - len(batch))
+        result = _beam_batch(padded, policy, ppm, beam_config, executor, mesh, progress, num_nodes, len(batch))
+        results.append(result.take(range(len(batch))))
     return concat(results)
 
 
-def _beam_batch(problems, policy, ppm, config, executor, mesh, progress) -> SearchResult:
+def _beam_batch(problems, policy, ppm, config, executor, mesh, progress, num_nodes, num_active) -> SearchResult:
     width_max, num = config.beam_width, len(problems)
     steps = StepExpander(problems, policy, ppm, executor, config, width_max)
-    tree = Tree.init(num, bucket(config.max_nodes, minimum=2), config.num_candidates)
+    tree = Tree.init(num, num_nodes, config.num_candidates, num_active=num_active)
     if mesh is not None:
         tree = tree.shard(mesh)
     beams = np.full((num, width_max), NO_NODE, np.int32)
-    beams[:, 0] = ROOT
+    beams[:num_active, 0] = ROOT
     width = np.full(num, width_max)
     values: dict[tuple[int, int], float] = {}  # PPM value of every scored candidate
     chosen: set[tuple[int, int]] = set()

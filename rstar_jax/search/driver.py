@@ -10,6 +10,7 @@ executor call and one batched PPM call per phase, for all leaves of all trees.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -25,9 +26,11 @@ from rstar_jax.data.problems import Problem
 from rstar_jax.search import kernels
 from rstar_jax import steps as sf
 from rstar_jax.search.io import SENTINELS, NodeRecord, SearchResult, concat
-from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
+from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree, padded_batch
 from rstar_jax.shapes import bucket
 from rstar_jax.verify.grader import grade
+
+log = logging.getLogger(__name__)
 
 
 class Sample(Protocol):
@@ -92,7 +95,9 @@ def mcts_loop(
     best new child until it selects nothing (all children terminal). Descending through already
     expanded levels happens inside one `select` call; the original spends one solver step per
     level, which only matters for its step budget, reproduced below. `stats`, when given, gets
-    the seconds spent in the tree kernels ("kernel_s") and in total ("wall_s"), and "phases".
+    the seconds spent in the tree kernels ("kernel_s") and in total ("wall_s"), "phases", and
+    "dropped_candidates": kept candidates that found no free slot in a full tree (0 when the tree
+    has `config.node_budget()` slots; a warning is logged otherwise).
     """
     num_slots = config.leaves_per_tree
     roots = jnp.full((tree.batch_size, num_slots), ROOT, jnp.int32)
@@ -100,7 +105,7 @@ def mcts_loop(
     expand_kw = dict(max_depth=config.max_depth, errors_threshold=config.errors_threshold)
     num_outer = -(-config.num_rollouts // num_slots)
     bar = tqdm(total=num_outer * num_slots, desc="mcts rollouts", unit="rollout", disable=not progress)
-    start_time, kernel_s, phases = time.perf_counter(), 0.0, 0
+    start_time, kernel_s, phases, dropped = time.perf_counter(), 0.0, 0, 0
 
     def report() -> int:
         """Updates the progress line; returns how many trees are finished (root terminal)."""
@@ -133,6 +138,7 @@ def mcts_loop(
                 jnp.asarray(proposal.prior, jnp.float32), **expand_kw,
             )
             ids, kinds = np.asarray(ids), np.asarray(kinds)
+            dropped += int((np.asarray(proposal.exists) & (leaves != NO_NODE)[..., None] & (ids == NO_NODE)).sum())
             rewards, ppm_values = score(leaves, ids, kinds)
             tree = timed(
                 kernels.backup, tree, jnp.asarray(leaves), jnp.asarray(ids), jnp.asarray(rewards, jnp.float32),
@@ -146,8 +152,12 @@ def mcts_loop(
         if report() == tree.batch_size:  # every root is terminal: later rollouts do nothing
             break
     bar.close()
+    if dropped:
+        log.warning("mcts: %d candidates were dropped because their tree was full (%d node slots, "
+                    "budget %d); raise SearchConfig.max_nodes", dropped, tree.max_nodes, config.node_budget())
     if stats is not None:
-        stats.update(kernel_s=kernel_s, wall_s=time.perf_counter() - start_time, phases=phases)
+        stats.update(kernel_s=kernel_s, wall_s=time.perf_counter() - start_time, phases=phases,
+                     dropped_candidates=dropped)
     return tree
 
 
@@ -388,11 +398,15 @@ def run_mcts(
     TOO_DEEP child).
     """
     _check(problems, ppm, config)
+    num_nodes = bucket(config.tree_nodes(), minimum=2)  # refuses a max_nodes below the budget
     results = []
     for start in range(0, len(problems), config.batch_size):
         batch = list(problems[start:start + config.batch_size])
-        steps = StepExpander(batch, policy, ppm, executor, config, config.leaves_per_tree)
-        tree = Tree.init(len(batch), bucket(config.max_nodes, minimum=2), config.num_candidates)
+        # On a mesh the batch is padded to a multiple of the data shards with inert trees (root
+        # terminal: never selected, so nothing is sampled, executed or scored for them).
+        padded = batch + batch[-1:] * (padded_batch(len(batch), mesh) - len(batch))
+        steps = StepExpander(padded, policy, ppm, executor, config, config.leaves_per_tree)
+        tree = Tree.init(len(padded), num_nodes, config.num_candidates, num_active=len(batch))
         if mesh is not None:
             tree = tree.shard(mesh)
         batch_stats: dict[str, float] = {}
@@ -401,5 +415,5 @@ def run_mcts(
         if stats is not None:
             for key, value in batch_stats.items():
                 stats[key] = stats.get(key, 0) + value
-        results.append(SearchResult.from_tree(batch, tree, steps.nodes))
+        results.append(SearchResult.from_tree(padded, tree, steps.nodes).take(range(len(batch))))
     return concat(results)

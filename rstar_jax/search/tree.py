@@ -33,6 +33,22 @@ class NodeKind(enum.IntEnum):
 INVALID_KINDS = (NodeKind.CODE_ERRORS, NodeKind.TOO_DEEP, NodeKind.UNPARSABLE)
 
 
+DATA_AXES = ("data", "fsdp")  # the mesh axes a batch of trees is split over
+
+
+def data_shards(mesh: Mesh | None, axes: tuple[str, ...] = DATA_AXES) -> int:
+    """How many ways `Tree.shard` splits a batch of trees over `mesh` (1 without a mesh)."""
+    if mesh is None:
+        return 1
+    return int(np.prod([mesh.shape[a] for a in axes if mesh.shape.get(a, 1) > 1]))
+
+
+def padded_batch(num_trees: int, mesh: Mesh | None, axes: tuple[str, ...] = DATA_AXES) -> int:
+    """`num_trees` rounded up to a multiple of the data shards: the batch `Tree.shard` accepts."""
+    shards = data_shards(mesh, axes)
+    return -(-num_trees // shards) * shards
+
+
 @struct.dataclass
 class Tree:
     """B trees of at most N nodes with at most K children each.
@@ -57,9 +73,15 @@ class Tree:
     node_count: jax.Array  # int32[B]
 
     @classmethod
-    def init(cls, batch: int, max_nodes: int, num_children: int) -> Tree:
-        """B trees holding only their root."""
+    def init(cls, batch: int, max_nodes: int, num_children: int, num_active: int | None = None) -> Tree:
+        """B trees holding only their root.
+
+        Trees from `num_active` on (default: none) are inert padding: their root starts terminal,
+        so `select` never picks a leaf in them and the host never samples, executes or scores
+        anything for them. They fill a batch up to a multiple of the mesh's data shards.
+        """
         shape = (batch, max_nodes)
+        num_active = batch if num_active is None else num_active
         return cls(
             parent=jnp.full(shape, NO_NODE, jnp.int32),
             children=jnp.full((*shape, num_children), NO_NODE, jnp.int32),
@@ -70,19 +92,19 @@ class Tree:
             ppm_value=jnp.full(shape, jnp.nan, jnp.float32),
             prior=jnp.ones(shape, jnp.float32),
             kind=jnp.zeros(shape, jnp.int8),
-            terminal=jnp.zeros(shape, bool),
+            terminal=jnp.zeros(shape, bool).at[num_active:, ROOT].set(True),
             code_error=jnp.zeros(shape, bool),
             consecutive_errors=jnp.zeros(shape, jnp.int32),
             node_count=jnp.ones((batch,), jnp.int32),
         )
 
-    def shard(self, mesh: Mesh, axes: tuple[str, ...] = ("data", "fsdp")) -> Tree:
+    def shard(self, mesh: Mesh, axes: tuple[str, ...] = DATA_AXES) -> Tree:
         """Spreads the B trees over the mesh's data axes; the kernels keep this layout."""
         names = tuple(a for a in axes if mesh.shape.get(a, 1) > 1)
-        size = int(np.prod([mesh.shape[a] for a in names]))
+        size = data_shards(mesh, axes)
         if self.batch_size % size:
             raise ValueError(f"Tree.shard: {self.batch_size} trees do not split over mesh axes {names} "
-                             f"(size {size}); use a batch size divisible by it")
+                             f"(size {size}); pad the batch with `padded_batch` (inert trees)")
         return jax.device_put(self, NamedSharding(mesh, PartitionSpec(names or None)))
 
     @property
