@@ -4,6 +4,9 @@ rStar format (the original's greedy mode, spec §3.9 `sft_eval_greedy`): each ge
 at `<end_of_code>` or `<end_of_answer>`, so a solution is one code block, its execution output and
 an answer step. A step that ends the block is executed (the whole block, `build_program`) and its
 output appended, exactly as in search; a step that stops on `<end_of_step>` is kept and continued.
+A solution whose prompt (question + steps so far) leaves no room in the policy's context ends with
+finish "context_full" (the sampler returns an empty "length" completion, as vLLM does for a
+prompt over max_model_len; the original would append empty steps until max_depth).
 
 Chat format (models not trained on rStar's format): the tokenizer's chat template with a
 "put the final answer in \\boxed{}" instruction, one call, the answer extracted from the text.
@@ -20,6 +23,7 @@ from rstar_jax import steps as sf
 from rstar_jax.search.driver import CodeRunner, StepGenerator as Policy  # Executor and Sampler interfaces
 
 CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+CONTEXT_FULL = "context_full"  # Candidate.finish of a solution that outgrew the policy's context
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +79,9 @@ def _advance(pending: Sequence[tuple[_Partial, Any]], executor: CodeRunner) -> N
     for partial, completion in pending:
         text = completion.text  # the matched stop string is kept
         parsed = sf.parse_step(text)
-        if parsed.kind == "answer":
+        if completion.finish_reason == "length" and not completion.token_ids:  # no room left
+            partial.result = Candidate(answer=None, steps=tuple(partial.steps), finish=CONTEXT_FULL)
+        elif parsed.kind == "answer":
             partial.steps.append(text)
             partial.result = Candidate(answer=parsed.answer, steps=tuple(partial.steps), finish="answer")
         elif parsed.kind == "code" and sf.CODE_END in text:
@@ -119,5 +125,7 @@ def chat_solutions(
         for s, c in enumerate(completions):
             answer = sf.extract_answer(c.text)
             finish = "answer" if answer is not None else "no_answer"
+            if c.finish_reason == "length" and not c.token_ids:
+                finish = CONTEXT_FULL
             solutions[-1].append(Candidate(answer=answer, steps=(c.text,), finish=finish, run=s))
     return solutions

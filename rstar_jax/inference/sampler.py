@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -30,15 +31,20 @@ from rstar_jax.inference import decode
 from rstar_jax.inference.sampling import SamplingParams
 from rstar_jax.inference.text import RowText, finish_table, token_texts
 from rstar_jax.models.decoder import K_AXES, V_AXES
+from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
 from rstar_jax.shapes import bucket
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Completion:
     """One sampled continuation. `text` keeps a matched stop string (rStar re-appends it anyway)
     and excludes the end-of-sequence token, which `token_ids` keeps; `logprob_sum` is the model's
-    log-probability of `token_ids` (before temperature and filtering)."""
+    log-probability of `token_ids` (before temperature and filtering). A prompt that leaves no
+    room in `SamplerConfig.max_len` gets empty completions with finish_reason "length", as vLLM
+    answers a prompt over `max_model_len` (a warning and an ignored, "length"-finished request)."""
 
     text: str
     token_ids: list[int]
@@ -125,7 +131,9 @@ class Sampler:
         """`num_samples` completions of each prompt, in prompt order.
 
         A completion ends at the first stop string (kept in its text), at an end-of-sequence token,
-        or after `max_new_tokens` (fewer if the prompt leaves less room in `config.max_len`).
+        or after `max_new_tokens` (fewer if the prompt leaves less room in `config.max_len`;
+        none left: an empty completion, finish_reason "length"). Prompts are tokenized by
+        `models.tokenizer.encode`, the rule training follows (the tokenizer's BOS, if any).
         Temperature 0 is greedy (all samples of a prompt are then the same one). Sample j of
         prompt i depends only on (seed, i, j), not on batch composition or slot.
         """
@@ -137,16 +145,20 @@ class Sampler:
         params = SamplingParams.make(temperature, top_k, top_p)
         if not prompts:
             return []
-        prompt_ids = [list(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
-        budgets = []
+        prompt_ids = encode(self.tokenizer, prompts)
+        budgets = []  # 0: no room left in max_len, nothing is generated
         for i, ids in enumerate(prompt_ids):
-            if not ids or len(ids) >= self.config.max_len:
-                raise ValueError(f"sample: prompt {i} has {len(ids)} tokens; need 1 .. "
-                                 f"{self.config.max_len - 1} (SamplerConfig.max_len)")
-            budgets.append(min(max_new_tokens, self.config.max_len - len(ids)))
+            if not ids:
+                raise ValueError(f"sample: prompt {i} has no tokens")
+            budgets.append(max(0, min(max_new_tokens, self.config.max_len - len(ids))))
+        if full := [i for i, budget in enumerate(budgets) if not budget]:
+            log.warning("sample: %d of %d prompts have no room left in max_len=%d tokens (prompt %d "
+                        "has %d); their completions are empty (finish 'length')", len(full),
+                        len(prompts), self.config.max_len, full[0], len(prompt_ids[full[0]]))
         distinct = 1 if temperature == 0 else num_samples
         rows = self._run(prompt_ids, budgets, distinct, tuple(stop), params, seed, progress)
-        return [[rows[i, j % distinct] for j in range(num_samples)] for i in range(len(prompts))]
+        return [[rows[i, j % distinct] if budgets[i] else Completion("", [], "length", 0.0)
+                 for j in range(num_samples)] for i in range(len(prompts))]
 
     def _finish_table(self, stops: tuple[str, ...]) -> jax.Array:
         if stops not in self._finish_tables:
@@ -163,9 +175,11 @@ class Sampler:
         """Decodes every (prompt, sample) row through the slots; returns completions by row."""
         cfg = self.config
         queue = collections.deque(
-            (i, j) for i in range(len(prompt_ids)) for j in range(num_samples))
+            (i, j) for i in range(len(prompt_ids)) if budgets[i] for j in range(num_samples))
+        if not queue:
+            return {}
         num_slots = min(bucket(len(queue)), 1 << (cfg.max_batch.bit_length() - 1))
-        prefill_len = bucket(max(len(ids) for ids in prompt_ids) - 1, cfg.min_prompt_bucket)
+        prefill_len = bucket(max(len(prompt_ids[i]) for i, _ in queue) - 1, cfg.min_prompt_bucket)
         max_len = bucket(prefill_len + max(budgets))
         slots = self._new_slots(num_slots, max_len)
         finish_v = self._finish_table(stops)

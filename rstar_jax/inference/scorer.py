@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rstar_jax.config import ScorerConfig
 from rstar_jax.models.ppm import ProcessRewardModel, search_value
+from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
 from rstar_jax import steps as sf
 from rstar_jax.shapes import bucket
@@ -60,14 +61,15 @@ class PPMScorer:
         self._graphdef, self._state = sharding.split_placed(ppm, mesh, rules.DECODE_RULES)
 
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of `text`, cut to `max_len` by dropping the start of the solution if needed."""
-        enc = self.tokenizer(text, return_offsets_mapping=True)
-        ids, max_len = enc["input_ids"], self.config.max_len
+        """Token ids of `text` (`models.tokenizer.encode`: the rule PPM training follows), cut to
+        `max_len` by dropping the start of the solution if needed."""
+        (ids,), (offsets,) = encode(self.tokenizer, [text], offsets=True)
+        max_len = self.config.max_len
         if len(ids) <= max_len:
             return ids
         split = text.find(self.prompt_end)
         split = 0 if split < 0 else split + len(self.prompt_end)
-        head = sum(1 for start, _ in enc["offset_mapping"] if start < split)
+        head = sum(1 for start, _ in offsets if start < split)
         head = min(head, max_len // 2)
         return ids[:head] + ids[len(ids) - (max_len - head):]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -37,6 +37,42 @@ def add_special_tokens(tokenizer: transformers.PreTrainedTokenizerBase) -> int:
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return added
+
+
+def sequence_start(tokenizer: transformers.PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens the tokenizer puts before a text (a BOS for Llama-style tokenizers, none
+    for Qwen's), found by encoding a probe with and without them."""
+    probe = "0"
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    for i in range(len(full) - len(bare) + 1):
+        if full[i:i + len(bare)] == bare:
+            return full[:i]
+    return []
+
+
+def encode(tokenizer: transformers.PreTrainedTokenizerBase, texts: Sequence[str], *, start: bool = True,
+           offsets: bool = False):
+    """Token ids of `texts` under the one rule every stage follows (SFT and PPM training, sampling,
+    PPM scoring): a sequence begins with the tokenizer's `sequence_start` (its BOS, if it adds
+    one) and nothing is appended after a text (SFT appends its EOS itself). `start=False` encodes
+    a continuation (a response, a step) that follows a prompt, without them.
+
+    The original: SFT (`train_SFT.py`: `tokenizer(text, ...)`) and vLLM's generate / encode
+    tokenize with the default `add_special_tokens=True`; only its PPM training
+    (`train/rm.py`: `encode(..., add_special_tokens=False)`) drops the BOS that its vLLM scoring
+    then adds. We keep the BOS in PPM training too, so the PPM is scored on the stream it learnt.
+    (Qwen2.5's tokenizer adds none, so for the paper's models all of this is the same.)
+
+    Returns the ids (lists), or (ids, offset mappings) with `offsets`; start tokens get (0, 0).
+    """
+    texts = list(texts)
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=offsets)
+    head = sequence_start(tokenizer) if start else []
+    ids = [head + list(x) for x in enc["input_ids"]]
+    if not offsets:
+        return ids
+    return ids, [[(0, 0)] * len(head) + [tuple(o) for o in x] for x in enc["offset_mapping"]]
 
 
 def load_tokenizer(path: str | os.PathLike) -> transformers.PreTrainedTokenizerFast:

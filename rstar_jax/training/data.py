@@ -16,6 +16,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from rstar_jax.data.records import PreferencePair, SFTRecord
+from rstar_jax.models.tokenizer import encode
 from rstar_jax import steps as sf
 
 
@@ -38,8 +39,10 @@ class PairExample:
     weight: float
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
-    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+def _encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], start: bool) -> list[list[int]]:
+    """`models.tokenizer.encode`: the tokenizer's BOS (if any) before prompts (`start`), never
+    before the response or step that continues one; the same rule as sampling and scoring."""
+    return encode(tokenizer, texts, start=start)
 
 
 # What the code interpreter appends to a step (sf.wrap_output); the policy never writes it.
@@ -52,12 +55,12 @@ def _encode_responses(tokenizer: PreTrainedTokenizerBase, responses: Sequence[st
     """Each response's ids, and for each id whether the policy writes it: False for tokens that start
     inside interpreter output. Learning to predict those teaches a model to guess a program's
     result instead of reading it, and at inference the interpreter writes them anyway."""
-    encoded = tokenizer(list(responses), add_special_tokens=False, return_offsets_mapping=True)
+    ids, offset_lists = encode(tokenizer, responses, start=False, offsets=True)
     written = []
-    for response, offsets in zip(responses, encoded["offset_mapping"], strict=True):
+    for response, offsets in zip(responses, offset_lists, strict=True):
         spans = [m.span() for m in _INTERPRETER_TEXT.finditer(response)]
         written.append([not any(a <= start < b for a, b in spans) for start, _ in offsets])
-    return encoded["input_ids"], written
+    return ids, written
 
 
 def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase, max_length: int,
@@ -69,10 +72,10 @@ def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase,
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("SFT needs a tokenizer with an EOS token (its id ends every response)")
-    prompts = _encode(tokenizer, [sf.sft_prompt(r.query) for r in records])
+    prompts = _encode(tokenizer, [sf.sft_prompt(r.query) for r in records], start=True)
     texts = [r.response for r in records]
     if train_on_outputs:
-        responses, written = _encode(tokenizer, texts), [None] * len(texts)
+        responses, written = _encode(tokenizer, texts, start=False), [None] * len(texts)
     else:  # offsets need a fast tokenizer, so only this path asks for them
         responses, written = _encode_responses(tokenizer, texts)
     out = []
@@ -94,9 +97,9 @@ def pair_weight(pos_count: int, neg_count: int) -> float:
 
 def encode_pairs(records: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[PairExample]:
     """prompt + pos and prompt + neg token ids, each truncated to `max_length` keeping the beginning."""
-    prompts = _encode(tokenizer, [r.prompt for r in records])
-    pos = _encode(tokenizer, [r.pos for r in records])
-    neg = _encode(tokenizer, [r.neg for r in records])
+    prompts = _encode(tokenizer, [r.prompt for r in records], start=True)
+    pos = _encode(tokenizer, [r.pos for r in records], start=False)
+    neg = _encode(tokenizer, [r.neg for r in records], start=False)
     return [
         PairExample(np.asarray((p + a)[:max_length], np.int32), np.asarray((p + b)[:max_length], np.int32),
                     pair_weight(r.pos_count, r.neg_count))

@@ -10,7 +10,7 @@ from flax import nnx
 
 from rstar_jax.config import SamplerConfig
 from rstar_jax.inference import decode
-from rstar_jax.inference.sampler import Sampler
+from rstar_jax.inference.sampler import Completion, Sampler
 
 CONFIG = SamplerConfig(max_batch=8, max_len=256, chunk_tokens=8, min_prompt_bucket=16)
 PROMPTS = ["<|user|>:\nWhat is 12 + 30?\n\n<|assistant|>:", "the quick brown fox", "héllo",
@@ -181,6 +181,14 @@ def test_compiles_are_reused_across_lengths_and_parameters(sampler):
     assert (decode.decode_chunk._cache_size(), decode.refill._cache_size()) == sizes
 
 
-def test_too_long_prompt_is_refused(sampler):
-    with pytest.raises(ValueError, match="prompt 1 has .* tokens"):
-        sampler.sample(["ok", "x" * 1000], 1)
+def test_a_prompt_without_room_gets_empty_length_completions(sampler):
+    # vLLM ignores a prompt over max_model_len: an empty output, finish "length", and goes on
+    ok, full = sampler.sample(["ok", "x" * 1000], 2, max_new_tokens=4, seed=1)
+    assert full == [Completion("", [], "length", 0.0)] * 2
+    assert all(c.token_ids for c in ok)
+    assert sampler.sample(["x" * 1000], 3) == [[Completion("", [], "length", 0.0)] * 3]  # no device work
+
+
+def test_an_empty_prompt_is_refused(sampler):
+    with pytest.raises(ValueError, match="prompt 0 has no tokens"):
+        sampler.sample([""], 1)
