@@ -8,7 +8,72 @@ Each area of the library keeps its configuration here, one dataclass per concern
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
+
+# Keys of HF `rope_parameters` (transformers 5) each rope type reads, besides rope_type and rope_theta.
+_ROPE_KEYS = {
+    "linear": {"factor"},
+    "dynamic": {"factor"},
+    "llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
+    "yarn": {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
+             "attention_factor", "truncate"},
+}
+_ROPE_REQUIRED = {"linear": {"factor"}, "dynamic": {"factor"},
+                  "llama3": {"factor", "low_freq_factor", "high_freq_factor"}, "yarn": set()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """RoPE scaling of a long-context checkpoint: HF's `rope_scaling` / `rope_parameters`.
+
+    Frozen and hashable, so a ModelConfig that holds one can be static in jitted code (the
+    sampler's and scorer's graphs). Names and defaults follow transformers 5; None: its default.
+    """
+
+    rope_type: str  # "linear", "dynamic" (NTK, grows past max_position_embeddings), "yarn" or "llama3"
+    factor: float | None = None  # yarn: None is max_position_embeddings / original_max_position_embeddings
+    original_max_position_embeddings: int | None = None  # llama3, yarn (None: max_position_embeddings)
+    low_freq_factor: float | None = None  # llama3
+    high_freq_factor: float | None = None  # llama3
+    beta_fast: float | None = None  # yarn (None: 32)
+    beta_slow: float | None = None  # yarn (None: 1)
+    mscale: float | None = None  # yarn
+    mscale_all_dim: float | None = None  # yarn
+    attention_factor: float | None = None  # yarn: scale of cos and sin (None: from factor and mscale)
+    truncate: bool | None = None  # yarn (None: True)
+
+    def __post_init__(self):
+        if self.rope_type not in _ROPE_KEYS:
+            raise ValueError(f"rope_scaling: unsupported rope_type {self.rope_type!r} "
+                             f"(supported: 'default', {', '.join(map(repr, _ROPE_KEYS))})")
+        given = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None} - {"rope_type"}
+        if extra := given - _ROPE_KEYS[self.rope_type]:
+            raise ValueError(f"rope_scaling: {sorted(extra)} do not apply to rope_type {self.rope_type!r}")
+        if missing := _ROPE_REQUIRED[self.rope_type] - given:
+            raise ValueError(f"rope_scaling: rope_type {self.rope_type!r} needs {sorted(missing)}")
+
+    @classmethod
+    def from_hf(cls, params: Mapping[str, Any] | RopeScaling | None) -> RopeScaling | None:
+        """From HF's dict (legacy `type` and a `rope_theta` entry allowed); None for 'default'."""
+        if params is None or isinstance(params, RopeScaling):
+            return params
+        params = dict(params)
+        params.pop("rope_theta", None)
+        rope_type = params.pop("rope_type", None) or params.pop("type", "default")
+        params.pop("type", None)
+        if params.pop("partial_rotary_factor", 1.0) != 1.0:
+            raise ValueError("rope_scaling: partial_rotary_factor != 1 is not supported by Qwen2 / Llama")
+        if rope_type == "default" and not params:
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := set(params) - known:
+            raise ValueError(f"rope_scaling: unknown keys {sorted(unknown)} for rope_type {rope_type!r}")
+        return cls(rope_type, **params)
+
+    def to_hf(self) -> dict[str, Any]:
+        """HF's dict: the set fields."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,18 +89,25 @@ class ModelConfig:
     head_dim: int | None = None  # None: hidden_size // num_attention_heads
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
-    rope_scaling: dict[str, Any] | None = None  # HF dict, e.g. {"rope_type": "llama3", ...}
+    rope_scaling: RopeScaling | None = None  # an HF dict ({"rope_type": "llama3", ...}) is converted
     max_position_embeddings: int = 4096
     initializer_range: float = 0.02  # std of the normal init of weight matrices and embeddings
     attention_bias: bool = False  # q/k/v bias (True for Qwen2)
     tie_word_embeddings: bool = False
     model_type: str = "qwen2"  # "qwen2" or "llama"
     bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = None  # a list where HF lists several (Llama 3)
+    eos_token_id: int | tuple[int, ...] | None = None  # several where HF lists several (Llama 3)
     pad_token_id: int | None = None
     dtype: str = "float32"  # compute dtype: "float32" or "bfloat16"
     param_dtype: str = "float32"
     remat: bool = False  # rematerialise each decoder layer in the backward pass
+
+    def __post_init__(self):
+        # Hashable fields only: a model's config is static in jitted code (sampler, scorer).
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+            object.__setattr__(self, "rope_scaling", RopeScaling.from_hf(self.rope_scaling))
+        if isinstance(self.eos_token_id, list):
+            object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
 
     @property
     def resolved_head_dim(self) -> int:

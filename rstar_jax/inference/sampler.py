@@ -119,8 +119,10 @@ class Sampler:
         self.config = config
         self.mesh = mesh
         self._graphdef, self._state = sharding.split_placed(model, mesh, rules.DECODE_RULES)
+        # The model's config may list several end-of-sequence ids (Llama 3: end of text, turn, call).
         self._eos_ids = frozenset(
-            i for i in (tokenizer.eos_token_id, model.config.eos_token_id) if i is not None)
+            i for ids in (tokenizer.eos_token_id, model.config.eos_token_id) if ids is not None
+            for i in (ids if isinstance(ids, (tuple, list)) else (ids,)))
         self._token_texts: list[str] | None = None
         self._finish_tables: dict[tuple[str, ...], jax.Array] = {}
         self._slot_makers: dict[tuple[int, int], Callable[[], decode.Slots]] = {}

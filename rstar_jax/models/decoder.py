@@ -62,38 +62,105 @@ def init_cache(config: ModelConfig, batch: int, max_len: int,
     )
 
 
-def rope_inv_freq(config: ModelConfig) -> np.ndarray:
-    """RoPE inverse frequencies [Dh/2], with HF's 'default', 'linear' and 'llama3' rope types."""
+def rope_inv_freq(config: ModelConfig, seq_len: int | None = None) -> np.ndarray:
+    """RoPE inverse frequencies [Dh/2] as transformers 5 computes them, for every rope type of
+    Qwen2 / Llama checkpoints: 'default', 'linear', 'dynamic', 'yarn' and 'llama3'.
+
+    'dynamic' (NTK) depends on the sequence length: at `seq_len` (default: max_position_embeddings,
+    where it equals 'default'); in the model it follows the positions (`rope_cos_sin`).
+    """
     dim = config.resolved_head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
-    scaling = dict(config.rope_scaling or {})
-    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-    if rope_type == "default":
+    exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
+    inv_freq = 1.0 / (config.rope_theta ** exponents)
+    scaling = config.rope_scaling
+    if scaling is None:
         return inv_freq.astype(np.float32)
-    if rope_type == "linear":
-        return (inv_freq / scaling["factor"]).astype(np.float32)
-    if rope_type == "llama3":
+    kind, factor = scaling.rope_type, scaling.factor
+    old_len = scaling.original_max_position_embeddings or config.max_position_embeddings
+    if kind == "linear":
+        return (inv_freq / factor).astype(np.float32)
+    if kind == "dynamic":
+        seq = max(seq_len or config.max_position_embeddings, config.max_position_embeddings)
+        base = config.rope_theta * (factor * seq / config.max_position_embeddings - (factor - 1)) ** (dim / (dim - 2))
+        return (1.0 / base ** exponents).astype(np.float32)
+    if kind == "llama3":
         # Llama 3.1: keep high frequencies, divide low ones by `factor`, interpolate in between.
-        factor = scaling["factor"]
-        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
-        old_len = scaling["original_max_position_embeddings"]
+        low, high = scaling.low_freq_factor, scaling.high_freq_factor
         wavelen = 2 * math.pi / inv_freq
         scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
         smooth = (old_len / wavelen - low) / (high - low)
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
         return np.where(medium, smoothed, scaled).astype(np.float32)
-    raise ValueError(f"rope_scaling: unsupported rope_type {rope_type!r} "
-                     "(supported: 'default', 'linear', 'llama3')")
+    if kind == "yarn":
+        # YaRN: interpolate (divide by `factor`) the low frequencies, keep the high ones, with a
+        # linear ramp between the dimensions that turn `beta_slow` and `beta_fast` times over
+        # the original context.
+        factor = factor or config.max_position_embeddings / old_len
+        beta_fast, beta_slow = scaling.beta_fast or 32, scaling.beta_slow or 1
+        truncate = True if scaling.truncate is None else scaling.truncate
+
+        def correction_dim(rotations):
+            return dim * math.log(old_len / (rotations * 2 * math.pi)) / (2 * math.log(config.rope_theta))
+
+        low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+        if truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - low) / ((high + 0.001 if low == high else high) - low),
+                       0, 1)
+        extrapolation = 1 - ramp
+        pos_freqs = config.rope_theta ** exponents
+        inv = (1 / (factor * pos_freqs)) * (1 - extrapolation) + (1 / pos_freqs) * extrapolation
+        return inv.astype(np.float32)
+    raise ValueError(f"rope_scaling: unsupported rope_type {kind!r}")
 
 
-def apply_rope(x_bthk: jax.Array, positions_bt: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-    """Rotates the two halves of each head (HF's `rotate_half` layout), angles in fp32."""
-    angles = positions_bt[..., None].astype(jnp.float32) * inv_freq  # [B, T, Dh/2]
+def rope_attention_factor(config: ModelConfig) -> float:
+    """transformers' `attention_scaling`: the factor on cos and sin (YaRN's mscale; 1 elsewhere)."""
+    scaling = config.rope_scaling
+    if scaling is None or scaling.rope_type != "yarn":
+        return 1.0
+    if scaling.attention_factor is not None:
+        return float(scaling.attention_factor)
+    old_len = scaling.original_max_position_embeddings or config.max_position_embeddings
+    factor = scaling.factor or config.max_position_embeddings / old_len
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    if scaling.mscale and scaling.mscale_all_dim:
+        return float(mscale(factor, scaling.mscale) / mscale(factor, scaling.mscale_all_dim))
+    return float(mscale(factor))
+
+
+def rope_cos_sin(config: ModelConfig, positions_bt: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """cos and sin [B, T, 1, Dh] of the rotation at each position, angles in fp32.
+
+    'dynamic' grows the base once a row's positions pass max_position_embeddings, as
+    transformers does at the longest position it was called with; here per row (transformers:
+    per batch), so a row's logits do not depend on the other rows of its batch.
+    """
+    positions = positions_bt.astype(jnp.float32)[..., None]
+    if config.rope_scaling is not None and config.rope_scaling.rope_type == "dynamic":
+        dim, limit = config.resolved_head_dim, config.max_position_embeddings
+        factor = config.rope_scaling.factor
+        seq_b = jnp.maximum(jnp.max(positions_bt, axis=1) + 1, limit).astype(jnp.float32)
+        base_b = config.rope_theta * (factor * seq_b / limit - (factor - 1)) ** (dim / (dim - 2))
+        exponents = jnp.arange(0, dim, 2, dtype=jnp.float32) / dim
+        angles = positions * (1.0 / base_b[:, None] ** exponents)[:, None, :]
+    else:
+        angles = positions * rope_inv_freq(config)
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
-    cos, sin = jnp.cos(angles).astype(x_bthk.dtype), jnp.sin(angles).astype(x_bthk.dtype)
+    scale = rope_attention_factor(config)
+    return (jnp.cos(angles) * scale).astype(dtype), (jnp.sin(angles) * scale).astype(dtype)
+
+
+def apply_rope(x_bthk: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Rotates the two halves of each head (HF's `rotate_half` layout) by `rope_cos_sin`."""
+    cos, sin = rope
     x1, x2 = jnp.split(x_bthk, 2, axis=-1)
-    return x_bthk * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+    return x_bthk * cos.astype(x_bthk.dtype) + jnp.concatenate([-x2, x1], axis=-1) * sin.astype(x_bthk.dtype)
 
 
 def _write_rows(buf: jax.Array, new: jax.Array, index_b: jax.Array, axis: int) -> jax.Array:
@@ -157,10 +224,11 @@ class Attention(nnx.Module):
             bias_init=_logical(nnx.initializers.zeros, ("embed",)),
             **common)
 
-    def __call__(self, x_btd, positions_bt, inv_freq, mask_bts, kv=None, index_b=None):
-        """Attends over this call's tokens, or over the cache layer `kv` = (k, v) after writing them."""
-        q = apply_rope(self.q_proj(x_btd), positions_bt, inv_freq)
-        k = apply_rope(self.k_proj(x_btd), positions_bt, inv_freq)
+    def __call__(self, x_btd, rope, mask_bts, kv=None, index_b=None):
+        """Attends over this call's tokens, or over the cache layer `kv` = (k, v) after writing them.
+        `rope`: the (cos, sin) of the tokens' positions (`rope_cos_sin`)."""
+        q = apply_rope(self.q_proj(x_btd), rope)
+        k = apply_rope(self.k_proj(x_btd), rope)
         v = self.v_proj(x_btd)
         if kv is None:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask_bts[:, None])
@@ -208,9 +276,8 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = _rms_norm(config, rngs)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, h_btd, positions_bt, inv_freq, mask_bts, kv=None, index_b=None):
-        attn, kv = self.self_attn(self.input_layernorm(h_btd), positions_bt, inv_freq,
-                                  mask_bts, kv, index_b)
+    def __call__(self, h_btd, rope, mask_bts, kv=None, index_b=None):
+        attn, kv = self.self_attn(self.input_layernorm(h_btd), rope, mask_bts, kv, index_b)
         h_btd = h_btd + attn
         return h_btd + self.mlp(self.post_attention_layernorm(h_btd)), kv
 
@@ -261,15 +328,14 @@ class Decoder(nnx.Module):
             mask_bts = valid_bs[:, None, :] & (
                 jnp.arange(cache.max_len)[None, None, :] <= query_slot_bt[:, :, None])
         run_layer = nnx.remat(_call_layer) if self.config.remat else _call_layer
-        inv_freq = rope_inv_freq(self.config)
+        rope = rope_cos_sin(self.config, positions_bt, jnp.dtype(self.config.dtype))
 
         # The residual stream stays split by batch (identity without a mesh and logical rules).
         h_btd = constrain(self.embed_tokens(tokens_bt), ("batch", "length", "embed"))
         new_kv = []
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
-            h_btd, kv = run_layer(layer, h_btd, positions_bt, inv_freq, mask_bts, kv,
-                                  None if cache is None else cache.index_b)
+            h_btd, kv = run_layer(layer, h_btd, rope, mask_bts, kv, None if cache is None else cache.index_b)
             h_btd = constrain(h_btd, ("batch", "length", "embed"))
             new_kv.append(kv)
         if cache is not None:

@@ -25,7 +25,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from rstar_jax.config import ModelConfig, PPMConfig
+from rstar_jax.config import ModelConfig, PPMConfig, RopeScaling
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.files import write_dir_atomically
 from rstar_jax.models.ppm import ProcessRewardModel
@@ -63,7 +63,7 @@ def config_from_hf(hf: transformers.PretrainedConfig, *, dtype: str = "float32",
         head_dim=getattr(hf, "head_dim", None),
         rms_norm_eps=hf.rms_norm_eps,
         rope_theta=rope_theta,
-        rope_scaling=None if rope.get("rope_type", "default") == "default" else rope,
+        rope_scaling=_rope_scaling(rope, where),
         max_position_embeddings=hf.max_position_embeddings,
         initializer_range=hf.initializer_range,
         # HF Qwen2 always has q/k/v biases; Llama's are optional (and then include o_proj).
@@ -76,6 +76,20 @@ def config_from_hf(hf: transformers.PretrainedConfig, *, dtype: str = "float32",
         dtype=dtype,
         param_dtype=param_dtype or dtype,
     )
+
+
+def _rope_scaling(rope: dict, where: str) -> RopeScaling | None:
+    """HF's rope parameters as our hashable `RopeScaling` (None for plain RoPE)."""
+    try:
+        return RopeScaling.from_hf(rope)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _hf_eos(config: ModelConfig) -> int | list[int] | None:
+    """HF lists several end-of-sequence ids; ModelConfig keeps them as a (hashable) tuple."""
+    eos = config.eos_token_id
+    return list(eos) if isinstance(eos, tuple) else eos
 
 
 def config_to_hf(config: ModelConfig) -> transformers.PretrainedConfig:
@@ -94,13 +108,13 @@ def config_to_hf(config: ModelConfig) -> transformers.PretrainedConfig:
         num_key_value_heads=config.num_key_value_heads,
         head_dim=config.resolved_head_dim,
         rms_norm_eps=config.rms_norm_eps,
-        rope_parameters={"rope_type": "default", **(config.rope_scaling or {}),
+        rope_parameters={"rope_type": "default", **(config.rope_scaling.to_hf() if config.rope_scaling else {}),
                          "rope_theta": config.rope_theta},
         max_position_embeddings=config.max_position_embeddings,
         initializer_range=config.initializer_range,
         tie_word_embeddings=config.tie_word_embeddings,
         bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
+        eos_token_id=_hf_eos(config),
         pad_token_id=config.pad_token_id,
         dtype=config.param_dtype,
     )
@@ -274,7 +288,7 @@ def _save_dir(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | 
     def write(tmp: Path) -> None:
         hf_config.save_pretrained(tmp)
         transformers.GenerationConfig(bos_token_id=config.bos_token_id,
-                                      eos_token_id=config.eos_token_id,
+                                      eos_token_id=_hf_eos(config),
                                       pad_token_id=config.pad_token_id).save_pretrained(tmp)
         for name, contents in {"model.safetensors": tensors, **extra_files}.items():
             safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in contents.items()},

@@ -44,7 +44,7 @@ def test_config_is_read(pair):
     assert model.config.model_type == kind
     assert model.config.tie_word_embeddings == (kind == "llama")
     if kind == "llama":
-        assert model.config.rope_scaling["rope_type"] == "llama3"
+        assert model.config.rope_scaling.rope_type == "llama3"
 
 
 def test_padded_logits_match_hf(pair):
