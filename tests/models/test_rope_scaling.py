@@ -2,6 +2,7 @@
 logits against HF on tiny checkpoints, past the original context; configs stay hashable."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -78,6 +79,7 @@ def test_config_is_hashable_and_round_trips(kind, tmp_path):
     assert isinstance(config.rope_scaling, RopeScaling)
     hash(config)  # static in jitted code (sampler, scorer)
     assert config == dataclasses.replace(config, rope_scaling=config.rope_scaling.to_hf())  # dicts convert
+    assert ModelConfig(**json.loads(json.dumps(dataclasses.asdict(config)))) == config  # models/checkpoint.py
     save_hf(Decoder(config, rngs=nnx.Rngs(0)), None, str(tmp_path))
     assert load_decoder(tmp_path).config == dataclasses.replace(config, head_dim=config.resolved_head_dim)
     back = transformers.AutoConfig.from_pretrained(tmp_path)

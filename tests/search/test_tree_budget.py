@@ -120,3 +120,30 @@ def test_round_config_checks_every_pass_at_load():
     with pytest.raises(ValueError, match="the 16-rollout pass: SearchConfig.max_nodes = 1024"):
         RoundConfig(search, unsolved_rollouts=(16,))
     RoundConfig(dataclasses.replace(search, max_nodes=0), unsolved_rollouts=(16, 128))
+
+
+@pytest.mark.parametrize("gin_file,module,fn", [
+    ("tiny_cpu.gin", "rstar_jax.evolve.run", "evolve"), ("smoke.gin", "rstar_jax.evolve.run", "evolve"),
+    ("paper/qwen25_math_7b_v5p64.gin", "rstar_jax.evolve.run", "evolve"),
+    ("eval_small.gin", "rstar_jax.evaluation.run", "evaluate"),
+    ("paper/qwen25_math_7b_8xh100.gin", "rstar_jax.evaluation.run", "evaluate"),
+])
+def test_shipped_configs_fit_their_budget(gin_file, module, fn):
+    import gin
+
+    from rstar_jax import cli
+
+    gin.clear_config()
+    try:
+        cli.configure(module, fn, [gin_file], [], [])
+        args = gin.get_bindings(getattr(__import__(module, fromlist=[fn]), fn))
+    finally:
+        gin.clear_config()
+    if fn == "evolve":  # RoundConfig checks every pass when it is made; the evaluation search too
+        searches = [args["config"].eval_search]
+    else:
+        searches = [args["search"]]
+    for search in searches:
+        search.tree_nodes()
+        if fn == "evaluate":  # evaluation may also run beam search with it
+            search.tree_nodes(beam=True)
