@@ -1,11 +1,13 @@
 """rStar's code-augmented chain-of-thought step format (spec §2).
 
-Special tokens, stop strings and prompt templates. Rendering and parsing of steps live here too.
+Special tokens, stop strings and prompt templates. Rendering and parsing of steps live here too,
+and `NodeKind`, what a search node turned out to be, with the sentinel answers of its terminals.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import random
 import re
 from collections.abc import Sequence
@@ -39,6 +41,27 @@ SPECIAL_TOKENS = (
 TOO_MANY_CODE_ERRORS = "Too many consecutive steps have code errors."
 TOO_MANY_STEPS = "Fail to sove the problem within limited steps."
 NO_VALID_CHILD = "Fail to generate parsable text for next step."
+
+
+class NodeKind(enum.IntEnum):
+    """What a search node is; every kind but STEP is terminal when the node is created (spec §3.6).
+
+    The one spelling of a node's kind: the tree kernels store it (int8), the host view of a
+    searched tree and the record extractor read it."""
+
+    STEP = 0  # an ordinary reasoning / code step
+    ANSWER = 1  # a valid final answer (the step text contains "boxed")
+    CODE_ERRORS = 2  # too many consecutive code errors (TOO_MANY_CODE_ERRORS)
+    TOO_DEEP = 3  # depth > max_depth (TOO_MANY_STEPS)
+    UNPARSABLE = 4  # a sample that is neither code nor an answer (NO_VALID_CHILD)
+
+
+# The original's `final_answer` for terminals that are not answers.
+SENTINELS = {
+    NodeKind.CODE_ERRORS: TOO_MANY_CODE_ERRORS,
+    NodeKind.TOO_DEEP: TOO_MANY_STEPS,
+    NodeKind.UNPARSABLE: NO_VALID_CHILD,
+}
 
 # Stop strings per use.
 SEARCH_STOP = (STEP_END, CODE_END, ANSWER_END)

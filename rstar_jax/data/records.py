@@ -1,8 +1,8 @@
 """Training records from search trees (spec §4): SFT examples and PPM preference pairs.
 
-Extraction works on `StepTree`, a host-side view of one searched tree: per node its parent, step
-text, Q = W/N, visit count and terminal kind. Records are written and read in rStar's released
-formats: SFT `[{query, response}]`, PPM `[{prompt, pos, neg, pos_count, neg_count}]`.
+Extraction reads `SearchedTree`, the host view of one searched tree (`data.trees`; a saved search
+gives it as `SearchResult.tree(b)`). Records are written and read in rStar's released formats:
+SFT `[{query, response}]`, PPM `[{prompt, pos, neg, pos_count, neg_count}]`.
 """
 
 from __future__ import annotations
@@ -13,72 +13,13 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from statistics import mean
-from typing import Any, Literal
+from typing import Any
 
 import editdistance
 
 from rstar_jax import steps as sf
-
-# Terminal kinds of a node; None marks an inner (or unexpanded) node.
-Terminal = Literal["answer", "code_error", "too_many_steps", "no_valid_child"]
-
-
-@dataclasses.dataclass(frozen=True)
-class StepNode:
-    parent: int  # -1 for the root
-    text: str  # the step text ("" for the root)
-    q: float  # W / N (0 when unvisited)
-    visits: int
-    terminal: Terminal | None = None
-    correct: bool = False  # an answer node whose answer matches the gold one
-
-
-@dataclasses.dataclass(frozen=True)
-class StepTree:
-    """One searched problem; node 0 is the root, every parent precedes its children."""
-
-    question: str
-    nodes: tuple[StepNode, ...]
-
-    def children(self) -> list[list[int]]:
-        kids: list[list[int]] = [[] for _ in self.nodes]
-        for i, node in enumerate(self.nodes[1:], start=1):
-            kids[node.parent].append(i)
-        return kids
-
-    def path(self, leaf: int) -> list[int]:
-        """Node ids from the first step down to `leaf` (root excluded)."""
-        ids = []
-        while leaf > 0:
-            ids.append(leaf)
-            leaf = self.nodes[leaf].parent
-        return ids[::-1]
-
-
-def tree_to_json(tree: StepTree) -> dict[str, Any]:
-    """A JSON-ready dict; nodes are [parent, text, q, visits, terminal, correct] rows."""
-    return {"question": tree.question, "nodes": [dataclasses.astuple(n) for n in tree.nodes]}
-
-
-def tree_from_json(obj: dict[str, Any]) -> StepTree:
-    return StepTree(obj["question"], tuple(StepNode(*row) for row in obj["nodes"]))
-
-
-@dataclasses.dataclass(frozen=True)
-class Trace:
-    """A root-to-leaf trajectory ending in an answer or in too many code errors."""
-
-    steps: tuple[str, ...]
-    q_values: tuple[float, ...]  # per step, the leaf's own Q included
-    correct: bool
-
-    @property
-    def response(self) -> str:
-        return "".join(self.steps)
-
-    @property
-    def rank_key(self) -> tuple[float, float]:
-        return mean(self.q_values), min(self.q_values)
+from rstar_jax.data.trees import SearchedTree, Trajectory
+from rstar_jax.steps import NodeKind
 
 
 def code_steps(response: str) -> int:
@@ -121,38 +62,26 @@ class PairFilter:
     fallback: int = 4  # ... or up to 4 on one side when the other has a single candidate
 
 
-def traces(tree: StepTree) -> list[Trace]:
-    """All trajectories ending in an answer (correct or not) or a code-error terminal."""
-    kids = tree.children()
-    out = []
-    for leaf, node in enumerate(tree.nodes):
-        if kids[leaf] or node.terminal not in ("answer", "code_error"):
-            continue
-        ids = tree.path(leaf)
-        out.append(Trace(tuple(tree.nodes[i].text for i in ids),
-                         tuple(tree.nodes[i].q for i in ids), node.terminal == "answer" and node.correct))
-    return out
+def attempts(tree: SearchedTree) -> list[Trajectory]:
+    """The trajectories extraction ranks: those ending in an answer (correct or not) or in too many
+    code errors."""
+    return [t for t in tree.trajectories() if t.kind in (NodeKind.ANSWER, NodeKind.CODE_ERRORS)]
 
 
-def is_solved(tree: StepTree) -> bool:
-    """Whether the tree holds a correct trajectory (the paper's coverage counts these)."""
-    return any(n.terminal == "answer" and n.correct for n in tree.nodes)
-
-
-def sft_records(trees: Sequence[StepTree], n: int = 2) -> list[SFTRecord]:
+def sft_records(trees: Sequence[SearchedTree], n: int = 2) -> list[SFTRecord]:
     """The top-`n` correct trajectories of one problem's trees (several search passes) by
     (mean Q, min Q), among those whose text has no error in it.
 
     `sample_sft_data.py` drops error-containing responses after keeping the top n; we drop them
     first, so a problem keeps n examples whenever it has n clean ones.
     """
-    clean = [t for tree in trees for t in traces(tree)
-             if t.correct and "error" not in t.response.lower()]
+    clean = [t for tree in trees for t in attempts(tree)
+             if t.is_correct and "error" not in t.text.lower()]
     clean.sort(key=lambda t: t.rank_key, reverse=True)
-    return [SFTRecord(trees[0].question, t.response) for t in clean[:n]]
+    return [SFTRecord(trees[0].question, t.text) for t in clean[:n]]
 
 
-def _outcome_counts(tree: StepTree, kids: list[list[int]]) -> tuple[list[int], list[int]]:
+def _outcome_counts(tree: SearchedTree, kids: list[list[int]]) -> tuple[list[int], list[int]]:
     """Correct / wrong answer leaves below every node (spec §4.2). Only answers are labelled, as
     `extra_rm_file.py` does (`if is_valid_final_answer_node(node) or ...: if node.q_value == 1:
     final_correct ... elif node.q_value == -1 and node.final_answer != TOO_MANY_CODE_ERRORS:
@@ -162,8 +91,8 @@ def _outcome_counts(tree: StepTree, kids: list[list[int]]) -> tuple[list[int], l
     correct, wrong = [0] * len(tree.nodes), [0] * len(tree.nodes)
     for i in reversed(range(len(tree.nodes))):  # children come after their parent
         node = tree.nodes[i]
-        if not kids[i] and node.terminal == "answer":
-            correct[i] = int(node.correct)
+        if not kids[i] and node.kind == NodeKind.ANSWER:
+            correct[i] = int(bool(node.correct))
             wrong[i] = int(not node.correct)
         if i:
             correct[node.parent] += correct[i]
@@ -171,7 +100,7 @@ def _outcome_counts(tree: StepTree, kids: list[list[int]]) -> tuple[list[int], l
     return correct, wrong
 
 
-def step_pairs(tree: StepTree, flt: PairFilter = PairFilter()) -> list[PreferencePair]:
+def step_pairs(tree: SearchedTree, flt: PairFilter = PairFilter()) -> list[PreferencePair]:
     """Step-level pairs: at each expanded node, high-Q children leading to correct answers vs
     low-Q children leading to wrong ones, sharing the prefix (`extra_rm_file.py`, mode "all",
     then the margin and edit-distance filters of `sample_rm_data.py`)."""
@@ -208,17 +137,17 @@ def step_pairs(tree: StepTree, flt: PairFilter = PairFilter()) -> list[Preferenc
     return pairs
 
 
-def final_answer_pairs(trees: Sequence[StepTree], per_side: int = 2) -> list[PreferencePair]:
+def final_answer_pairs(trees: Sequence[SearchedTree], per_side: int = 2) -> list[PreferencePair]:
     """Whole-trajectory pairs over one problem's trees: the top correct vs the bottom wrong
     trajectories by mean Q (code-error ones count as wrong), if both exist (spec §4.2)."""
-    all_traces = [t for tree in trees for t in traces(tree)]
-    pos = sorted((t for t in all_traces if t.correct), key=lambda t: t.rank_key, reverse=True)
-    neg = sorted((t for t in all_traces if not t.correct), key=lambda t: t.rank_key)
+    ranked = [t for tree in trees for t in attempts(tree)]
+    pos = sorted((t for t in ranked if t.is_correct), key=lambda t: t.rank_key, reverse=True)
+    neg = sorted((t for t in ranked if not t.is_correct), key=lambda t: t.rank_key)
     pos, neg = pos[:per_side], neg[:per_side]
     question = trees[0].question
     prompt = f"{sf.USER}:\n{question}"
     head = sf.sft_prompt(question)[len(prompt):]  # "\n<|assistant|>: Let's think ..."
-    return [PreferencePair(prompt, head + p.response, head + n.response, len(pos), len(neg))
+    return [PreferencePair(prompt, head + p.text, head + n.text, len(pos), len(neg))
             for p in pos for n in neg]
 
 

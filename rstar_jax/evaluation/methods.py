@@ -100,11 +100,10 @@ def _run_answer(result, b: int, run: int) -> Candidate:
         result.nodes[b][i].answer for i in result.answer_nodes(b) if i != best and result.nodes[b][i].answer))
     if best < 0:
         return Candidate(answer=None, steps=(), finish="no_answer", run=run, leaf_answers=others)
-    path = result.path(b, best)
+    trajectory = result.tree(b).trajectory(best)
     return Candidate(
-        answer=result.nodes[b][best].answer, steps=tuple(result.nodes[b][i].text for i in path), finish="answer",
-        score=float(result.q_values(b)[best]),
-        step_scores=tuple(float(result.arrays["value"][b, i]) for i in path), run=run, leaf_answers=others,
+        answer=trajectory.answer, steps=trajectory.steps, finish="answer", score=trajectory.q_values[-1],
+        step_scores=trajectory.values, run=run, leaf_answers=others,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from rstar_jax.config import EvolveConfig
 from rstar_jax.data import records
 from rstar_jax.data.problems import Problem
-from rstar_jax.data.records import StepTree
+from rstar_jax.data.trees import SearchedTree
 from rstar_jax.evolve.search import read_pass
 
 
@@ -24,7 +24,7 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
 
     The round's own pairs go to ppm.json / ppm_heldout.json; with the pairs of `earlier_rounds`
     (round directories) they form the PPM's training and held-out pools."""
-    by_problem: dict[tuple[str, Any], list[StepTree]] = {}
+    by_problem: dict[tuple[str, Any], list[SearchedTree]] = {}
     search_dir = os.path.join(round_dir, "search")
     for k in sorted(os.listdir(search_dir)):
         for t in read_pass(os.path.join(search_dir, k)):
@@ -42,8 +42,8 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
             trees = by_problem.get((name, p.index), [])
             if not trees:
                 continue
-            solved += any(records.is_solved(t) for t in trees)
-            outcomes += [(trace.response, trace.correct) for t in trees for trace in records.traces(t)]
+            solved += any(t.is_solved() for t in trees)
+            outcomes += [(a.text, a.is_correct) for t in trees for a in records.attempts(t)]
             sft += records.sft_records(trees, config.sft_per_problem)
             pairs += [pair for t in trees for pair in records.step_pairs(t, flt)]
             pairs += records.final_answer_pairs(trees)

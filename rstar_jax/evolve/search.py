@@ -17,9 +17,8 @@ from typing import Any
 import jax
 
 from rstar_jax.config import EvolveConfig, RoundConfig
-from rstar_jax.data import records
 from rstar_jax.data.problems import Problem
-from rstar_jax.data.records import StepTree
+from rstar_jax.data.trees import SearchedTree
 from rstar_jax.parallel.hosts import barrier, shard
 from rstar_jax.search import io as search_io
 from rstar_jax.search.io import SearchResult
@@ -31,7 +30,7 @@ class Searched:
 
     set: str
     index: int | str
-    tree: StepTree
+    tree: SearchedTree
 
 
 def read_pass(directory: str) -> list[Searched]:
@@ -39,7 +38,7 @@ def read_pass(directory: str) -> list[Searched]:
     chunk), one per problem: a run resumed with another process count may have searched one twice."""
     if not os.path.isdir(directory):
         return []
-    return [Searched(p.source, p.index, result.step_tree(b))
+    return [Searched(p.source, p.index, result.tree(b))
             for result in search_io.load_each(directory) for b, p in enumerate(result.problems)]
 
 
@@ -84,7 +83,7 @@ def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
         search_pass(directory, todo, lambda ps, s: search_fn(ps, rollouts, s), seed + k, chunk, process)
         searched += len(todo)
         barrier(f"{directory} written")
-        solved = {(t.set, t.index) for t in read_pass(directory) if records.is_solved(t.tree)}
+        solved = {(t.set, t.index) for t in read_pass(directory) if t.tree.is_solved()}
         todo = [(name, p) for name, p in todo if (name, p.index) not in solved]
         if not todo:
             break

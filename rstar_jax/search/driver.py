@@ -22,10 +22,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rstar_jax.config import SearchConfig
+from rstar_jax.data import trees
 from rstar_jax.data.problems import Problem
 from rstar_jax.search import kernels
 from rstar_jax import steps as sf
-from rstar_jax.search.io import SENTINELS, NodeRecord, SearchResult, concat
+from rstar_jax.search.io import NodeRecord, SearchResult, concat
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree, padded_batch
 from rstar_jax.shapes import bucket
 from rstar_jax.verify.grader import grade
@@ -201,11 +202,7 @@ class StepExpander:
 
     # -- text of the tree ---------------------------------------------------------------------
     def path(self, b: int, node: int) -> list[int]:
-        ids = []
-        while node not in (ROOT, NO_NODE):
-            ids.append(node)
-            node = self.parents[b][node]
-        return ids[::-1]
+        return trees.path(self.parents[b], node)
 
     def trajectory_text(self, b: int, node: int) -> str:
         return "".join(self.nodes[b][i].text for i in self.path(b, node))
@@ -297,7 +294,7 @@ class StepExpander:
             # Only the step closing the code block, or a branch killed by errors, shows the output.
             if cand.code is not None and (sf.CODE_END in text or kind == NodeKind.CODE_ERRORS):
                 text = sf.wrap_output(text, cand.output)
-            answer = cand.answer if kind == NodeKind.ANSWER else SENTINELS.get(kind)
+            answer = cand.answer if kind == NodeKind.ANSWER else sf.SENTINELS.get(kind)
             assert node == len(self.nodes[b]), "node ids are allocated in order"
             self.nodes[b].append(NodeRecord(text, cand.code, cand.output, answer, cand.correct))
             self.parents[b].append(int(leaves[b, l]))

@@ -1,5 +1,6 @@
 """Looking at searched trees in a notebook: a table, trajectories as text, an SVG picture, and a
-treescope view of the arrays.
+treescope view of the arrays. Trajectories come from `result.tree(b)`, the host view that record
+extraction reads, ranked as the SFT extractor ranks them.
 
 The picture is plain SVG (one circle per node, coloured by Q; answers drawn as diamonds with a
 green / red outline when graded; hovering a node shows its step), so it renders in Jupyter, in
@@ -15,7 +16,8 @@ import pandas as pd
 import treescope
 from matplotlib import colormaps, colors
 
-from rstar_jax.search.io import SearchResult, Trajectory
+from rstar_jax.data.trees import Trajectory
+from rstar_jax.search.io import SearchResult
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind
 
 
@@ -44,8 +46,8 @@ def to_dataframe(result: SearchResult, b: int) -> pd.DataFrame:
 
 def ranked_trajectories(result: SearchResult, b: int) -> list[Trajectory]:
     """Trajectories that end in a terminal, best first by (mean Q, min Q) as the SFT extractor."""
-    done = [t for t in result.trajectories(b) if t.kind != NodeKind.STEP]
-    return sorted(done, key=lambda t: (t.mean_q, min(t.q_values)), reverse=True)
+    done = [t for t in result.tree(b).trajectories() if t.kind != NodeKind.STEP]
+    return sorted(done, key=lambda t: t.rank_key, reverse=True)
 
 
 def format_trajectory(result: SearchResult, b: int, trajectory: Trajectory) -> str:
@@ -64,8 +66,7 @@ def best_trajectory(result: SearchResult, b: int) -> str:
     node = result.best_answer_node(b)
     if node == NO_NODE:
         return "(no answer found)"
-    trajectory = next(t for t in result.trajectories(b) if t.nodes[-1] == node)
-    return format_trajectory(result, b, trajectory)
+    return format_trajectory(result, b, result.tree(b).trajectory(node))
 
 
 class TreePicture:

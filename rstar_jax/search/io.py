@@ -1,6 +1,9 @@
 """Searched trees on the host: `SearchResult` (arrays + per-node text), save / load, and export to
 the original's per-problem JSONL (`{tag: state}`, spec §3.10).
 
+`SearchResult` keeps the arrays, to save, load and continue a search; `result.tree(b)` is tree b as
+the one host view every reader uses (`data.trees.SearchedTree`: paths, trajectories, ranking).
+
 A saved search is a directory: `trees.npz` (the `Tree` arrays), `problems.jsonl` (one line per
 tree: problem id, question, gold answer, source) and `nodes.jsonl` (one line per node: tree, node,
 text, code, output, answer, correct). Every file is written atomically. `load` also reads a
@@ -13,31 +16,16 @@ import dataclasses
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax.data.problems import Problem
-from rstar_jax import steps as sf
+from rstar_jax.data.trees import Node, SearchedTree
 from rstar_jax.search.tree import NO_NODE, ROOT, NodeKind, Tree
 
-if TYPE_CHECKING:
-    from rstar_jax.data import records
-
-# The original's `final_answer` for terminals that are not answers.
-SENTINELS = {
-    NodeKind.CODE_ERRORS: sf.TOO_MANY_CODE_ERRORS,
-    NodeKind.TOO_DEEP: sf.TOO_MANY_STEPS,
-    NodeKind.UNPARSABLE: sf.NO_VALID_CHILD,
-}
-_RECORD_TERMINALS = {
-    NodeKind.ANSWER: "answer",
-    NodeKind.CODE_ERRORS: "code_error",
-    NodeKind.TOO_DEEP: "too_many_steps",
-    NodeKind.UNPARSABLE: "no_valid_child",
-}
 _TREE_FIELDS = tuple(f.name for f in dataclasses.fields(Tree))
 _FILES = ("trees.npz", "problems.jsonl", "nodes.jsonl")  # what `save` writes
 
@@ -51,28 +39,6 @@ class NodeRecord:
     output: str | None = None  # the interpreter's output, or its error
     answer: str | None = None  # the final answer of an answer step, or a terminal sentinel
     correct: bool | None = None  # the answer graded against the gold answer, when known
-
-
-@dataclasses.dataclass(frozen=True)
-class Trajectory:
-    """A root-to-leaf path: per step its node id, text, Q, value and visits (root excluded)."""
-
-    nodes: tuple[int, ...]
-    steps: tuple[str, ...]
-    q_values: tuple[float, ...]
-    values: tuple[float, ...]
-    visit_counts: tuple[int, ...]
-    kind: NodeKind  # of the leaf
-    answer: str | None
-    correct: bool | None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.steps)
-
-    @property
-    def mean_q(self) -> float:
-        return float(np.mean(self.q_values)) if self.q_values else 0.0
 
 
 @dataclasses.dataclass
@@ -97,7 +63,7 @@ class SearchResult:
         return SearchResult([self.problems[b] for b in rows], {k: a[rows] for k, a in self.arrays.items()},
                             [self.nodes[b] for b in rows])
 
-    def tree(self) -> Tree:
+    def device_tree(self) -> Tree:
         """The arrays back as a device `Tree` (e.g. to continue searching)."""
         return Tree(**{name: jnp.asarray(a) for name, a in self.arrays.items()})
 
@@ -128,43 +94,15 @@ class SearchResult:
         graded = [self.nodes[b][i].correct for i in self.answer_nodes(b) if self.nodes[b][i].correct is not None]
         return any(graded) if graded else None
 
-    def path(self, b: int, node: int) -> list[int]:
-        """Node ids from the first step down to `node` (root excluded)."""
-        parent, ids = self.arrays["parent"][b], []
-        while node not in (ROOT, NO_NODE):
-            ids.append(int(node))
-            node = parent[node]
-        return ids[::-1]
-
-    def trajectories(self, b: int) -> list[Trajectory]:
-        """Every root-to-leaf path of tree b, leaves in node order (unexpanded leaves included)."""
-        count, q = self.num_nodes(b), self.q_values(b)
-        leaves = np.flatnonzero(self.arrays["children"][b, :count, 0] == NO_NODE)
-        out = []
-        for leaf in leaves[leaves != ROOT]:
-            ids = self.path(b, leaf)
-            rec = self.nodes[b][leaf]
-            out.append(Trajectory(
-                nodes=tuple(ids), steps=tuple(self.nodes[b][i].text for i in ids),
-                q_values=tuple(float(q[i]) for i in ids),
-                values=tuple(float(self.arrays["value"][b, i]) for i in ids),
-                visit_counts=tuple(int(self.arrays["visit_count"][b, i]) for i in ids),
-                kind=NodeKind(int(self.arrays["kind"][b, leaf])), answer=rec.answer, correct=rec.correct,
-            ))
-        return out
-
-    def step_tree(self, b: int) -> records.StepTree:
-        """Tree b as the records extractor's `StepTree` (SFT examples and PPM pairs, spec §4)."""
-        from rstar_jax.data import records  # only extraction needs it (and editdistance)
-
-        q, kind = self.q_values(b), self.arrays["kind"][b]
-        return records.StepTree(self.problems[b].question, tuple(
-            records.StepNode(
-                parent=int(self.arrays["parent"][b, i]), text=rec.text, q=float(q[i]),
-                visits=int(self.arrays["visit_count"][b, i]),
-                terminal=_RECORD_TERMINALS.get(NodeKind(int(kind[i]))), correct=bool(rec.correct),
-            )
-            for i, rec in enumerate(self.nodes[b])
+    def tree(self, b: int) -> SearchedTree:
+        """Tree b as the host view that extraction, inspection and evaluation read: per node its
+        parent, step text, Q, value, visits, kind, answer and grade."""
+        count, a = self.num_nodes(b), self.arrays
+        columns = (a["parent"][b, :count].tolist(), self.q_values(b).tolist(), a["value"][b, :count].tolist(),
+                   a["visit_count"][b, :count].tolist(), a["kind"][b, :count].tolist())
+        return SearchedTree(self.problems[b].question, tuple(
+            Node(parent, rec.text, q, value, visits, NodeKind(kind), rec.answer, rec.correct)
+            for rec, parent, q, value, visits, kind in zip(self.nodes[b], *columns)
         ))
 
 

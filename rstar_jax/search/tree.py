@@ -2,12 +2,10 @@
 
 Node 0 is the root of every tree; `-1` means "no node" (no parent, no child, no leaf). Slots at
 index >= `node_count` are free. Step text, code and outputs live on the host, keyed by
-(tree, node); see `search/io.py`.
+(tree, node); see `search/io.py`. A node's kind is a `steps.NodeKind`.
 """
 
 from __future__ import annotations
-
-import enum
 
 import jax
 import jax.numpy as jnp
@@ -15,19 +13,9 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-ROOT = 0
-NO_NODE = -1
-
-
-class NodeKind(enum.IntEnum):
-    """What a node is; every kind but STEP is terminal when the node is created (spec §3.6)."""
-
-    STEP = 0  # an ordinary reasoning / code step
-    ANSWER = 1  # a valid final answer (the step text contains "boxed")
-    CODE_ERRORS = 2  # too many consecutive code errors (TOO_MANY_CODE_ERRORS)
-    TOO_DEEP = 3  # depth > max_depth (TOO_MANY_STEPS)
-    UNPARSABLE = 4  # a sample that is neither code nor an answer (NO_VALID_CHILD)
-
+# The kernels' vocabulary, defined below search so that the host view of a tree shares it.
+from rstar_jax.data.trees import NO_NODE, ROOT  # noqa: F401 (re-exported)
+from rstar_jax.steps import NodeKind  # noqa: F401 (re-exported)
 
 # Terminals that are not answers: they get the negative reward on themselves only (spec §3.5).
 INVALID_KINDS = (NodeKind.CODE_ERRORS, NodeKind.TOO_DEEP, NodeKind.UNPARSABLE)

@@ -6,8 +6,10 @@ import os
 import pytest
 
 from rstar_jax.data import records as rec
-from rstar_jax.data.records import PreferencePair, SFTRecord, StepNode, StepTree
+from rstar_jax.data.records import PreferencePair, SFTRecord
+from rstar_jax.data.trees import Node, SearchedTree
 from rstar_jax import steps as sf
+from rstar_jax.steps import NodeKind
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "rstar_examples")
 Q = "Mia has 5 apples. Mia buys 3 more apples. How many apples does Mia have now?"
@@ -20,34 +22,37 @@ A_WRONG = "\n<answer>From the result, the answer is \\boxed{15}.<end_of_answer>"
 A_WRONG2 = "\n<answer>So the count must be \\boxed{2}.<end_of_answer>"
 
 
-def node(parent, text, q, terminal=None, correct=False, visits=1):
-    return StepNode(parent=parent, text=text, q=q, visits=visits, terminal=terminal, correct=correct)
+ANSWER, CODE_ERRORS = NodeKind.ANSWER, NodeKind.CODE_ERRORS
 
 
-def small_tree() -> StepTree:
+def node(parent, text, q, kind=NodeKind.STEP, correct=False, visits=1):
+    return Node(parent=parent, text=text, q=q, visits=visits, kind=kind, correct=correct)
+
+
+def small_tree() -> SearchedTree:
     """root -> {1 good step, 2 bad step, 3 code error}; 1 -> {4 right, 5 wrong}; 2 -> {6 wrong}."""
-    return StepTree(Q, (
+    return SearchedTree(Q, (
         node(-1, "", 0.0, visits=4),
         node(0, S_GOOD, 0.6),
         node(0, S_BAD, -0.5),
-        node(0, S_ERR, -1.0, "code_error"),
-        node(1, A_RIGHT, 1.0, "answer", correct=True),
-        node(1, A_WRONG2, -1.0, "answer"),
-        node(2, A_WRONG, -1.0, "answer"),
+        node(0, S_ERR, -1.0, CODE_ERRORS),
+        node(1, A_RIGHT, 1.0, ANSWER, correct=True),
+        node(1, A_WRONG2, -1.0, ANSWER),
+        node(2, A_WRONG, -1.0, ANSWER),
     ))
 
 
-def test_traces_and_coverage():
+def test_attempts_and_coverage():
     tree = small_tree()
-    got = {t.steps: (t.q_values, t.correct) for t in rec.traces(tree)}
+    got = {t.steps: (t.q_values, t.is_correct) for t in rec.attempts(tree)}
     assert got == {
         (S_ERR,): ((-1.0,), False),
         (S_GOOD, A_RIGHT): ((0.6, 1.0), True),
         (S_GOOD, A_WRONG2): ((0.6, -1.0), False),
         (S_BAD, A_WRONG): ((-0.5, -1.0), False),
     }
-    assert rec.is_solved(tree)
-    assert not rec.is_solved(StepTree(Q, tree.nodes[:4]))
+    assert tree.is_solved()
+    assert not SearchedTree(Q, tree.nodes[:4]).is_solved()
 
 
 def test_step_counts_tally_solutions_by_code_steps():
@@ -66,8 +71,8 @@ def test_sft_takes_top2_by_mean_then_min_q_without_errors():
                                         ("c", 0.7, 0.9, "c = 1"), ("d", 1.0, 1.0, "print('Error')")):
         nodes.append(node(0, f"<code>\n# {tag}\n{code}\n<end_of_step>", step_q))
         nodes.append(node(len(nodes) - 1, "\n<answer>\\boxed{8}<end_of_answer>", answer_q,
-                          "answer", correct=True))
-    out = rec.sft_records([StepTree(Q, tuple(nodes))], n=2)
+                          ANSWER, correct=True))
+    out = rec.sft_records([SearchedTree(Q, tuple(nodes))], n=2)
     assert [r.response.split("# ")[1][0] for r in out] == ["a", "c"]
     assert all(r.query == Q for r in out)
 
@@ -83,32 +88,32 @@ def test_step_pairs_on_small_tree():
     ]
 
 
-@pytest.mark.parametrize("terminal", ["too_many_steps", "no_valid_child", "code_error"])
+@pytest.mark.parametrize("terminal", [NodeKind.TOO_DEEP, NodeKind.UNPARSABLE, NodeKind.CODE_ERRORS])
 def test_step_pairs_label_only_answers_as_wrong(terminal):
     # extra_rm_file.py: final_wrong only for a valid answer with q == -1; a leaf that failed on
     # format or depth leads to neither side, so it never becomes a rejected step
     nodes = (
         node(-1, "", 0.0, visits=3),
-        node(0, S_GOOD, 0.6), node(1, A_RIGHT, 1.0, "answer", correct=True),
+        node(0, S_GOOD, 0.6), node(1, A_RIGHT, 1.0, ANSWER, correct=True),
         node(0, S_BAD, -0.5), node(3, "\n\n# keep going\nx = 1\n<end_of_step>", -1.0, terminal),
     )
-    assert rec.step_pairs(StepTree(Q, nodes)) == []
-    wrong = nodes[:4] + (node(3, A_WRONG, -1.0, "answer"),)
-    assert [(p.pos, p.neg) for p in rec.step_pairs(StepTree(Q, wrong))] == [(S_GOOD, S_BAD)]
+    assert rec.step_pairs(SearchedTree(Q, nodes)) == []
+    wrong = nodes[:4] + (node(3, A_WRONG, -1.0, ANSWER),)
+    assert [(p.pos, p.neg) for p in rec.step_pairs(SearchedTree(Q, wrong))] == [(S_GOOD, S_BAD)]
 
 
 def test_step_pairs_fall_back_to_four_and_filter_margin_and_edit_distance():
     nodes = [node(-1, "", 0.0), node(0, S_GOOD, 0.9)]
-    nodes.append(node(1, "\n<answer>\\boxed{8}<end_of_answer>", 1.0, "answer", correct=True))
+    nodes.append(node(1, "\n<answer>\\boxed{8}<end_of_answer>", 1.0, ANSWER, correct=True))
     # one correct-leading child, so up to 4 rejected (the lowest Q); Q 0.45 fails the 0.5 margin
     wrong_qs = [-0.9, -0.8, 0.45, 0.6, 0.7]
     for i, q in enumerate(wrong_qs):
         nodes.append(node(0, f"<code>\n# wrong idea number {i}\nx = {i} * 1000 + 17\n<end_of_step>", q))
-        nodes.append(node(len(nodes) - 1, A_WRONG, -1.0, "answer"))
+        nodes.append(node(len(nodes) - 1, A_WRONG, -1.0, ANSWER))
     # nearly the same text as the chosen step: edit distance < 20
     nodes.append(node(0, S_GOOD.replace("5", "6"), -0.9))
-    nodes.append(node(len(nodes) - 1, A_WRONG, -1.0, "answer"))
-    pairs = rec.step_pairs(StepTree(Q, tuple(nodes)))
+    nodes.append(node(len(nodes) - 1, A_WRONG, -1.0, ANSWER))
+    pairs = rec.step_pairs(SearchedTree(Q, tuple(nodes)))
     assert [p.neg for p in pairs] == [nodes[i].text for i in (3, 5)]
     assert {(p.pos, p.pos_count, p.neg_count) for p in pairs} == {(S_GOOD, 1, 4)}
 
@@ -120,14 +125,14 @@ def test_step_pairs_need_the_chosen_continuation_to_beat_the_rejected_one():
         node(-1, "", 0.0),
         node(0, S_GOOD, 0.1), node(1, "\n\n# then\ny = 2\n<end_of_step>", -0.9),
         node(2, "\n\n# and then\nz = 3\n<end_of_step>", -0.9),
-        node(3, "\n<answer>\\boxed{8}<end_of_answer>", 1.0, "answer", correct=True),
+        node(3, "\n<answer>\\boxed{8}<end_of_answer>", 1.0, ANSWER, correct=True),
         node(0, S_BAD, -0.4), node(5, "\n\n# more\nw = 4\n<end_of_step>", 0.9),
-        node(6, A_WRONG, -1.0, "answer"),
+        node(6, A_WRONG, -1.0, ANSWER),
     )
-    assert rec.step_pairs(StepTree(Q, nodes)) == []
+    assert rec.step_pairs(SearchedTree(Q, nodes)) == []
     relaxed = list(nodes)
     relaxed[6] = node(5, relaxed[6].text, 0.0)
-    assert [p.neg for p in rec.step_pairs(StepTree(Q, tuple(relaxed)))] == [S_BAD]
+    assert [p.neg for p in rec.step_pairs(SearchedTree(Q, tuple(relaxed)))] == [S_BAD]
 
 
 def test_final_answer_pairs_whole_trajectories():
@@ -139,7 +144,7 @@ def test_final_answer_pairs_whole_trajectories():
         PreferencePair(f"{sf.USER}:\n{Q}", head + S_GOOD + A_RIGHT, head + S_ERR, 1, 2),
         PreferencePair(f"{sf.USER}:\n{Q}", head + S_GOOD + A_RIGHT, head + S_BAD + A_WRONG, 1, 2),
     ]
-    unsolved = StepTree(Q, small_tree().nodes[:4])
+    unsolved = SearchedTree(Q, small_tree().nodes[:4])
     assert rec.final_answer_pairs([unsolved]) == []
 
 
@@ -172,8 +177,3 @@ def test_bad_record_file_names_record_and_field(tmp_path):
     path.write_text("{not json")
     with pytest.raises(rec.RecordFormatError, match="bad.json: not valid JSON"):
         rec.read_pairs(str(path))
-
-
-def test_tree_json_round_trip():
-    tree = small_tree()
-    assert rec.tree_from_json(json.loads(json.dumps(rec.tree_to_json(tree)))) == tree

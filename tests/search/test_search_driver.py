@@ -38,7 +38,7 @@ def searched(executor):
 def test_mcts_trees_are_consistent(searched):
     result, policy, ppm = searched
     assert len(result) == 3 and result.arrays["parent"].shape[1] == 128  # bucketed
-    tree = result.tree()
+    tree = result.device_tree()
     kinds = set()
     for b in range(len(result)):
         check_consistent(tree, b)
@@ -78,10 +78,13 @@ def test_save_load_export(searched, tmp_path):
     assert set(states["0"]) == {"text", "extra_info", "action", "action_input", "final_answer", "observation",
                                 "value", "q_value", "visit_count"}
     assert "0.1" in states and all(t == "0" or t.rsplit(".", 1)[0] in states for t in states)
-    trajs = result.trajectories(0)
+    view = result.tree(0)
+    assert len(view.nodes) == result.num_nodes(0) and view.question == PROBLEMS[0].question
+    trajs = view.trajectories()
     assert trajs and all(len(t.steps) == len(t.q_values) == len(t.nodes) for t in trajs)
-    step_tree = result.step_tree(0)
-    assert len(step_tree.nodes) == result.num_nodes(0)
+    best = result.best_answer_node(0)
+    assert [n.q for n in view.nodes] == result.q_values(0).tolist() and view.nodes[best].answer == result.answer(0)
+    assert view.trajectory(best).nodes[-1] == best and back.tree(0) == view
 
 
 def test_load_names_missing_file(tmp_path):
@@ -101,7 +104,7 @@ def test_postprocess_dedups_and_keeps_first_answer():
 def test_evaluation_mode_scores_answers_with_the_ppm(executor):
     config = SearchConfig.evaluation(num_rollouts=3, num_candidates=4, max_depth=4, max_nodes=100)
     result = run_mcts(PROBLEMS[:2], FakePolicy(), FakePPM(), config, executor, progress=False)
-    tree = result.tree()
+    tree = result.device_tree()
     for b in range(2):
         check_consistent(tree, b)
         ids = result.answer_nodes(b)

@@ -55,7 +55,7 @@ def test_mcts_with_a_tiny_model(tmp_path):
     stats: dict[str, float] = {}
     with Executor(num_workers=2, timeout_s=5.0) as executor:
         result = run_mcts(PROBLEMS, sampler, scorer, search, executor, progress=False, stats=stats)
-    tree = result.tree()
+    tree = result.device_tree()
     for b in range(len(PROBLEMS)):
         check_consistent(tree, b)
         assert result.num_nodes(b) > 1
