@@ -92,8 +92,8 @@ def _outcome_counts(tree: SearchedTree, kids: list[list[int]]) -> tuple[list[int
     for i in reversed(range(len(tree.nodes))):  # children come after their parent
         node = tree.nodes[i]
         if not kids[i] and node.kind == NodeKind.ANSWER:
-            correct[i] = int(bool(node.correct))
-            wrong[i] = int(not node.correct)
+            correct[i] = int(node.correct is True)
+            wrong[i] = int(node.correct is False)  # an answer whose grading ran out of time is neither
         if i:
             correct[node.parent] += correct[i]
             wrong[node.parent] += wrong[i]
@@ -142,7 +142,8 @@ def final_answer_pairs(trees: Sequence[SearchedTree], per_side: int = 2) -> list
     trajectories by mean Q (code-error ones count as wrong), if both exist (spec §4.2)."""
     ranked = [t for tree in trees for t in attempts(tree)]
     pos = sorted((t for t in ranked if t.is_correct), key=lambda t: t.rank_key, reverse=True)
-    neg = sorted((t for t in ranked if not t.is_correct), key=lambda t: t.rank_key)
+    graded = [t for t in ranked if t.kind != NodeKind.ANSWER or t.correct is not None]  # ungraded: neither side
+    neg = sorted((t for t in graded if not t.is_correct), key=lambda t: t.rank_key)
     pos, neg = pos[:per_side], neg[:per_side]
     question = trees[0].question
     prompt = f"{sf.USER}:\n{question}"

@@ -100,6 +100,9 @@ def test_step_pairs_label_only_answers_as_wrong(terminal):
     assert rec.step_pairs(SearchedTree(Q, nodes)) == []
     wrong = nodes[:4] + (node(3, A_WRONG, -1.0, ANSWER),)
     assert [(p.pos, p.neg) for p in rec.step_pairs(SearchedTree(Q, wrong))] == [(S_GOOD, S_BAD)]
+    ungraded = nodes[:4] + (node(3, A_WRONG, 0.0, ANSWER, correct=None),)  # its grading ran out of time
+    assert rec.step_pairs(SearchedTree(Q, ungraded)) == []
+    assert rec.final_answer_pairs([SearchedTree(Q, ungraded)]) == []
 
 
 def test_step_pairs_fall_back_to_four_and_filter_margin_and_edit_distance():
