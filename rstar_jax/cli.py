@@ -112,20 +112,27 @@ def default_config_bindings(scope: str, function) -> list[str]:
     return lines
 
 
-def refuse_unbuilt(command: str, bound: list[tuple[str, str]]) -> None:
-    """Raises for a (scope, selector) binding of anything but the command itself that no gin
-    reference builds or calls in that scope (a scope applies to references under it)."""
+def refuse_unbuilt(command: str | set[str], bound: list[tuple[str, str]], where: str = "") -> None:
+    """Raises for a (scope, selector) binding of anything but the command(s) that no gin
+    reference builds or calls in that scope (a scope applies to references under it): a binding
+    that changes nothing is most often a misspelled scope, or a config no file builds."""
+    commands = {command} if isinstance(command, str) else command
     built = [(ref.configurable.selector, {"/".join(ref.scopes[:i]) for i in range(1, len(ref.scopes) + 1)})
              for ref in gin.config.iterate_references(gin.config._CONFIG)]
     for scope, selector in bound:
-        if selector == command:
+        if selector in commands:
             continue
         if not any(name == selector and (not scope or scope in scopes) for name, scopes in built):
             name = f"{scope}/{selector}" if scope else selector
             raise CommandLineError(
-                f"binding of {name} changes nothing: no gin reference builds it (nested configs "
+                f"{where}binding of {name} changes nothing: no gin reference builds it (nested configs "
                 "are plain defaults); use a gin file that builds it, as experiments/tiny_cpu.gin "
                 "builds every config of evolve")
+
+
+def _bindings(config: dict) -> dict[tuple[str, str], dict]:
+    """Gin's bindings, less macros, as a copy to compare with later."""
+    return {key: dict(values) for key, values in config.items() if key[1] != "gin.macro"}
 
 
 def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: list[str],
@@ -137,18 +144,29 @@ def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: li
               "from rstar_jax import config\n")
     flag_bindings = [flag_to_binding(scope, name, raw) for name, raw in flags]
     defaults = default_config_bindings(scope, function) if function else []
+    origins: dict[tuple[str, str], Path] = {}  # a gin file's binding -> the file (includes count as it)
     try:
         gin.parse_config(header + "\n".join(defaults))
         for path in gin_files:
-            gin.parse_config_file(str(resolve_gin_file(path)))
-        before = {key: dict(values) for key, values in gin.config._CONFIG.items()}
+            file = resolve_gin_file(path)
+            before = _bindings(gin.config._CONFIG)
+            gin.parse_config_file(str(file))
+            for key, values in _bindings(gin.config._CONFIG).items():
+                if before.get(key) != values:
+                    origins.setdefault(key, file)
+        before = _bindings(gin.config._CONFIG)
         gin.parse_config(header + "\n".join(bindings + flag_bindings))
     except CommandLineError:
         raise
-    except (ValueError, SyntaxError, ImportError, AttributeError, NameError) as e:
-        raise CommandLineError(f"bad config: {e}") from None
-    refuse_unbuilt(scope, [key for key, values in gin.config._CONFIG.items()
-                           if key[1] != "gin.macro" and before.get(key) != values])
+    except (ValueError, SyntaxError, ImportError, AttributeError, NameError, TypeError) as e:
+        raise CommandLineError("bad config: " + " ".join(line.strip() for line in str(e).splitlines())) from None
+    # A gin file may configure several commands (experiments/paper/*.gin), and a file may override
+    # a macro so that what an included file binds goes unused; so a file's binding is refused only
+    # when nothing, in any scope, builds what it binds (e.g. a misspelled configurable).
+    commands = {target.replace(":", ".") for target in COMMANDS.values()}
+    for (_, selector), file in origins.items():
+        refuse_unbuilt(commands, [("", selector)], where=f"{file}: ")
+    refuse_unbuilt(scope, [key for key, values in _bindings(gin.config._CONFIG).items() if before.get(key) != values])
 
 
 def write_config(workdir: Path, text: str) -> None:
@@ -167,6 +185,18 @@ def persist_compilations(workdir: Path) -> None:
     if jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(workdir / "xla_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small ones add up
+
+
+# Errors an input file causes, raised by the library with a message that names the file, record
+# and field: printed as one line. Named, not imported, so the CLI starts without the model stack.
+INPUT_ERRORS = ("rstar_jax.data.problems.ProblemFormatError", "rstar_jax.data.records.RecordFormatError",
+                "rstar_jax.models.hf.HFFormatError")
+
+
+def is_input_error(e: BaseException) -> bool:
+    """A missing file, or one of INPUT_ERRORS (gin re-raises them as subclasses)."""
+    return isinstance(e, (FileNotFoundError, NotADirectoryError)) or any(
+        f"{c.__module__}.{c.__qualname__}" in INPUT_ERRORS for c in type(e).__mro__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         pass
     try:
         function(workdir=str(workdir))
-    except (FileNotFoundError, NotADirectoryError) as e:
-        print(f"rstar-jax {args.command}: {e}", file=sys.stderr)
+    except Exception as e:
+        if not is_input_error(e):
+            raise
+        print(f"rstar-jax {args.command}: {str(e).splitlines()[0]}", file=sys.stderr)  # less gin's "In call to"
         return 1
     write_config(workdir, gin.operative_config_str())
     return 0

@@ -130,3 +130,60 @@ def test_compiled_programs_persist_in_the_workdir_unless_jax_is_told_otherwise(t
     assert cache.is_dir() and any(cache.iterdir())
     assert (tmp_path / "xla_cache").exists() != env_cache
 
+
+
+def _demo_gin(tmp_path, *lines: str) -> str:
+    gin_file = tmp_path / "demo.gin"
+    header = "from __gin__ import dynamic_registration\nimport rstar_cli_demo\nfrom rstar_jax import config\n"
+    gin_file.write_text(header + "\n".join(lines) + "\n")
+    return str(gin_file)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["rstar_cli_demo.DemoConfig.rat = 0.5"], "doesn't have a parameter named 'rat'. In file \"{file}\", line 4"),
+    (["rstar_cli_demo.DemoConfg.rate = 0.5"], "Couldn't resolve selector rstar_cli_demo.DemoConfg"),
+    (["rstar_cli_demo.demo.confg = @rstar_cli_demo.DemoConfig()"], "doesn't have a parameter named 'confg'"),
+    # nothing builds a ModelConfig: a binding that would change nothing, named with its file
+    (["config.ModelConfig.hidden_size = 64"], "{file}: binding of rstar_jax.config.ModelConfig changes nothing"),
+])
+def test_a_misspelled_or_unused_binding_in_a_gin_file_is_one_line_naming_the_file(
+        demo_command, tmp_path, capsys, lines, message):
+    gin_file = _demo_gin(tmp_path, *lines)
+    rc = cli.main(["demo", "--workdir", str(tmp_path / "run"), "--gin_file", gin_file])
+    err = capsys.readouterr().err
+    assert rc == 2 and message.format(file=gin_file) in err, err
+    assert len(err.strip().splitlines()) == 1 and demo_command == []
+
+
+def test_a_gin_file_may_configure_other_commands_and_leave_a_scope_unused(demo_command, tmp_path):
+    """As experiments/paper/*.gin do: bind train_sft too, and override a macro that an included
+    file's scoped config was bound for."""
+    gin_file = _demo_gin(tmp_path, "import rstar_jax.training.sft",
+                         "rstar_jax.training.sft.train_sft.config = @sft/config.TrainConfig()",
+                         "ppm/config.TrainConfig.learning_rate = 1e-5",
+                         "rstar_cli_demo.demo.config = @rstar_cli_demo.DemoConfig()")
+    assert cli.main(["demo", "--workdir", str(tmp_path / "run"), "--gin_file", gin_file]) == 0
+    assert demo_command == [(str(tmp_path / "run"), DemoConfig(), "a", 1)]
+
+
+def test_a_malformed_input_file_is_one_line_and_exit_status_1(monkeypatch, tmp_path, capsys):
+    """Problem, record and HF files the library refuses: the library's message, no traceback."""
+    from rstar_jax.data.problems import load_problem_set
+    from rstar_jax.models.hf import check_hf_dir
+
+    bad = tmp_path / "problems.json"
+    bad.write_text('[{"question": "Q", "answer": "1"}, {"question": "R"}]')
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "gpt2"}')
+    module = types.ModuleType("rstar_cli_inputs")
+    module.problems = lambda workdir: load_problem_set(str(bad))
+    module.model = lambda workdir: check_hf_dir(tmp_path / "hf")
+    monkeypatch.setitem(sys.modules, "rstar_cli_inputs", module)
+    for name, message in (("problems", f'{bad}: record 1: missing field "answer"'),
+                          ("model", f"{tmp_path / 'hf' / 'config.json'}: model_type 'gpt2' is not supported")):
+        monkeypatch.setitem(cli.COMMANDS, name, f"rstar_cli_inputs:{name}")
+        assert cli.main([name, "--workdir", str(tmp_path / "run")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"rstar-jax {name}: {message}"), err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    cli.gin.clear_config()

@@ -1,13 +1,12 @@
 """Self-evolution bookkeeping: manifest resume, search passes and shards, extraction, report.
 
 The search here is a deterministic stand-in that builds small trees from the problem index (a
-real MCTS needs a trained policy; the end-to-end run is tested with experiments/smoke.gin).
+real MCTS needs a trained policy; end-to-end runs, killed and resumed, are in test_evolve_paper.py).
 """
 
 import json
 import os
 
-import numpy as np
 import pytest
 
 from rstar_jax.evolve import evaluate, extract, models, run, runner
@@ -398,63 +397,6 @@ def test_two_processes_search_their_shards_and_process0_extracts(tmp_path):
     assert outs[0]["extract"]["coverage"] == {"level1": 1.0, "level2": 1.0}
     assert outs[1]["extract"] is None
     assert list(json.load(open(tmp_path / "manifest.json"))["stages"]) == ["round1/search", "round1/extract"]
-
-
-def _evolve_cmd(workdir) -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "rstar_jax.cli", "evolve", "--gin_file", "smoke", "--workdir", str(workdir)]
-
-
-def _outputs(workdir) -> dict[str, object]:
-    """Stage names, search trees and records of a finished run (what must not depend on kills)."""
-    out: dict[str, object] = {"stages": list(json.load(open(workdir / "manifest.json"))["stages"])}
-    for path in sorted(workdir.glob("round[1-9]/search/pass*/*/*.jsonl")):
-        out[str(path.relative_to(workdir))] = path.read_text()
-    for path in sorted(workdir.glob("round[1-9]/search/pass*/*/trees.npz")):  # zip entries carry a time
-        with np.load(path) as arrays:
-            out[str(path.relative_to(workdir))] = {k: (arrays[k].shape, arrays[k].tobytes()) for k in arrays.files}
-    for path in sorted(workdir.glob("round[1-9]/*.json")):
-        out[str(path.relative_to(workdir))] = json.load(open(path))
-    return out
-
-
-@pytest.mark.slow
-def test_smoke_run_killed_at_several_points_resumes_to_the_same_records(tmp_path):
-    """experiments/smoke.gin end to end; a copy is killed (SIGKILL) mid-search, mid-training and
-    between stages, then resumed; it must end with exactly the uninterrupted run's records."""
-    import subprocess
-    import time
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": root}
-    clean = subprocess.run(_evolve_cmd(tmp_path / "clean"), cwd=root, env=env, capture_output=True, text=True)
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    assert "| round |" in clean.stdout
-    killed = tmp_path / "killed"
-    kill_points = (
-        lambda: any(killed.glob("round1/search/pass0/*/trees.npz")),  # mid-search: a chunk (being) written
-        lambda: any(killed.glob("round1/policy/checkpoints/*")),  # mid-training
-        lambda: "round2/search" in (killed / "manifest.json").read_text(),  # between stages
-    )
-    for reached in kill_points:
-        proc = subprocess.Popen(_evolve_cmd(killed), cwd=root, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        while proc.poll() is None:
-            try:
-                if reached():
-                    proc.kill()
-                    break
-            except FileNotFoundError:
-                pass
-            time.sleep(0.1)
-        proc.wait()
-    resumed = subprocess.run(_evolve_cmd(killed), cwd=root, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _outputs(killed) == _outputs(tmp_path / "clean")
-    report = json.load(open(killed / "report.json"))
-    assert [row["round"] for row in report["rounds"]] == [0, 1, 2]
-    assert (killed / "report.md").exists() and (killed / "accuracy.png").exists()
 
 
 def test_tiny_cpu_gin_restates_the_defaults():

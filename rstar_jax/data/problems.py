@@ -48,17 +48,32 @@ def load_problem_set(path: str, *, source: str | None = None) -> list[Problem]:
     """Reads one problem file (JSON list, JSONL, or JSON dict with "example")."""
     source = source or set_name(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: problem file not found") from None
     except OSError as e:
         raise ProblemFormatError(f"{path}: cannot read problem file ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of the JSON
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ProblemFormatError(f"{path}: line {line}: not UTF-8 text (byte {data[e.start]:#04x} at offset "
+                                 f"{e.start}); save the file as UTF-8") from None
     if path.endswith(".jsonl"):
         records = _jsonl_records(path, text)
     else:
         records = _json_records(path, text)
-    return [_problem(path, i, record, source) for i, record in enumerate(records)]
+    if not records:
+        raise ProblemFormatError(f"{path}: holds no problems")
+    problems = [_problem(path, i, record, source) for i, record in enumerate(records)]
+    first: dict[int | str, int] = {}
+    for i, p in enumerate(problems):  # search trees and results are keyed by (set, index)
+        if p.index in first:
+            raise ProblemFormatError(f'{path}: record {i}: field "index" {p.index!r} repeats record {first[p.index]}'
+                                     " (indices must be unique within a set)")
+        first[p.index] = i
+    return problems
 
 
 def load_problem_sets(path: str) -> dict[str, list[Problem]]:

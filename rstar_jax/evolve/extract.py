@@ -23,7 +23,11 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
     """SFT records, PPM pairs (train / held-out) and coverage per set from all passes' trees.
 
     The round's own pairs go to ppm.json / ppm_heldout.json; with the pairs of `earlier_rounds`
-    (round directories) they form the PPM's training and held-out pools."""
+    (round directories) they form the PPM's training and held-out pools. Each file is written
+    under a temporary name and renamed; a killed extract leaves no half file, and runs again."""
+    for name in os.listdir(round_dir):  # a killed extract's temporary files; every record file is rewritten
+        if ".json.tmp." in name:
+            os.remove(os.path.join(round_dir, name))
     by_problem: dict[tuple[str, Any], list[SearchedTree]] = {}
     search_dir = os.path.join(round_dir, "search")
     for k in sorted(os.listdir(search_dir)):

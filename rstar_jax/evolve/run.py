@@ -13,6 +13,9 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
     evaluate greedy pass@1 on the test sets; MCTS policy + PPM on the first
              `search_eval_problems` of each, and greedy's score there; the PPM's held-out accuracy
 
+A round whose search solved nothing (no SFT records, or no PPM pairs) trains nothing: its policy
+(or PPM) stage carries the previous one forward with a warning and records "trained": false.
+
 Stages write atomically and are recorded in `<workdir>/manifest.json` (evolve/runner.py); a
 restarted run skips finished stages, and a killed search keeps its finished chunks. With several
 processes (`jax.distributed`), each searches its slice of the problems into its own shard files,
@@ -25,11 +28,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
 
 from rstar_jax.config import CurriculumConfig, EvolveConfig
+from rstar_jax.data import records
 from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evolve.evaluate import evaluate_round
 from rstar_jax.evolve.extract import PPM_HELDOUT, PPM_TRAIN, extract_round
@@ -66,6 +71,9 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
     if base_model:
         if not (train_problems and test_problems):
             raise ValueError("evolve: with base_model, also give train_problems and test_problems")
+        from rstar_jax.models.hf import check_hf_dir  # fail now, not in the first stage that loads it
+
+        check_hf_dir(base_model)
         train_dir, test_dir, seed_file = train_problems, test_problems, seed_sft or None
     else:
         problems_dir = os.path.join(workdir, "problems")
@@ -101,12 +109,15 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         earlier = [os.path.join(workdir, f"round{k}") for k in range(max(1, r - config.ppm_pair_rounds + 1), r)]
         manifest.run(f"round{r}/extract", lambda: extract_round(
             round_dir, train_sets, config, seed_file, earlier) if is_main else None)
-        policy = manifest.run(f"round{r}/policy", lambda: train_policy(
-            os.path.join(round_dir, "policy"), base, os.path.join(round_dir, "sft.json"), config, config.policy_train))
+        sft_file, pairs_file = os.path.join(round_dir, "sft.json"), os.path.join(round_dir, PPM_TRAIN)
+        policy = model_of(manifest.run(f"round{r}/policy", lambda: fine_tune(
+            f"round {r} policy", sft_file, len(records.read_sft(sft_file)), policy, lambda: train_policy(
+                os.path.join(round_dir, "policy"), base, sft_file, config, config.policy_train))))
         if config.round_base == "previous":
             base = policy
-        ppm = manifest.run(f"round{r}/ppm", lambda: train_reward_model(
-            os.path.join(round_dir, "ppm"), policy, os.path.join(round_dir, PPM_TRAIN), config, ppm))
+        ppm = model_of(manifest.run(f"round{r}/ppm", lambda: fine_tune(
+            f"round {r} PPM", pairs_file, len(records.read_pairs(pairs_file)), ppm, lambda: train_reward_model(
+                os.path.join(round_dir, "ppm"), policy, pairs_file, config, ppm))))
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
             os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
             os.path.join(round_dir, PPM_HELDOUT)))
@@ -114,3 +125,20 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
     if is_main:
         print(markdown)
     return round_rows(manifest, len(config.rounds))
+
+
+def fine_tune(what: str, records_file: str, count: int, previous: str | None,
+              train: Callable[[], str | None]) -> dict[str, Any]:
+    """A round's policy or PPM stage result: {"model", "trained", "records"}. A round whose search
+    gave no records (or no pairs) trains nothing: it carries `previous` forward, with a warning,
+    and says why under "reason" (the report's coverage for that round is 0)."""
+    if not count:
+        reason = f"{records_file} holds no records (the search solved no problem, or none gave a pair)"
+        log.warning("%s: not trained, keeping %s: %s", what, previous, reason)
+        return {"model": previous, "trained": False, "records": 0, "reason": reason}
+    return {"model": train(), "trained": True, "records": count}
+
+
+def model_of(result: str | dict[str, Any] | None) -> str | None:
+    """The model directory of a `fine_tune` stage result (manifests of older runs hold the path)."""
+    return result["model"] if isinstance(result, dict) else result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,18 +40,22 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 _VALUE_HEAD_KEYS = ("summary.weight", "summary.bias")  # rStar's ValueHead.summary (torch Linear)
 
 
+class HFFormatError(ValueError):
+    """An HF model directory we cannot load; the message names the file and the key or tensor."""
+
+
 # --- config.json ----------------------------------------------------------------------------
 
 def config_from_hf(hf: transformers.PretrainedConfig, *, dtype: str = "float32",
                    param_dtype: str | None = None) -> ModelConfig:
     """Our ModelConfig for an HF Qwen2 / Llama config (transformers normalises legacy rope keys)."""
-    where = f"config.json ({hf.name_or_path or 'in memory'})"
+    where = os.path.join(hf.name_or_path, "config.json") if hf.name_or_path else "config.json (in memory)"
     if hf.model_type not in ("qwen2", "llama"):
-        raise ValueError(f"{where}: model_type {hf.model_type!r} is not supported (qwen2, llama)")
+        raise HFFormatError(f"{where}: model_type {hf.model_type!r} is not supported (qwen2, llama)")
     if hf.hidden_act != "silu" or getattr(hf, "mlp_bias", False):
-        raise ValueError(f"{where}: only hidden_act='silu' without MLP bias is supported")
+        raise HFFormatError(f"{where}: only hidden_act='silu' without MLP bias is supported")
     if getattr(hf, "use_sliding_window", False):
-        raise ValueError(f"{where}: sliding-window attention is not supported")
+        raise HFFormatError(f"{where}: sliding-window attention is not supported")
     rope = dict(hf.rope_parameters)
     rope_theta = rope.pop("rope_theta")
     return ModelConfig(
@@ -193,8 +198,8 @@ def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
             for name, value in torch.load(file, map_location="cpu", weights_only=True).items():
                 yield name, value.float().numpy()
             continue
-        # framework="flax" reads bf16 (numpy cannot); the CPU device keeps it off accelerators.
-        with jax.default_device(jax.devices("cpu")[0]), \
+        # framework="flax" reads bf16 (numpy cannot); this process's CPU device keeps it off accelerators.
+        with jax.default_device(jax.local_devices(backend="cpu")[0]), \
                 safetensors.safe_open(str(file), framework="flax") as f:
             for name in f.keys():
                 yield name, np.asarray(f.get_tensor(name))
@@ -227,11 +232,16 @@ def _fill(abstract: Decoder, files: list[Path], source: Path, mesh: Mesh | None,
             continue
         path, layout = specs.pop(name)
         variable = _at(state, path)
-        w = _to_ours(layout, w, variable.shape).astype(variable.dtype)
+        try:
+            w = _to_ours(layout, w, variable.shape).astype(variable.dtype)
+        except ValueError:
+            raise HFFormatError(f"{source}: tensor {name!r} has shape {tuple(w.shape)}, which does not fit "
+                                f"config.json ({_hf_shape(layout, variable.shape)} expected)") from None
         target = None if shardings is None else _at(shardings, path).get_value()
         variable.set_value(jax.device_put(w, target))
     if specs:
-        raise KeyError(f"{source}: tensor {next(iter(specs))!r} is missing")
+        more = f" (and {len(specs) - 1} more that config.json implies)" if len(specs) > 1 else ""
+        raise HFFormatError(f"{source}: tensor {next(iter(specs))!r} is missing{more}")
     # Tied checkpoints may still store lm_head.weight; older ones store rotary inv_freq buffers.
     unused = [k for k in unused if k != "lm_head.weight" and "rotary_emb" not in k]
     if unused:
@@ -239,15 +249,67 @@ def _fill(abstract: Decoder, files: list[Path], source: Path, mesh: Mesh | None,
     return nnx.merge(graphdef, state)
 
 
+def read_config(path: str | os.PathLike, *, dtype: str = "float32", param_dtype: str | None = None) -> ModelConfig:
+    """The ModelConfig of an HF directory's config.json; one clear error when it cannot be one."""
+    file = Path(path) / "config.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: not found (expected an HF model directory)")
+    try:
+        hf = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    except (ValueError, OSError, KeyError, TypeError) as e:  # bad JSON, no or unknown model_type
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HFFormatError(f"{file}: transformers cannot read it ({first})") from None
+    return config_from_hf(hf, dtype=dtype, param_dtype=param_dtype)
+
+
+def check_hf_dir(path: str | os.PathLike) -> ModelConfig:
+    """Checks an HF model directory without loading its weights, so a run fails before its first
+    stage rather than deep inside one: config.json describes a supported model, and (safetensors
+    files, from their headers) every tensor it implies is there with its shape."""
+    path = Path(path)
+    config = read_config(path)
+    files = _weight_files(path)
+    for file in files:
+        if not file.exists():
+            raise FileNotFoundError(f"{file}: weight file not found")
+    if any(f.suffix != ".safetensors" for f in files):
+        return config  # torch files must be loaded to be listed; load_decoder checks them
+    shapes = {}
+    for file in files:
+        try:
+            with safetensors.safe_open(str(file), framework="numpy") as f:
+                shapes.update((name, tuple(f.get_slice(name).get_shape())) for name in f.keys())
+        except (OSError, safetensors.SafetensorError) as e:
+            raise HFFormatError(f"{file}: not a safetensors file ({e})") from None
+    with nnx.use_eager_sharding(False):
+        state = nnx.state(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))), nnx.Param)
+    for name, at, layout in _param_specs(config):
+        if name not in shapes:
+            raise HFFormatError(f"{path}: tensor {name!r} is missing")
+        want = _hf_shape(layout, _at(state, at).shape)
+        if shapes[name] != want:
+            raise HFFormatError(f"{path}: tensor {name!r} has shape {shapes[name]}, which does not fit "
+                                f"config.json ({want} expected)")
+    return config
+
+
+def _hf_shape(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The torch shape of a parameter of ours with `shape` (the inverse of `_to_ours`'s reshape)."""
+    if layout == "in_heads":  # [D, H, Dh] -> [H * Dh, D]
+        return (math.prod(shape[1:]), shape[0])
+    if layout == "out_heads":  # [H, Dh, D] -> [D, H * Dh]
+        return (shape[-1], math.prod(shape[:-1]))
+    if layout == "linear":
+        return tuple(reversed(shape))
+    return (math.prod(shape),) if layout == "head_bias" else tuple(shape)
+
+
 def load_decoder(path: str | os.PathLike, *, mesh: Mesh | None = None,
                  rules: Rules = DECODE_RULES, dtype: str = "float32",
                  param_dtype: str | None = None) -> Decoder:
     """The Decoder of an HF directory (no tokenizer); sharded by `rules` when a mesh is given."""
     path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path / 'config.json'}: not found (expected an HF model directory)")
-    config = config_from_hf(transformers.AutoConfig.from_pretrained(path, local_files_only=True),
-                            dtype=dtype, param_dtype=param_dtype)
+    config = read_config(path, dtype=dtype, param_dtype=param_dtype)
     with nnx.use_eager_sharding(False):
         abstract = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
     return _fill(abstract, _weight_files(path), path, mesh, rules)
@@ -318,7 +380,7 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
     tensors = {k.removeprefix("v_head."): v for k, v in _iter_tensors([head_file])}
     for key in _VALUE_HEAD_KEYS:
         if key not in tensors:
-            raise KeyError(f"{head_file}: tensor {key!r} is missing")
+            raise HFFormatError(f"{head_file}: tensor {key!r} is missing")
     linear = ppm.value_head.linear
     linear.kernel.set_value(jnp.asarray(tensors["summary.weight"].T, linear.kernel.dtype))
     linear.bias.set_value(jnp.asarray(tensors["summary.bias"], linear.bias.dtype))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -144,10 +145,15 @@ def train(workdir: str, *, model: nnx.Module, task: Task, train_examples: Sequen
     with the final parameters (sharded on `mesh`).
     """
     micro = _check_batch(config, mesh, rules)
+    if not train_examples:
+        raise ValueError(f"{workdir}: no training examples")
+    if len(train_examples) < config.batch_size:  # e.g. a round that solved a few problems
+        logging.getLogger(__name__).warning(
+            "%s: %d training examples make no batch of %d; repeating them to fill one", workdir,
+            len(train_examples), config.batch_size)
+        train_examples = [train_examples[i % len(train_examples)] for i in range(config.batch_size)]
     lengths = [data.example_length(e) for e in train_examples]
     per_epoch = len(data.epoch_batches(lengths, config.batch_size, config.seed, 0))
-    if per_epoch == 0:
-        raise ValueError(f"{len(train_examples)} training examples make no batch of {config.batch_size}")
     total_steps = config.max_steps or config.num_epochs * per_epoch
     tx, schedule = optimizer(config, total_steps), learning_rate_schedule(config, total_steps)
 

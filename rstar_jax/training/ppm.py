@@ -43,9 +43,12 @@ def train_ppm(workdir: str, *, policy_model: str, train_file: str, config: Train
     """
     initialize_distributed()
     device_mesh = make_mesh(mesh)
+    pairs = read_pairs(train_file)
+    if not pairs:
+        raise ValueError(f"{train_file}: no preference pairs to train on")
     backbone, tokenizer = load_for_training(policy_model, config, device_mesh)
     model = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(config.seed), backbone=backbone)
-    examples = data.encode_pairs(read_pairs(train_file), tokenizer, config.max_length)
+    examples = data.encode_pairs(pairs, tokenizer, config.max_length)
     train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)
     model = train(workdir, model=model, task=PPM, train_examples=[examples[i] for i in train_idx],
                   eval_examples=[examples[i] for i in eval_idx], config=config, mesh=device_mesh)

@@ -41,8 +41,11 @@ def train_sft(workdir: str, *, base_model: str, train_file: str, config: TrainCo
     """
     initialize_distributed()
     device_mesh = make_mesh(mesh)
+    records = read_sft(train_file)
+    if not records:
+        raise ValueError(f"{train_file}: no SFT records to train on")
     model, tokenizer = load_for_training(base_model, config, device_mesh)
-    examples = data.encode_sft(read_sft(train_file), tokenizer, config.max_length, config.train_on_outputs)
+    examples = data.encode_sft(records, tokenizer, config.max_length, config.train_on_outputs)
     train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)
     model = train(workdir, model=model, task=SFT, train_examples=[examples[i] for i in train_idx],
                   eval_examples=[examples[i] for i in eval_idx], config=config, mesh=device_mesh)

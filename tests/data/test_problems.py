@@ -53,6 +53,16 @@ def test_list_answer_means_any_of_them_and_missing_index_is_the_record_number(tm
         ("bad.json", '[{"question": "Q", "answer": {"a": 1}}]', 'record 0: field "answer" must be'),
         ("bad.json", '[{"question": "Q", "answer": []}]', 'record 0: field "answer" must be'),
         ("bad.json", '[{"question": "Q", "answer": "1", "index": [1]}]', 'record 0: field "index" must be'),
+        ("bad.json", '[{"question": 5, "answer": "1"}]', 'record 0: field "question" must be a non-empty string'),
+        ("bad.json", '[{"question": "Q", "answer": true}]', 'record 0: field "answer" must be'),
+        ("bad.json", "[]", "bad.json: holds no problems"),
+        ("bad.jsonl", "\n\n", "bad.jsonl: holds no problems"),
+        ("bad.json", '{"example": []}', "bad.json: holds no problems"),
+        ("bad.json", '{"example": {"question": "Q"}}', "expected a JSON list of problems, got dict"),
+        ("bad.json", '[{"question": "Q", "answer": "1", "index": 7}, {"question": "R", "answer": "2", "index": 7}]',
+         'record 1: field "index" 7 repeats record 0'),
+        ("bad.json", '[{"question": "Q", "answer": "1", "index": 1}, {"question": "R", "answer": "2"}]',
+         'record 1: field "index" 1 repeats record 0'),  # a missing index is the record number
     ],
 )
 def test_malformed_files_name_the_file_record_and_field(tmp_path, name, text, message):
@@ -83,3 +93,15 @@ def test_the_nine_real_sets_load_with_the_spec_sizes():
     sets = load_problem_sets(SHARED)
     assert {name: len(problems) for name, problems in sets.items()} == SHARED_SIZES
     assert load_problem_sets(os.path.join(SHARED, "amc23_test.json")) == {"amc23_test": sets["amc23_test"]}
+
+
+def test_a_file_that_is_not_utf8_names_its_line_and_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "latin1.json"
+    text = '[{"question": "1+1?", "answer": "2"},\n {"question": "caf\u00e9?", "answer": "3"}]'
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ProblemFormatError, match=r"latin1\.json: line 2: not UTF-8 text \(byte 0xe9"):
+        load_problem_set(str(path))
+
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + '{"question": "caf\u00e9?", "answer": "3"}\n'.encode())
+    assert [p.question for p in load_problem_set(str(bom))] == ["caf\u00e9?"]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from rstar_jax.config import MeshConfig, ModelConfig
 from rstar_jax.models.decoder import Decoder
-from rstar_jax.models.hf import load_decoder, load_hf, save_hf
+from rstar_jax.models.hf import HFFormatError, check_hf_dir, load_decoder, load_hf, save_hf
 from rstar_jax.parallel.mesh import make_mesh
 
 TOKENS = np.random.default_rng(0).integers(2, 400, (2, 10))
@@ -91,8 +91,43 @@ def test_missing_files_are_named(hf_dir, tmp_path):
     sd = load_file(str(path / "model.safetensors"))
     del sd["model.norm.weight"]
     save_file(sd, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(KeyError, match="model.norm.weight"):
+    with pytest.raises(HFFormatError, match="model.norm.weight' is missing"):
         load_decoder(tmp_path)
+    with pytest.raises(HFFormatError, match="model.norm.weight' is missing"):
+        check_hf_dir(tmp_path)  # the same, from the file headers, before any weight is read
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_named(hf_dir, tmp_path):
+    _, path, _ = hf_dir
+    assert check_hf_dir(path) == load_decoder(path).config
+    shutil.copy(path / "config.json", tmp_path)
+    sd = load_file(str(path / "model.safetensors"))
+    sd["model.layers.1.mlp.up_proj.weight"] = sd["model.layers.1.mlp.up_proj.weight"][:, :16].contiguous()
+    save_file(sd, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    message = (r"tensor 'model.layers.1.mlp.up_proj.weight' has shape \(64, 16\), "
+               r"which does not fit config.json \(\(64, 32\)")
+    with pytest.raises(HFFormatError, match=message):
+        check_hf_dir(tmp_path)
+    with pytest.raises(HFFormatError, match=message):
+        load_decoder(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(HFFormatError, match="model.safetensors: not a safetensors file"):
+        check_hf_dir(tmp_path)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"model_type": "gpt2"}, r"config.json: model_type 'gpt2' is not supported \(qwen2, llama\)"),
+    ({"model_type": "llama", "hidden_act": "gelu"}, "config.json: only hidden_act='silu'"),
+    ({"model_type": "no_such_model"}, "config.json: transformers cannot read it"),
+    ({"hidden_size": 32}, "config.json: transformers cannot read it"),  # no model_type
+    ("{not json", "config.json: transformers cannot read it"),
+])
+def test_a_config_of_the_wrong_type_is_one_clear_error(tmp_path, config, message):
+    (tmp_path / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    for load in (load_decoder, check_hf_dir):
+        with pytest.raises(HFFormatError, match=message) as info:
+            load(tmp_path)
+        assert str(tmp_path) in str(info.value) and len(str(info.value).splitlines()) == 1
 
 
 def test_from_scratch_model_exports(spm_dir, tmp_path):
