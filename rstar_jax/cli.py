@@ -3,7 +3,8 @@
 Every command is a plain library function called as `fn(workdir=..., **kwargs)`. Its keyword
 arguments come from `--gin_file` (repeatable; also looked up in experiments/), `--gin_bindings`
 (repeatable) and plain `--name value` flags, which become bindings of the function's own
-parameters. The operative config is written to `<workdir>/config.gin`.
+parameters. The operative config is written to `<workdir>/config.gin`. A command given no gin
+file runs its default one, if it has one (`DEFAULT_GIN_FILES`: `evolve` runs tiny_cpu.gin).
 
 A parameter whose default is its dataclass's plain `Config()` is built by gin, so
 `--gin_bindings 'config.EvolveConfig.seed_replay = 200'` reaches it without a gin file. A command
@@ -38,6 +39,9 @@ COMMANDS: dict[str, str] = {
     "eval": "rstar_jax.evaluation.run:evaluate",
 }
 
+# What a command runs when given no --gin_file: `rstar-jax evolve` is the tiny CPU self-evolution.
+DEFAULT_GIN_FILES: dict[str, str] = {"evolve": "tiny_cpu"}
+
 # experiments/ ships as the package rstar_jax.experiments (setup.py), editable install or not.
 EXPERIMENTS_DIR = Path(str(importlib.resources.files("rstar_jax.experiments")))
 # `include` lines in gin files name other files relative to experiments/ (as t5x does).
@@ -57,6 +61,11 @@ def resolve_gin_file(name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise CommandLineError(f"gin file not found: {name} (looked in . and {EXPERIMENTS_DIR})")
+
+
+def gin_files_for(command: str, given: list[str]) -> list[str]:
+    """The gin files a command runs with: those given, else its default one (if any)."""
+    return given or ([DEFAULT_GIN_FILES[command]] if command in DEFAULT_GIN_FILES else [])
 
 
 def flag_to_binding(scope: str, name: str, raw: str) -> str:
@@ -215,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     try:
         module, fn_name = load_command(args.command)
-        configure(module.__name__, fn_name, args.gin_file, args.gin_bindings, parse_flags(rest),
-                  getattr(module, fn_name))
+        configure(module.__name__, fn_name, gin_files_for(args.command, args.gin_file), args.gin_bindings,
+                  parse_flags(rest), getattr(module, fn_name))
     except CommandLineError as e:
         print(f"rstar-jax {args.command}: {e}", file=sys.stderr)
         return 2

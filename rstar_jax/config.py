@@ -172,11 +172,11 @@ class TrainConfig:
 class CurriculumConfig:
     """Synthetic arithmetic word problems (data/curriculum.py): levels = number of operations."""
 
-    levels: tuple[int, ...] = (1, 2, 3, 4)  # the generator knows 1-6; level 4 is the one above the seed
+    levels: tuple[int, ...] = (1, 2, 3, 4)  # the generator knows 1-6
     seed_levels: tuple[int, ...] = (1, 2, 3)  # levels whose worked solutions form the seed set
     seed_per_level: int = 1500
     train_per_level: int = 32
-    test_per_level: int = 100  # 20 would leave about +-5.6 points of noise on a round's greedy mean
+    test_per_level: int = 100
     seed_seed: int = 0  # each split draws from its own seed
     train_seed: int = 1
     test_seed: int = 2
@@ -341,77 +341,70 @@ class RoundConfig:
                 raise ValueError(f"RoundConfig: the {rollouts}-rollout pass: {e}") from None
 
 
-def _tiny_search(use_ppm: bool, **overrides: Any) -> SearchConfig:
-    """Data-generation search of the tiny CPU default: few rollouts, short steps, small trees."""
-    return SearchConfig(**{**dict(num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48,
-                                  batch_size=64, temperature=0.8, use_ppm=use_ppm),
-                           **overrides})
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """What a self-evolution run sets out to show; its report says which it meets and by how much.
 
+    None / False: not checked. The library expects nothing; an experiment states its own goals
+    (experiments/tiny_cpu.gin)."""
 
-# Batch 8: four times the updates of batch 32 for the same epochs; the from-scratch policy only learns
-# to copy names and numbers from the question with them. Two epochs of 4500 seed solutions beat six of
-# 1800 (which it starts to memorise), and no loss on interpreter output stops it guessing results
-# (measured in the README).
-_TINY_TRAIN = TrainConfig(learning_rate=2e-3, schedule="cosine", warmup_steps=20, weight_decay=0.0,
-                          batch_size=8, num_epochs=2, max_length=512, min_bucket_length=64,
-                          train_on_outputs=False, compute_dtype="float32", checkpoint_every=200,
-                          log_every=20)
-# Each round fine-tunes what `EvolveConfig.round_base` names on that round's trajectories and a seed
-# replay, gently: at 1e-3 the bootstrap's level-3 greedy fell from 35 % to 10 % in round 1, at 2e-4 it held.
-_TINY_ROUND_TRAIN = dataclasses.replace(_TINY_TRAIN, learning_rate=2e-4)
+    coverage_rises: bool = False  # coverage of the training problems rises every round
+    greedy_rise: float | None = None  # points of mean greedy pass@1 from round 0 to the last round
+    hardest_sets: int = 2  # the test sets with the lowest round-0 greedy pass@1 that ...
+    hardest_rise: float | None = None  # ... must each rise this many points by the last round
+    search_margin: float | None = None  # points by which MCTS + PPM beats greedy on the same problems
+    search_from_round: int = 1  # ... (and best-of-n beats majority voting) from this round on
+    best_of_n_over_majority: bool = False  # PPM-ranked best-of-n beats the majority vote of its samples
+    ppm_accuracy: float | None = None  # the last round's PPM pairwise accuracy on held-out pairs ...
+    ppm_pairs: int = 0  # ... measured on at least this many pairs
+    minutes: float | None = None  # all stages of the run, round 0 included
 
 
 @dataclasses.dataclass(frozen=True)
 class EvolveConfig:
-    """The self-evolution run (evolve.py). Defaults: the tiny CPU run on the synthetic curriculum
-    (experiments/tiny_cpu.gin restates them), with the paper's schedule: rounds 1-2 terminal-guided,
-    rounds 3-4 PPM-augmented, a second pass for unsolved problems, round 4's extra passes."""
+    """The self-evolution run (evolve/; spec §1). Defaults follow the paper's schedule: rounds 1-2
+    terminal-guided, rounds 3-4 PPM-augmented, a second pass for unsolved problems, round 4 with
+    more. The tiny CPU run that `rstar-jax evolve` starts lives in experiments/tiny_cpu.gin."""
 
     rounds: tuple[RoundConfig, ...] = (
-        RoundConfig(_tiny_search(False), (4,)),
-        RoundConfig(_tiny_search(False), (4,)),
-        RoundConfig(_tiny_search(True), (4,)),
-        RoundConfig(_tiny_search(True), (8,)),
+        RoundConfig(SearchConfig(use_ppm=False)),
+        RoundConfig(SearchConfig(use_ppm=False)),
+        RoundConfig(SearchConfig(use_ppm=True)),
+        RoundConfig(SearchConfig(use_ppm=True), (16, 64, 128)),
     )
-    # From-scratch policy (vocab_size and special token ids come from the trained tokenizer).
-    model: ModelConfig = ModelConfig(hidden_size=128, intermediate_size=384, num_hidden_layers=3,
-                                     num_attention_heads=4, num_key_value_heads=2,
-                                     max_position_embeddings=512, tie_word_embeddings=True)
-    tokenizer_vocab: int = 800
-    seed_train: TrainConfig = _TINY_TRAIN  # round 0: the seed set -> bootstrap policy
-    policy_train: TrainConfig = _TINY_ROUND_TRAIN  # every round, from what `round_base` names
-    # What round r's policy fine-tunes. "base", as the paper: the base model every round (on the
-    # curriculum the bootstrap policy plays that part: it knows the step format); "init": the
-    # curriculum's random init; "previous": round r-1's policy, so training compounds over rounds.
-    # The CPU default compounds: a round yields about 100 new trajectories, and fine-tuned from the
-    # bootstrap each round, no round's policy got far past round 1's.
-    round_base: str = "previous"
-    ppm_train: TrainConfig = dataclasses.replace(_TINY_TRAIN, learning_rate=1e-3, num_epochs=4, batch_size=16)
-    sampler: SamplerConfig = SamplerConfig(max_batch=64, max_len=512, chunk_tokens=16)
-    scorer: ScorerConfig = ScorerConfig(max_batch=64, max_len=512)
-    evaluation: EvalConfig = EvalConfig(methods=("greedy", "mcts"), max_new_tokens=320, ks=(1,),
-                                        batch_size=64, exec_workers=2, exec_timeout_s=5.0,
-                                        grade_workers=0)
-    # A search evaluation (MCTS) costs far more per problem than greedy: it runs on the first n test
-    # problems of each set (0: all), where the report also scores greedy to compare the two.
-    search_eval_problems: int = 20
-    # At temperature 0.5 MCTS + PPM scored 5-9 points below greedy on the same problems; at 0.2 its
-    # candidates stay near the greedy path and the PPM picks among fewer wrong answers.
-    eval_search: SearchConfig = SearchConfig.evaluation(
-        num_rollouts=4, num_candidates=4, max_depth=10, max_step_tokens=48, batch_size=64,
-        temperature=0.2)
+    # Curriculum runs: the from-scratch policy (vocab_size and special token ids come from the
+    # tokenizer trained on the seed set) and that tokenizer's vocabulary size.
+    model: ModelConfig = ModelConfig()
+    tokenizer_vocab: int = 1000
+    seed_train: TrainConfig = TrainConfig()  # round 0 on the seed set (curriculum runs)
+    policy_train: TrainConfig = TrainConfig()  # every round's policy SFT
+    # What round r's policy fine-tunes: "base", as the paper, the base model every round (on the
+    # curriculum the bootstrap policy plays that part); "init": the curriculum's random init;
+    # "previous": round r-1's policy, so training compounds over rounds.
+    round_base: str = "base"
+    ppm_train: TrainConfig = TrainConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    scorer: ScorerConfig = ScorerConfig()
+    evaluation: EvalConfig = EvalConfig(methods=("greedy", "mcts"))
+    # The search methods (MCTS, best-of-n) cost far more per problem than greedy: they run on the
+    # first n test problems of each set (0: all), where the report also scores greedy to compare.
+    search_eval_problems: int = 0
+    eval_search: SearchConfig = SearchConfig.evaluation()
     mesh: MeshConfig = MeshConfig()
     sft_per_problem: int = 2  # top-n correct trajectories per problem (spec §4.1)
-    # Worked solutions of the seed set (a fixed random sample; -1: all) that join every round's SFT
-    # data, so a round's short fine-tune on mostly 1-2 step trajectories keeps longer solutions.
-    seed_replay: int = 400
+    # Worked solutions of the seed set (a fixed random sample; -1: all; 0: none) that join every
+    # round's SFT data.
+    seed_replay: int = -1
     min_step_margin: float = 0.5  # PPM step-pair filters (spec §4.2)
-    min_edit_distance: int = 1  # the paper's 20 drops most pairs of short steps that differ in a number
-    ppm_heldout_fraction: float = 0.15  # pairs kept out of PPM training to measure its accuracy
+    min_edit_distance: int = 20
+    # Share of the training problems whose pairs are kept out of PPM training to measure its
+    # pairwise accuracy (held out by problem, so no held-out pair shares a tree with a trained one).
+    ppm_heldout_fraction: float = 0.05
     # The PPM of round r trains (and is measured) on the pairs of rounds r - n + 1 .. r; 1: its own
-    # round's, as the paper (whose rounds each yield millions of pairs; ours yield about a hundred).
-    ppm_pair_rounds: int = 4
+    # round's, as the paper.
+    ppm_pair_rounds: int = 1
     search_chunk: int = 64  # problems per resumable search write
-    exec_workers: int = 2
-    exec_timeout_s: float = 5.0
+    exec_workers: int = 4
+    exec_timeout_s: float = 30.0  # per program, as the original's interpreter
+    targets: Targets = Targets()
     seed: int = 0

@@ -4,6 +4,7 @@ The search here is a deterministic stand-in that builds small trees from the pro
 real MCTS needs a trained policy; end-to-end runs, killed and resumed, are in test_evolve_paper.py).
 """
 
+import dataclasses
 import json
 import os
 
@@ -12,9 +13,9 @@ import pytest
 from rstar_jax.evolve import evaluate, extract, models, run, runner
 from rstar_jax.evolve import report as evolve_report
 from rstar_jax.evolve import search as evolve_search
-from rstar_jax.config import EvalConfig, EvolveConfig, RoundConfig, SearchConfig
+from rstar_jax.config import EvalConfig, EvolveConfig, RoundConfig, SearchConfig, Targets
 from rstar_jax.data import records
-from rstar_jax.data.problems import Problem
+from rstar_jax.data.problems import Problem, load_problem_sets
 from rstar_jax.data.trees import Node, SearchedTree
 from rstar_jax.search import io
 from rstar_jax.search.io import NodeRecord, SearchResult
@@ -215,7 +216,7 @@ def test_extract_writes_records_and_coverage(tmp_path):
                         StandInSearch(), seed=0, chunk=4)
     seed_file = tmp_path / "seed.json"
     records.write_records(str(seed_file), [records.SFTRecord("seed question", "seed answer")])
-    config = EvolveConfig(ppm_heldout_fraction=0.25)
+    config = EvolveConfig(ppm_heldout_fraction=0.5)
     result = extract.extract_round(str(tmp_path), sets, config, str(seed_file))
     # with 4 rollouts only problems 0 and 3 (index % 3 == 0) are solved
     assert result["coverage"] == {"level1": 2 / 6, "level2": 1 / 3}
@@ -228,7 +229,11 @@ def test_extract_writes_records_and_coverage(tmp_path):
     train = records.read_pairs(str(tmp_path / "ppm.json"))
     held = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
     # per solved tree: one step pair (right vs wrong answer) and two final-answer pairs
-    assert len(train) + len(held) == 3 * 3 and len(held) == 2
+    assert len(train) + len(held) == 3 * 3 and held and train
+    # held out by problem: no problem has pairs on both sides, and the draw is the same every round
+    held_questions = {p.question for name, ps in sets.items() for p in ps if extract.is_held_out(name, p.index, 0.5)}
+    assert all(pair.prompt.split("\n")[1] in held_questions for pair in held)
+    assert not any(pair.prompt.split("\n")[1] in held_questions for pair in train)
     assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
     assert records.read_pairs(str(tmp_path / extract.PPM_TRAIN)) == train  # round 1: the pool is its own pairs
 
@@ -240,7 +245,7 @@ def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):
     for k, round_dir in enumerate(rounds):
         evolve_search.search_round(str(round_dir), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
                             StandInSearch(), seed=k, chunk=4)
-        results.append(extract.extract_round(str(round_dir), sets, EvolveConfig(ppm_heldout_fraction=0.25),
+        results.append(extract.extract_round(str(round_dir), sets, EvolveConfig(ppm_heldout_fraction=0.5),
                                             None, [str(d) for d in rounds[:k]]))
     for pool, own in ((extract.PPM_TRAIN, "ppm.json"), (extract.PPM_HELDOUT, "ppm_heldout.json")):
         assert (records.read_pairs(str(rounds[1] / pool))
@@ -249,9 +254,14 @@ def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):
     assert results[1]["ppm_heldout_pool_pairs"] == results[0]["ppm_heldout_pairs"] + results[1]["ppm_heldout_pairs"]
 
 
+GOALS = Targets(coverage_rises=True, greedy_rise=15, hardest_rise=10, search_margin=3, search_from_round=1,
+                best_of_n_over_majority=True, ppm_accuracy=0.7, ppm_pairs=200, minutes=20)
+
+
 def test_report_files(tmp_path):
     manifest = runner.Manifest.load(str(tmp_path))
     manifest.run("round0/evaluate", lambda: {"accuracy": {"greedy": {"level1": 50.0, "level2": 10.0}},
+                                             "problems": {"greedy": {"level1": 100, "level2": 100}},
                                              "ppm_heldout_accuracy": None})
     manifest.run("round1/extract", lambda: {"coverage": {"level1": 0.5, "level2": 0.25}, "coverage_all": 0.4,
                                             "sft_records": 12, "ppm_pairs": 30, "ppm_heldout_pairs": 2,
@@ -259,74 +269,89 @@ def test_report_files(tmp_path):
                                             "search_steps": {"level2": {"3": [1, 5]}, "level1": {"2": [4, 4]}}})
     manifest.run("round1/evaluate", lambda: {
         "accuracy": {"greedy": {"level1": 70.0, "level2": 20.0}, "mcts": {"level1": 80.0, "level2": 30.0}},
-        "ppm_heldout_accuracy": 0.75, "greedy_steps": {"level1": {"2": [7, 9], "3": [0, 1]}}})
+        "problems": {"greedy": {"level1": 100, "level2": 100}, "mcts": {"level1": 100, "level2": 100}},
+        "ppm_heldout_accuracy": 0.75, "ppm_heldout_pairs_scored": 4,
+        "greedy_steps": {"level1": {"2": [7, 9], "3": [0, 1]}}})
     rows = evolve_report.round_rows(manifest, 4)
     assert [r["round"] for r in rows] == [0, 1]
-    markdown = evolve_report.write_report(str(tmp_path), rows, seed_levels=(1,))
+    markdown = evolve_report.write_report(str(tmp_path), rows, GOALS)
     assert "- round 1 search trajectories: level1 2: 4/4; level2 3: 1/5\n" in markdown
     assert "- round 1 greedy on the test split: level1 2: 7/9, 3: 0/1\n" in markdown
-    assert "a level-n problem's solution has n + 1 steps" in markdown
     assert "code steps" not in evolve_report.report_markdown(rows[:1])  # nothing counted, no section
-    assert "| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 | 20.0 | 45.0 | 80.0 | 30.0 | 55.0 | 45.0 |" in markdown
+    # accuracy with its 95% Wilson interval: 70/100 -> 60-78; the mean pools both sets' 200 problems
+    assert ("| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 (60-78) | 20.0 (13-29) | 45.0 (38-52) | 55.0 (48-62) "
+            "| 45.0 (38-52) |") in markdown
     report = json.load(open(tmp_path / "report.json"))
     assert report["rounds"][1]["coverage"] == {"level1": 0.5, "level2": 0.25}
-    assert report["targets"][0] == {"name": "(a) training coverage rises every round", "met": None,
+    assert report["targets"][0] == {"name": "training coverage rises every round", "met": None,
                                     "detail": "coverage %: round 1 40.0"}
-    assert "- (b) greedy pass@1 mean rises >= 15 points from round 0: met (round 0 30.0 -> round 1 45.0: +15.0)" \
+    assert "- greedy pass@1 mean rises >= 15 points from round 0: met (round 0 30.0 -> round 1 45.0: +15.0)" \
         in markdown
+    assert "Targets:" not in evolve_report.report_markdown(rows)  # the library sets no targets
     assert (tmp_path / "report.md").read_text().startswith("# Self-evolution report")
     assert (tmp_path / "accuracy.png").stat().st_size > 0
 
 
-def report_row(r, coverage, greedy, mcts=None, ppm=None):
+def test_wilson_intervals():
+    low, high = evolve_report.interval(50.0, 100)
+    assert (round(low, 1), round(high, 1)) == (40.4, 59.6)
+    assert evolve_report.interval(None, 100) is None and evolve_report.interval(50.0, 0) is None
+
+
+def report_row(r, coverage, greedy, mcts=None, ppm=None, pairs=None, seconds=None):
     """A `round_rows` row; greedy / MCTS accuracy (%) on level1..level4."""
     accuracy = {"greedy": dict(zip(("level1", "level2", "level3", "level4"), greedy))}
     if mcts:
         accuracy["mcts"] = dict(zip(("level1", "level2", "level3", "level4"), mcts))
     return {"round": r, "coverage": None, "coverage_all": coverage, "sft_records": None, "ppm_pairs": None,
-            "accuracy": accuracy, "ppm_heldout_accuracy": ppm, "seconds": {}}
+            "accuracy": accuracy, "ppm_heldout_accuracy": ppm, "ppm_heldout_pairs_scored": pairs,
+            "seconds": seconds or {}}
 
 
 def test_targets_say_which_are_met_and_by_how_much():
-    missed = [report_row(0, None, (60, 30, 10, 0)),  # greedy mean 25
-              report_row(1, 0.40, (70, 40, 15, 0), (80, 50, 20, 5), 0.62),  # means 31.25 / 38.75
-              report_row(2, 0.50, (75, 45, 20, 5), (74, 44, 19, 4), 0.70),  # 36.25 / 35.25
-              report_row(3, 0.45, (80, 50, 22, 0), (85, 55, 30, 10), 0.66)]  # 38 / 45
-    assert [(t.name, t.met, t.detail) for t in evolve_report.targets(missed, seed_levels=(1, 2, 3))] == [
-        ("(a) training coverage rises every round", False,
+    missed = [report_row(0, None, (60, 30, 10, 0), seconds={"policy": 300}),  # greedy mean 25
+              report_row(1, 0.40, (70, 40, 15, 0), (80, 50, 20, 5), 0.62, 100),  # means 31.25 / 38.75
+              report_row(2, 0.50, (75, 45, 20, 5), (74, 44, 19, 4), 0.70, 150),  # 36.25 / 35.25
+              report_row(3, 0.45, (80, 50, 22, 0), (85, 55, 30, 10), 0.66, 250, {"search": 1000})]  # 38 / 45
+    goals = dataclasses.replace(GOALS, best_of_n_over_majority=False)
+    assert [(t.name, t.met, t.detail) for t in evolve_report.targets(missed, goals)] == [
+        ("training coverage rises every round", False,
          "coverage %: round 1 40.0, round 2 50.0, round 3 45.0; no rise in round 3"),
-        ("(b) greedy pass@1 mean rises >= 15 points from round 0", False,
+        ("greedy pass@1 mean rises >= 15 points from round 0", False,
          "round 0 25.0 -> round 3 38.0: +13.0, 2.0 short"),
-        ("(c) greedy rises on the hardest seeded level and the one above (level3, level4)", False,
-         "level3 10.0 -> 22.0 (+12.0); level4 0.0 -> 0.0 (+0.0)"),
-        ("(d) MCTS + PPM mean beats greedy mean (on the same problems) in every round with a PPM", False,
-         "MCTS - greedy points: round 1 +7.5, round 2 -1.0, round 3 +7.0; not ahead in round 2"),
-        ("(e) PPM held-out pairwise accuracy > 50% and does not fall", False,
-         "accuracy %: round 1 62.0, round 2 70.0, round 3 66.0; falls in round 3"),
+        ("greedy pass@1 rises >= 10 points on each of the 2 test sets hardest for round 0", False,
+         "level4 0.0 -> 0.0 (+0.0); level3 10.0 -> 22.0 (+12.0)"),
+        ("MCTS + PPM beats greedy by >= 3 points on the same problems in round 1 and later", False,
+         "MCTS - greedy points: round 1 +7.5, round 2 -1.0, round 3 +7.0; short in round 2"),
+        ("the last round's PPM scores >= 0.70 on >= 200 held-out pairs", False, "round 3: 0.66 on 250 pairs"),
+        ("all stages take <= 20 minutes", False, "21.7 minutes over rounds 0-3"),
     ]
     met = [report_row(0, None, (50, 20, 0, 0)),  # 17.5
            report_row(1, 0.5, (60, 30, 10, 5), (70, 40, 20, 11), 0.6),  # 26.25 / 35.25
-           report_row(2, 0.7, (80, 50, 20, 10), (85, 60, 30, 15), 0.6)]  # 40 / 47.5; PPM accuracy level
-    assert [(t.met, t.detail) for t in evolve_report.targets(met, seed_levels=(1, 2, 3))] == [
+           report_row(2, 0.7, (80, 50, 20, 10), (85, 60, 30, 15), 0.7, 200)]  # 40 / 47.5
+    assert [(t.met, t.detail) for t in evolve_report.targets(met, goals)] == [
         (True, "coverage %: round 1 50.0, round 2 70.0"),
         (True, "round 0 17.5 -> round 2 40.0: +22.5"),
         (True, "level3 0.0 -> 20.0 (+20.0); level4 0.0 -> 10.0 (+10.0)"),
         (True, "MCTS - greedy points: round 1 +9.0, round 2 +7.5"),
-        (True, "accuracy %: round 1 60.0, round 2 60.0"),
+        (True, "round 2: 0.70 on 200 pairs"),
+        (True, "0.0 minutes over rounds 0-2"),
     ]
-    low = [report_row(0, None, (50, 20, 0, 0)), report_row(1, 0.5, (60, 30, 10, 5), (60, 30, 10, 5), 0.5)]
-    assert [(t.met, t.detail) for t in evolve_report.targets(low)][2:] == [  # no seed levels (base model): no (c)
-        (False, "MCTS - greedy points: round 1 +0.0; not ahead in round 1"),
-        (False, "accuracy %: round 1 50.0; <= 50 in round 1"),
-    ]
-    bootstrap_only = evolve_report.targets(met[:1], seed_levels=(1, 2, 3))
-    assert [t.met for t in bootstrap_only] == [None] * 5
-    assert bootstrap_only[2].detail == "level3 not evaluated; level4 not evaluated"
-    markdown = evolve_report.report_markdown(missed, seed_levels=(1, 2, 3))
-    assert ("Targets:\n\n- (a) training coverage rises every round: not met (coverage %: round 1 40.0, "
+    bootstrap_only = evolve_report.targets(met[:1], goals)
+    assert [t.met for t in bootstrap_only] == [None, None, None, None, None, True]
+    assert evolve_report.targets(met, Targets()) == []  # nothing asked, nothing checked
+    markdown = evolve_report.report_markdown(missed, goals)
+    assert ("Targets:\n\n- training coverage rises every round: not met (coverage %: round 1 40.0, "
             "round 2 50.0, round 3 45.0; no rise in round 3)\n") in markdown
-    assert "- (e) PPM held-out pairwise accuracy > 50% and does not fall: n/a (accuracy %: none)" in \
-        evolve_report.report_markdown(met[:1])
+
+
+def test_best_of_n_is_compared_with_the_majority_vote_of_its_samples():
+    rows = [report_row(0, None, (50, 20, 0, 0)), report_row(1, 0.5, (60, 30, 10, 5)), report_row(2, 0.6, (60, 30, 10, 5))]
+    for row, best, vote in ((rows[1], 30.0, 40.0), (rows[2], 50.0, 40.0)):
+        row["accuracy"]["best_of_n"], row["accuracy"][evaluate.MAJORITY] = {"level1": best}, {"level1": vote}
+    goals = Targets(best_of_n_over_majority=True, search_from_round=2)
+    assert [(t.met, t.detail) for t in evolve_report.targets(rows, goals)] == [
+        (True, "best-of-n - majority points: round 2 +10.0")]
 
 
 def test_greedy_on_the_search_problems_is_cut_from_the_greedy_run():
@@ -340,7 +365,8 @@ def test_greedy_on_the_search_problems_is_cut_from_the_greedy_run():
 def test_mcts_is_compared_with_greedy_on_the_problems_it_ran_on():
     rows = [report_row(0, None, (50, 20, 0, 0)), report_row(1, 0.5, (60, 30, 10, 5), (70, 40, 20, 10), 0.6)]
     rows[1]["accuracy"][evaluate.SUBSET_GREEDY] = dict(zip(("level1", "level2", "level3", "level4"), (80, 50, 30, 10)))
-    assert evolve_report.targets(rows)[2].detail == "MCTS - greedy points: round 1 -7.5; not ahead in round 1"
+    assert evolve_report.targets(rows, Targets(search_margin=0))[0].detail == \
+        "MCTS - greedy points: round 1 -7.5; short in round 1"
     assert "| 35.0 | 42.5 |" in evolve_report.report_markdown(rows)
 
 
@@ -399,21 +425,22 @@ def test_two_processes_search_their_shards_and_process0_extracts(tmp_path):
     assert list(json.load(open(tmp_path / "manifest.json"))["stages"]) == ["round1/search", "round1/extract"]
 
 
-def test_tiny_cpu_gin_restates_the_defaults():
-    """`rstar-jax evolve` with no arguments and with experiments/tiny_cpu.gin run the same thing."""
+def test_evolve_without_a_gin_file_runs_the_tiny_cpu_default():
+    """The library's defaults are neutral; `rstar-jax evolve` alone runs experiments/tiny_cpu.gin."""
     import gin
 
     from rstar_jax import cli
-    from rstar_jax.config import CurriculumConfig
 
+    assert cli.gin_files_for("evolve", []) == ["tiny_cpu"]
+    assert cli.gin_files_for("evolve", ["smoke"]) == ["smoke"]
+    assert cli.gin_files_for("eval", []) == []
     gin.clear_config()
     try:
-        cli.configure("rstar_jax.evolve.run", "evolve", ["tiny_cpu"], [], [])
-        args = gin.get_bindings(run.evolve)
+        cli.configure("rstar_jax.evolve.run", "evolve", cli.gin_files_for("evolve", []), [], [])
+        config = gin.get_bindings(run.evolve)["config"]
     finally:
         gin.clear_config()
-    assert args["curriculum"] == CurriculumConfig()
-    assert args["config"] == EvolveConfig()
+    assert config != EvolveConfig() and config.model.num_hidden_layers != EvolveConfig().model.num_hidden_layers
 
 
 @pytest.mark.slow
@@ -445,3 +472,41 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     records.write_records(str(tmp_path / "none.json"), [])
     assert models.train_reward_model(str(tmp_path / "ppm2"), policy, str(tmp_path / "none.json"),
                                      config, "previous/ppm") == "previous/ppm"
+
+
+def test_the_seed_argument_changes_the_curriculum_and_the_initialisation(tmp_path):
+    """`rstar-jax evolve --seed s`: another seed draws other problems and another random init."""
+    import numpy as np
+
+    from rstar_jax.config import CurriculumConfig, ModelConfig
+    from rstar_jax.data.curriculum import make_curriculum
+    from rstar_jax.evolve.problems import write_curriculum
+    from rstar_jax.models.hf import load_hf
+
+    small = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=20, train_per_level=4, test_per_level=4)
+    config = EvolveConfig(model=ModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1), tokenizer_vocab=400)
+    assert run.with_seed(config, small, 0) == (config, small)  # seed 0 is the defaults
+    runs = {}
+    for seed in (0, 1):
+        seeded, curriculum = run.with_seed(config, small, seed)
+        directory = tmp_path / f"seed{seed}"
+        write_curriculum(str(directory / "problems"), curriculum)
+        sets = load_problem_sets(str(directory / "problems" / "train"))
+        tokenizer = models.train_tokenizer(str(tmp_path / "tokenizer"), problems_texts(directory), 400) \
+            if seed == 0 else str(tmp_path / "tokenizer")
+        policy = models.init_policy(str(directory / "init"), tokenizer, seeded)
+        weights = load_hf(policy)[0].embed_tokens.embedding.value
+        runs[seed] = (make_curriculum(curriculum), sets, np.asarray(weights))
+    (cur0, sets0, w0), (cur1, sets1, w1) = runs[0], runs[1]
+    for split in ("seed", "train", "test"):
+        assert {p.question for p in getattr(cur0, split)}.isdisjoint({p.question for p in getattr(cur1, split)})
+    assert sets0 != sets1
+    assert w0.shape == w1.shape and not np.allclose(w0, w1)
+
+
+def problems_texts(directory):
+    from rstar_jax.evolve.problems import tokenizer_texts
+
+    return tokenizer_texts(str(directory / "problems" / "seed.json"),
+                           load_problem_sets(str(directory / "problems" / "train")))

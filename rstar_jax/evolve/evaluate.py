@@ -27,6 +27,7 @@ def pairwise_accuracy(scorer, pairs: Sequence[records.PreferencePair]) -> float 
 
 
 SUBSET_GREEDY = "greedy_search_problems"  # greedy on the test problems the other methods ran on
+MAJORITY = "best_of_n_majority"  # majority vote over best-of-n's samples
 
 
 def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: EvolveConfig,
@@ -52,18 +53,25 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
         if scored:
             rows += evaluate_sets(os.path.join(eval_dir, "search_problems"), test_sets, models,
                                   dataclasses.replace(evaluation, max_problems=head, methods=scored))
-        ppm_accuracy = (pairwise_accuracy(stack.ppm, records.read_pairs(heldout_file))
-                        if stack.ppm is not None and heldout_file else None)
+        heldout = records.read_pairs(heldout_file) if stack.ppm is not None and heldout_file else []
+        ppm_accuracy = pairwise_accuracy(stack.ppm, heldout) if heldout else None
     greedy = ({name: read_records(os.path.join(eval_dir, name, "greedy", MERGED)) for name in test_sets}
               if "greedy" in evaluation.methods else {})
     if scored and head != evaluation.max_problems:
         rows += greedy_on_head(greedy, head, evaluation)
-    accuracy: dict[str, dict[str, float]] = {}
+    accuracy: dict[str, dict[str, float]] = {}  # method -> set -> %
+    problems: dict[str, dict[str, int]] = {}  # method -> set -> problems it was measured on
     for row in rows:
-        accuracy.setdefault(row["method"], {})[row["set"]] = row["accuracy"]
+        methods = [(row["method"], row["accuracy"])]
+        if row["method"] == "best_of_n":  # the majority vote over the same samples, for the report
+            methods.append((MAJORITY, row["metrics"].get("maj@" + row["headline"].split("@")[-1])))
+        for method, value in methods:
+            accuracy.setdefault(method, {})[row["set"]] = value
+            problems.setdefault(method, {})[row["set"]] = row["problems"]
     greedy_steps = {name: records.step_counts(("".join(r["candidates"][0]["steps"]), r["candidates"][0]["correct"])
                                               for r in recs) for name, recs in greedy.items()}
-    return {"accuracy": accuracy, "ppm_heldout_accuracy": ppm_accuracy, "greedy_steps": greedy_steps}
+    return {"accuracy": accuracy, "problems": problems, "ppm_heldout_accuracy": ppm_accuracy,
+            "ppm_heldout_pairs_scored": len(heldout), "greedy_steps": greedy_steps}
 
 
 def greedy_on_head(greedy: dict[str, list[dict[str, Any]]], head: int, evaluation: EvalConfig) -> list[dict[str, Any]]:

@@ -18,9 +18,15 @@ from rstar_jax.evolve.search import read_pass
 PPM_TRAIN, PPM_HELDOUT = "ppm_train.json", "ppm_heldout_pool.json"  # what the round's PPM sees
 
 
+def is_held_out(problem_set: str, index: int | str, fraction: float) -> bool:
+    """Whether a training problem's PPM pairs are held out to measure the PPM: a fixed draw per
+    problem, the same in every round, so no held-out pair shares a problem with a trained one."""
+    return random.Random(f"{problem_set}/{index}").random() < fraction
+
+
 def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: EvolveConfig,
                   seed_file: str | None, earlier_rounds: Sequence[str] = ()) -> dict[str, Any]:
-    """SFT records, PPM pairs (train / held-out) and coverage per set from all passes' trees.
+    """SFT records, PPM pairs (train / held out by problem) and coverage per set from all passes' trees.
 
     The round's own pairs go to ppm.json / ppm_heldout.json; with the pairs of `earlier_rounds`
     (round directories) they form the PPM's training and held-out pools. Each file is written
@@ -37,7 +43,7 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
     sft = records.read_sft(seed_file) if seed_file and config.seed_replay else []
     if 0 <= config.seed_replay < len(sft):
         sft = random.Random(config.seed).sample(sft, config.seed_replay)
-    pairs: list[records.PreferencePair] = []
+    pairs: dict[bool, list[records.PreferencePair]] = {False: [], True: []}  # held out -> pairs
     coverage, steps = {}, {}
     for name, problems in train_sets.items():
         solved = 0
@@ -49,23 +55,24 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
             solved += any(t.is_solved() for t in trees)
             outcomes += [(a.text, a.is_correct) for t in trees for a in records.attempts(t)]
             sft += records.sft_records(trees, config.sft_per_problem)
-            pairs += [pair for t in trees for pair in records.step_pairs(t, flt)]
-            pairs += records.final_answer_pairs(trees)
+            held_out = is_held_out(name, p.index, config.ppm_heldout_fraction)
+            pairs[held_out] += [pair for t in trees for pair in records.step_pairs(t, flt)]
+            pairs[held_out] += records.final_answer_pairs(trees)
         coverage[name] = solved / max(len(problems), 1)
         steps[name] = records.step_counts(outcomes)
-    random.Random(0).shuffle(pairs)
-    held = round(len(pairs) * config.ppm_heldout_fraction)
+    train, heldout = pairs[False], pairs[True]
+    random.Random(0).shuffle(train)
     records.write_records(os.path.join(round_dir, "sft.json"), sft)
-    records.write_records(os.path.join(round_dir, "ppm_heldout.json"), pairs[:held])
-    records.write_records(os.path.join(round_dir, "ppm.json"), pairs[held:])
+    records.write_records(os.path.join(round_dir, "ppm_heldout.json"), heldout)
+    records.write_records(os.path.join(round_dir, "ppm.json"), train)
     pools = {}
-    for pool, own, name in ((PPM_TRAIN, pairs[held:], "ppm.json"), (PPM_HELDOUT, pairs[:held], "ppm_heldout.json")):
+    for pool, own, name in ((PPM_TRAIN, train, "ppm.json"), (PPM_HELDOUT, heldout, "ppm_heldout.json")):
         pools[pool] = [p for d in earlier_rounds for p in records.read_pairs(os.path.join(d, name))] + own
         records.write_records(os.path.join(round_dir, pool), pools[pool])
     total = sum(len(v) for v in train_sets.values())
     covered = sum(coverage[n] * len(v) for n, v in train_sets.items())
     return {"coverage": coverage, "coverage_all": covered / max(total, 1), "sft_records": len(sft),
-            "ppm_pairs": len(pairs) - held, "ppm_heldout_pairs": held,
+            "ppm_pairs": len(train), "ppm_heldout_pairs": len(heldout),
             "ppm_train_pairs": len(pools[PPM_TRAIN]), "ppm_heldout_pool_pairs": len(pools[PPM_HELDOUT]),
             "search_steps": steps}
 

@@ -1,5 +1,6 @@
-"""The run's report: one row per finished round (coverage, records, PPM accuracy, test accuracy,
-seconds per stage), the targets it meets, as report.json, report.md and accuracy.png."""
+"""The run's report: one row per finished round (coverage, records, PPM accuracy, test accuracy
+with 95% intervals, seconds per stage) and the run's targets (`EvolveConfig.targets`) with whether
+each is met, as report.json, report.md and accuracy.png."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from scipy.stats import binomtest
+
+from rstar_jax.config import Targets
 from rstar_jax.data.records import write_json_atomic
-from rstar_jax.evolve.evaluate import SUBSET_GREEDY
+from rstar_jax.evolve.evaluate import MAJORITY, SUBSET_GREEDY
 from rstar_jax.evolve.runner import Manifest
 
 
@@ -39,6 +43,28 @@ def _mean(values: dict[str, float] | None) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def interval(accuracy: float | None, problems: int | None) -> tuple[float, float] | None:
+    """The 95% Wilson interval (in %) of an accuracy (in %) measured on `problems` problems."""
+    if accuracy is None or not problems:
+        return None
+    ci = binomtest(round(accuracy * problems / 100), problems).proportion_ci(0.95, method="wilson")
+    return 100 * ci.low, 100 * ci.high
+
+
+def _accuracy(row: dict[str, Any], method: str, problem_set: str | None = None) -> str:
+    """A row's accuracy of one method on one set (None: the mean over sets) with its 95% interval;
+    the mean's interval pools the sets' problems (exact when the sets are equally large)."""
+    accuracy, counts = row["accuracy"].get(method) or {}, (row.get("problems") or {}).get(method) or {}
+    if problem_set is None:
+        value, n = _mean(accuracy), sum(counts.get(s, 0) for s, v in accuracy.items() if v is not None)
+    else:
+        value, n = accuracy.get(problem_set), counts.get(problem_set)
+    if value is None:
+        return "-"
+    bounds = interval(value, n)
+    return f"{value:.1f}" + (f" ({bounds[0]:.0f}-{bounds[1]:.0f})" if bounds else "")
+
+
 def _pct(x: float | None, scale: float = 1.0) -> str:
     return "-" if x is None else f"{x * scale:.1f}"
 
@@ -49,8 +75,8 @@ def _count(n: int | None) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One goal of the CPU default checked on the round rows; `met` is None when too few rounds
-    (or sets) were run to tell. `detail` gives the numbers, and by how much a missed goal misses."""
+    """One of the run's targets checked on the round rows; `met` is None when too few rounds (or
+    sets) were run to tell. `detail` gives the numbers, and by how much a missed target misses."""
 
     name: str
     met: bool | None
@@ -61,9 +87,6 @@ class Target:
         return f"- {self.name}: {verdict} ({self.detail})"
 
 
-GREEDY_RISE = 15.0  # points of mean greedy pass@1 from round 0 to the last round
-
-
 def _rounds(values: Sequence[tuple[int, float]], scale: float = 1.0, sign: str = "") -> str:
     return ", ".join(f"round {r} {v * scale:{sign}.1f}" for r, v in values) or "none"
 
@@ -72,10 +95,10 @@ def _not_in(rounds: Sequence[int], what: str) -> str:
     return f"; {what} in round{'s' if len(rounds) > 1 else ''} {', '.join(map(str, rounds))}" if rounds else ""
 
 
-def _greedy(row: dict[str, Any], level: str | None = None) -> float | None:
+def _greedy(row: dict[str, Any], problem_set: str | None = None) -> float | None:
     """A row's greedy pass@1: the mean over sets, or on one set."""
     greedy = row["accuracy"].get("greedy") or {}
-    return _mean(greedy) if level is None else greedy.get(level)
+    return _mean(greedy) if problem_set is None else greedy.get(problem_set)
 
 
 def _search_baseline(row: dict[str, Any]) -> float | None:
@@ -84,51 +107,73 @@ def _search_baseline(row: dict[str, Any]) -> float | None:
     return _greedy(row) if subset is None else subset
 
 
-def targets(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = None) -> list[Target]:
-    """The issue's goals for the rounds, from `round_rows` (accuracy in %, coverage and PPM accuracy
-    as fractions): (a) coverage, (b) greedy mean, (c) greedy beyond the seed set, (d) MCTS + PPM
-    over greedy, (e) PPM accuracy. (c) needs the curriculum's seed levels (sets "level<n>"); a
-    base-model run has none, and (c) is left out."""
+def targets(rows: Sequence[dict[str, Any]], goals: Targets) -> list[Target]:
+    """The targets that `goals` sets, checked on `round_rows` (accuracy in %, coverage and PPM
+    accuracy as fractions), in the order of `Targets`' fields."""
     out = []
-    coverage = [(row["round"], row["coverage_all"]) for row in rows if row["coverage_all"] is not None]
-    flat = [r for (_, a), (r, b) in zip(coverage, coverage[1:]) if b <= a]
-    out.append(Target("(a) training coverage rises every round", None if len(coverage) < 2 else not flat,
-                      "coverage %: " + _rounds(coverage, 100) + _not_in(flat, "no rise")))
-
     first, last = (rows[0], rows[-1]) if len(rows) > 1 else ({"accuracy": {}}, {"accuracy": {}})
-    name = f"(b) greedy pass@1 mean rises >= {GREEDY_RISE:g} points from round 0"
-    before, after = _greedy(first), _greedy(last)
-    if before is None or after is None:
-        out.append(Target(name, None, "needs round 0 and a later round"))
-    else:
-        rise = after - before
-        short = f", {GREEDY_RISE - rise:.1f} short" if rise < GREEDY_RISE else ""
-        out.append(Target(name, rise >= GREEDY_RISE,
-                          f"round 0 {before:.1f} -> round {last['round']} {after:.1f}: {rise:+.1f}{short}"))
+    if goals.coverage_rises:
+        coverage = [(row["round"], row["coverage_all"]) for row in rows if row.get("coverage_all") is not None]
+        flat = [r for (_, a), (r, b) in zip(coverage, coverage[1:]) if b <= a]
+        out.append(Target("training coverage rises every round", None if len(coverage) < 2 else not flat,
+                          "coverage %: " + _rounds(coverage, 100) + _not_in(flat, "no rise")))
 
-    if seed_levels:
-        levels = [f"level{max(seed_levels)}", f"level{max(seed_levels) + 1}"]
+    if goals.greedy_rise is not None:
+        name = f"greedy pass@1 mean rises >= {goals.greedy_rise:g} points from round 0"
+        before, after = _greedy(first), _greedy(last)
+        if before is None or after is None:
+            out.append(Target(name, None, "needs round 0 and a later round"))
+        else:
+            rise = after - before
+            short = f", {goals.greedy_rise - rise:.1f} short" if rise < goals.greedy_rise else ""
+            out.append(Target(name, rise >= goals.greedy_rise,
+                              f"round 0 {before:.1f} -> round {last['round']} {after:.1f}: {rise:+.1f}{short}"))
+
+    if goals.hardest_rise is not None:
+        bootstrap = rows[0]["accuracy"].get("greedy") or {} if rows else {}
+        hardest = sorted(bootstrap, key=lambda s: (bootstrap[s], _set_order(s)))[:goals.hardest_sets]
         rises, parts = [], []
-        for level in levels:
-            before, after = _greedy(first, level), _greedy(last, level)
+        for s in hardest:
+            before, after = _greedy(first, s), _greedy(last, s)
             rises.append(None if before is None or after is None else after - before)
-            parts.append(f"{level} not evaluated" if rises[-1] is None
-                         else f"{level} {before:.1f} -> {after:.1f} ({rises[-1]:+.1f})")
-        out.append(Target(f"(c) greedy rises on the hardest seeded level and the one above ({', '.join(levels)})",
-                          None if None in rises else all(x > 0 for x in rises), "; ".join(parts)))
+            parts.append(f"{s} not evaluated" if rises[-1] is None else f"{s} {before:.1f} -> {after:.1f} ({rises[-1]:+.1f})")
+        name = (f"greedy pass@1 rises >= {goals.hardest_rise:g} points on each of the {goals.hardest_sets} "
+                "test sets hardest for round 0")
+        out.append(Target(name, None if None in rises or not rises else all(x >= goals.hardest_rise for x in rises),
+                          "; ".join(parts) or "needs round 0"))
 
-    margins = [(row["round"], mcts - greedy) for row in rows
-               if (mcts := _mean(row["accuracy"].get("mcts"))) is not None and (greedy := _search_baseline(row)) is not None]
-    behind = [r for r, m in margins if m <= 0]
-    out.append(Target("(d) MCTS + PPM mean beats greedy mean (on the same problems) in every round with a PPM",
-                      not behind if margins else None,
-                      "MCTS - greedy points: " + _rounds(margins, sign="+") + _not_in(behind, "not ahead")))
+    searched = [row for row in rows if row["round"] >= goals.search_from_round]
+    since = f"in round {goals.search_from_round} and later"
+    if goals.search_margin is not None:
+        margins = [(row["round"], mcts - greedy) for row in searched
+                   if (mcts := _mean(row["accuracy"].get("mcts"))) is not None
+                   and (greedy := _search_baseline(row)) is not None]
+        behind = [r for r, m in margins if m < goals.search_margin]
+        out.append(Target(f"MCTS + PPM beats greedy by >= {goals.search_margin:g} points on the same problems {since}",
+                          not behind if margins else None,
+                          "MCTS - greedy points: " + _rounds(margins, sign="+") + _not_in(behind, "short")))
+    if goals.best_of_n_over_majority:
+        margins = [(row["round"], best - vote) for row in searched
+                   if (best := _mean(row["accuracy"].get("best_of_n"))) is not None
+                   and (vote := _mean(row["accuracy"].get(MAJORITY))) is not None]
+        behind = [r for r, m in margins if m <= 0]
+        out.append(Target(f"PPM-ranked best-of-n beats the majority vote over the same samples {since}",
+                          not behind if margins else None,
+                          "best-of-n - majority points: " + _rounds(margins, sign="+") + _not_in(behind, "not ahead")))
 
-    ppm = [(row["round"], row["ppm_heldout_accuracy"]) for row in rows if row.get("ppm_heldout_accuracy") is not None]
-    low = [r for r, v in ppm if v <= 0.5]
-    fell = [r for (_, a), (r, b) in zip(ppm, ppm[1:]) if b < a]
-    out.append(Target("(e) PPM held-out pairwise accuracy > 50% and does not fall", not (low or fell) if ppm else None,
-                      "accuracy %: " + _rounds(ppm, 100) + _not_in(low, "<= 50") + _not_in(fell, "falls")))
+    if goals.ppm_accuracy is not None:
+        name = f"the last round's PPM scores >= {goals.ppm_accuracy:.2f} on >= {goals.ppm_pairs} held-out pairs"
+        accuracy, pairs = rows[-1].get("ppm_heldout_accuracy") if rows else None, rows[-1].get("ppm_heldout_pairs_scored") if rows else None
+        if accuracy is None:
+            out.append(Target(name, None, "no PPM measured in the last round"))
+        else:
+            out.append(Target(name, accuracy >= goals.ppm_accuracy and (pairs or 0) >= goals.ppm_pairs,
+                              f"round {rows[-1]['round']}: {accuracy:.2f} on {_count(pairs)} pairs"))
+
+    if goals.minutes is not None:
+        minutes = sum(sum(row["seconds"].values()) for row in rows) / 60
+        out.append(Target(f"all stages take <= {goals.minutes:g} minutes", minutes <= goals.minutes if rows else None,
+                          f"{minutes:.1f} minutes over rounds 0-{rows[-1]['round'] if rows else '-'}"))
     return out
 
 
@@ -141,24 +186,32 @@ def _format_step_counts(by_set: dict[str, dict[str, list[int]]]) -> str:
                      for name, counts in sorted(by_set.items(), key=lambda kv: _set_order(kv[0])))
 
 
-def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = None) -> str:
-    """Coverage, records, PPM accuracy and test accuracy per round, the targets, coverage per set,
-    code steps per solution (what limits a level), then time per stage."""
+def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) -> str:
+    """Coverage, records, PPM accuracy and test accuracy (with 95% intervals) per round, the
+    targets, coverage per set, code steps per solution, then time per stage."""
     sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m}, key=_set_order)
+    searched = [m for m in ("mcts", "best_of_n", MAJORITY) if any(row["accuracy"].get(m) for row in rows)]
+    names = {"mcts": "MCTS", "best_of_n": "best-of-n", MAJORITY: "majority"}
     head = ["round", "coverage % (all)", "SFT records", "PPM pairs (new / trained on)", "PPM held-out acc % (pairs)"]
-    head += [f"greedy {s}" for s in sets] + ["greedy mean"] + [f"MCTS {s}" for s in sets] + ["MCTS mean"]
-    head += ["greedy mean on MCTS problems"]
+    head += [f"greedy {s}" for s in sets] + ["greedy mean"]
+    head += [f"{names[m]} mean" for m in searched] + (["greedy mean on their problems"] if searched else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        greedy, mcts = row["accuracy"].get("greedy", {}), row["accuracy"].get("mcts")
         cells = [str(row["round"]), _pct(row["coverage_all"], 100), _count(row["sft_records"]),
                  f"{_count(row['ppm_pairs'])} / {_count(row.get('ppm_train_pairs'))}",
-                 f"{_pct(row['ppm_heldout_accuracy'], 100)} ({_count(row.get('ppm_heldout_pool_pairs'))})"]
-        cells += [_pct(greedy.get(s)) for s in sets] + [_pct(_mean(greedy))]
-        cells += [_pct((mcts or {}).get(s)) for s in sets] + [_pct(_mean(mcts))]
-        cells += [_pct(_search_baseline(row) if mcts else None)]
+                 f"{_pct(row['ppm_heldout_accuracy'], 100)} ({_count(row.get('ppm_heldout_pairs_scored'))})"]
+        cells += [_accuracy(row, "greedy", s) for s in sets] + [_accuracy(row, "greedy")]
+        cells += [_accuracy(row, m) for m in searched]
+        if searched:
+            ran = any(row["accuracy"].get(m) for m in searched)
+            cells.append(_accuracy(row, SUBSET_GREEDY) if row["accuracy"].get(SUBSET_GREEDY) else
+                         _accuracy(row, "greedy") if ran else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Targets:", ""] + [t.markdown() for t in targets(rows, seed_levels)]
+    lines += ["", "Accuracy in %, with the 95% Wilson interval in brackets; the search methods run on the "
+              "first problems of each test set."]
+    checked = targets(rows, goals)
+    if checked:
+        lines += ["", "Targets:", ""] + [t.markdown() for t in checked]
     lines += ["", "Coverage of the training problems per set (%):", ""]
     for row in rows:
         if row["coverage"]:
@@ -168,9 +221,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] |
              for what, key in (("search trajectories", "search_steps"), ("greedy on the test split", "greedy_steps"))
              if row.get(key)]
     if steps:
-        lines += ["", "Solutions by code steps, as steps: correct/all"
-                  + (" (a level-n problem's solution has n + 1 steps before its print step; a correct "
-                     "answer from fewer steps is right by luck)" if seed_levels else "") + ":", ""] + steps
+        lines += ["", "Solutions by code steps, as steps: correct/all:", ""] + steps
     lines += ["", "Seconds per stage:", ""]
     for row in rows:
         lines.append(f"- round {row['round']}: " + ", ".join(f"{k} {v:.0f}" for k, v in row["seconds"].items()))
@@ -206,12 +257,12 @@ def plot_rounds(path: str, rows: Sequence[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def write_report(workdir: str, rows: Sequence[dict[str, Any]], seed_levels: Sequence[int] | None = None) -> str:
+def write_report(workdir: str, rows: Sequence[dict[str, Any]], goals: Targets = Targets()) -> str:
     """report.json (`{"rounds": rows, "targets": [...]}`), report.md and accuracy.png in the
     workdir; returns the markdown."""
-    markdown = report_markdown(rows, seed_levels)
+    markdown = report_markdown(rows, goals)
     write_json_atomic(os.path.join(workdir, "report.json"), {
-        "rounds": list(rows), "targets": [dataclasses.asdict(t) for t in targets(rows, seed_levels)]})
+        "rounds": list(rows), "targets": [dataclasses.asdict(t) for t in targets(rows, goals)]})
     tmp = os.path.join(workdir, "report.md.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("# Self-evolution report\n\n" + markdown)

@@ -51,9 +51,18 @@ log = logging.getLogger(__name__)
 ROUND_BASES = ("base", "init", "previous")  # what each round's policy fine-tunes (EvolveConfig)
 
 
+def with_seed(config: EvolveConfig, curriculum: CurriculumConfig, seed: int) -> tuple[EvolveConfig, CurriculumConfig]:
+    """One seed for a whole run: the model initialisation, search and sampling (`EvolveConfig.seed`)
+    and the curriculum's three splits (seed 3s, train 3s + 1, test 3s + 2, so seed 0 keeps the
+    defaults 0, 1, 2)."""
+    return (dataclasses.replace(config, seed=seed),
+            dataclasses.replace(curriculum, seed_seed=3 * seed, train_seed=3 * seed + 1, test_seed=3 * seed + 2))
+
+
 def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(),
            curriculum: CurriculumConfig = CurriculumConfig(), base_model: str = "",
-           train_problems: str = "", test_problems: str = "", seed_sft: str = "") -> list[dict[str, Any]]:
+           train_problems: str = "", test_problems: str = "", seed_sft: str = "",
+           seed: int | None = None) -> list[dict[str, Any]]:
     """Runs, or resumes, bootstrap + every round of `config`; prints and returns the report rows.
 
     Without `base_model` the problems come from the synthetic `curriculum` and round 0 trains a
@@ -61,7 +70,10 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
     problems are rStar problem files or directories (`train_problems`, `test_problems`), round 1
     searches with the base model (use `SearchConfig.data_generation(1)` there for the few-shot
     prompt), and `seed_sft` optionally adds worked solutions to every round's SFT data.
+    `seed`, when given, is the run's one seed (`with_seed`): `rstar-jax evolve --seed 1`.
     """
+    if seed is not None:
+        config, curriculum = with_seed(config, curriculum, seed)
     if config.round_base not in ROUND_BASES:
         raise ValueError(f"evolve: round_base {config.round_base!r} is not one of {ROUND_BASES}")
     initialize_distributed()
@@ -94,8 +106,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             base = policy
     manifest.run("round0/evaluate", lambda: evaluate_round(
         os.path.join(round0, "eval"), test_sets, config, policy, None, None))
-    seed_levels = None if base_model else curriculum.seed_levels
-    markdown = write_report(workdir, round_rows(manifest, 0), seed_levels) if is_main else ""
+    markdown = write_report(workdir, round_rows(manifest, 0), config.targets) if is_main else ""
 
     ppm = None
     for r, rc in enumerate(config.rounds, start=1):
@@ -121,7 +132,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
             os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
             os.path.join(round_dir, PPM_HELDOUT)))
-        markdown = write_report(workdir, round_rows(manifest, r), seed_levels) if is_main else ""
+        markdown = write_report(workdir, round_rows(manifest, r), config.targets) if is_main else ""
     if is_main:
         print(markdown)
     return round_rows(manifest, len(config.rounds))
