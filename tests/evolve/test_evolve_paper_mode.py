@@ -25,7 +25,7 @@ from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evolve import extract as evolve_extract
 from rstar_jax.evolve import run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "eval_data_sample")
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
 MAX_LEN = 320  # experiments/smoke.gin: SamplerConfig.max_len

@@ -1,0 +1,55 @@
+"""Extraction: SFT records, PPM pairs held out by problem, coverage, and pools across rounds.
+"""
+
+
+import pytest
+
+from rstar_jax.evolve import extract
+from rstar_jax.evolve import search as evolve_search
+from rstar_jax.config import EvolveConfig, RoundConfig, SearchConfig
+from rstar_jax.data import records
+from stand_ins import StandInSearch, problems
+
+
+def test_extract_writes_records_and_coverage(tmp_path):
+    sets = {"level1": problems(6), "level2": problems(3, "level2")}
+    evolve_search.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+                        StandInSearch(), seed=0, chunk=4)
+    seed_file = tmp_path / "seed.json"
+    records.write_records(str(seed_file), [records.SFTRecord("seed question", "seed answer")])
+    config = EvolveConfig(ppm_heldout_fraction=0.5)
+    result = extract.extract_round(str(tmp_path), sets, config, str(seed_file))
+    # with 4 rollouts only problems 0 and 3 (index % 3 == 0) are solved
+    assert result["coverage"] == {"level1": 2 / 6, "level2": 1 / 3}
+    assert result["coverage_all"] == pytest.approx(3 / 9)
+    # {code steps: [correct, all]}: a code error (0 steps), a wrong answer and, if solved, a right one
+    assert result["search_steps"] == {"level1": {"0": [0, 6], "1": [2, 8]}, "level2": {"0": [0, 3], "1": [1, 4]}}
+    sft = records.read_sft(str(tmp_path / "sft.json"))
+    assert [r.query for r in sft] == ["seed question", "Question 0 of level1?", "Question 3 of level1?",
+                                      "Question 0 of level2?"]
+    train = records.read_pairs(str(tmp_path / "ppm.json"))
+    held = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
+    # per solved tree: one step pair (right vs wrong answer) and two final-answer pairs
+    assert len(train) + len(held) == 3 * 3 and held and train
+    # held out by problem: no problem has pairs on both sides, and the draw is the same every round
+    held_questions = {p.question for name, ps in sets.items() for p in ps if extract.is_held_out(name, p.index, 0.5)}
+    assert all(pair.prompt.split("\n")[1] in held_questions for pair in held)
+    assert not any(pair.prompt.split("\n")[1] in held_questions for pair in train)
+    assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
+    assert records.read_pairs(str(tmp_path / extract.PPM_TRAIN)) == train  # round 1: the pool is its own pairs
+
+
+def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):
+    sets = {"level1": problems(6)}
+    rounds = [tmp_path / "round1", tmp_path / "round2"]
+    results = []
+    for k, round_dir in enumerate(rounds):
+        evolve_search.search_round(str(round_dir), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+                            StandInSearch(), seed=k, chunk=4)
+        results.append(extract.extract_round(str(round_dir), sets, EvolveConfig(ppm_heldout_fraction=0.5),
+                                            None, [str(d) for d in rounds[:k]]))
+    for pool, own in ((extract.PPM_TRAIN, "ppm.json"), (extract.PPM_HELDOUT, "ppm_heldout.json")):
+        assert (records.read_pairs(str(rounds[1] / pool))
+                == records.read_pairs(str(rounds[0] / own)) + records.read_pairs(str(rounds[1] / own)))
+    assert results[1]["ppm_train_pairs"] == results[0]["ppm_pairs"] + results[1]["ppm_pairs"]
+    assert results[1]["ppm_heldout_pool_pairs"] == results[0]["ppm_heldout_pairs"] + results[1]["ppm_heldout_pairs"]

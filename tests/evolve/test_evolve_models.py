@@ -1,0 +1,43 @@
+"""The PPM stage with real (tiny, untrained) models.
+"""
+
+import os
+
+import pytest
+
+from rstar_jax.evolve import evaluate, extract, models
+from rstar_jax.evolve import search as evolve_search
+from rstar_jax.config import EvolveConfig, RoundConfig, SearchConfig
+from rstar_jax.data import records
+from stand_ins import StandInSearch, problems
+
+
+@pytest.mark.slow
+def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
+    """The PPM path with real (tiny, untrained) models: train from the policy, score pairs."""
+    from rstar_jax.config import ModelConfig, TrainConfig
+    from rstar_jax.inference.stack import ModelStack
+
+    sets = {"level1": problems(6)}
+    evolve_search.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+                        StandInSearch(), seed=0, chunk=4)
+    extract.extract_round(str(tmp_path), sets, EvolveConfig(ppm_heldout_fraction=0.5), None)
+    pairs = records.read_pairs(str(tmp_path / "ppm.json"))
+    tokenizer = models.train_tokenizer(str(tmp_path / "tokenizer"),
+                                       [p.prompt + p.pos + p.neg for p in pairs] * 4, 400)
+    train = TrainConfig(learning_rate=1e-3, batch_size=2, max_steps=2, max_length=256,
+                        compute_dtype="float32", checkpoint_every=2)
+    config = EvolveConfig(model=ModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1,
+                                            tie_word_embeddings=True),
+                          ppm_train=train, exec_workers=1)
+    policy = models.init_policy(str(tmp_path / "init"), tokenizer, config)
+    ppm = models.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None)
+    assert os.path.exists(os.path.join(ppm, "value_head.safetensors"))
+    with ModelStack(policy, ppm, sampler=config.sampler, scorer=config.scorer, exec_workers=1,
+                    exec_timeout_s=config.exec_timeout_s) as stack:
+        accuracy = evaluate.pairwise_accuracy(stack.ppm, records.read_pairs(str(tmp_path / "ppm_heldout.json")))
+    assert 0.0 <= accuracy <= 1.0
+    records.write_records(str(tmp_path / "none.json"), [])
+    assert models.train_reward_model(str(tmp_path / "ppm2"), policy, str(tmp_path / "none.json"),
+                                     config, "previous/ppm") == "previous/ppm"

@@ -1,0 +1,109 @@
+"""`evolve` itself: what each round fine-tunes, the default gin file, the run's one seed.
+"""
+
+import os
+
+import pytest
+
+from rstar_jax.evolve import models, run
+from rstar_jax.evolve import search as evolve_search
+from rstar_jax.config import EvolveConfig
+from rstar_jax.data.problems import load_problem_sets
+from stand_ins import ROUND, StandInSearch
+
+
+class StandInStages:
+    """evolve()'s model stages replaced by stand-ins that record which base each policy fine-tunes."""
+
+    def __init__(self, monkeypatch, workdir):
+        self.workdir, self.bases = workdir, []
+        search = StandInSearch()
+        monkeypatch.setattr(run, "train_tokenizer", lambda out, texts, vocab: out)
+        monkeypatch.setattr(run, "init_policy", lambda out, tokenizer, config: "init")
+        monkeypatch.setattr(run, "train_policy", self.train_policy)
+        monkeypatch.setattr(run, "train_reward_model", lambda run_dir, *args: run_dir)
+        monkeypatch.setattr(run, "search_stage", lambda round_dir, sets, rc, config, policy, ppm, seed:
+                            evolve_search.search_round(round_dir, sets, rc, search, seed, config.search_chunk))
+        monkeypatch.setattr(run, "evaluate_round", lambda *args: {
+            "accuracy": {"greedy": {"level1": 50.0}}, "ppm_heldout_accuracy": None})
+
+    def train_policy(self, run_dir, base, sft_file, config, train):
+        self.bases.append(base if base == "init" else os.path.relpath(base, self.workdir))
+        return run_dir
+
+
+@pytest.mark.parametrize("round_base, bases", [
+    ("base", ["init", "round0/policy", "round0/policy", "round0/policy"]),
+    ("init", ["init", "init", "init", "init"]),
+    ("previous", ["init", "round0/policy", "round1/policy", "round2/policy"]),
+])
+def test_round_base_picks_what_each_round_fine_tunes(tmp_path, monkeypatch, round_base, bases):
+    from rstar_jax.config import CurriculumConfig
+
+    stages = StandInStages(monkeypatch, str(tmp_path))
+    config = EvolveConfig(rounds=(ROUND,) * 3, round_base=round_base)
+    curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=3,
+                                  test_per_level=1)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    assert stages.bases == bases
+
+
+def test_unknown_round_base_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="round_base 'latest' is not one of"):
+        run.evolve(str(tmp_path), config=EvolveConfig(round_base="latest"))
+
+
+def test_evolve_without_a_gin_file_runs_the_tiny_cpu_default():
+    """The library's defaults are neutral; `rstar-jax evolve` alone runs experiments/tiny_cpu.gin."""
+    import gin
+
+    from rstar_jax import cli
+
+    assert cli.gin_files_for("evolve", []) == ["tiny_cpu"]
+    assert cli.gin_files_for("evolve", ["smoke"]) == ["smoke"]
+    assert cli.gin_files_for("eval", []) == []
+    gin.clear_config()
+    try:
+        cli.configure("rstar_jax.evolve.run", "evolve", cli.gin_files_for("evolve", []), [], [])
+        config = gin.get_bindings(run.evolve)["config"]
+    finally:
+        gin.clear_config()
+    assert config != EvolveConfig() and config.model.num_hidden_layers != EvolveConfig().model.num_hidden_layers
+
+
+def test_the_seed_argument_changes_the_curriculum_and_the_initialisation(tmp_path):
+    """`rstar-jax evolve --seed s`: another seed draws other problems and another random init."""
+    import numpy as np
+
+    from rstar_jax.config import CurriculumConfig, ModelConfig
+    from rstar_jax.data.curriculum import make_curriculum
+    from rstar_jax.evolve.problems import write_curriculum
+    from rstar_jax.models.hf import load_hf
+
+    small = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=20, train_per_level=4, test_per_level=4)
+    config = EvolveConfig(model=ModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1), tokenizer_vocab=400)
+    assert run.with_seed(config, small, 0) == (config, small)  # seed 0 is the defaults
+    runs = {}
+    for seed in (0, 1):
+        seeded, curriculum = run.with_seed(config, small, seed)
+        directory = tmp_path / f"seed{seed}"
+        write_curriculum(str(directory / "problems"), curriculum)
+        sets = load_problem_sets(str(directory / "problems" / "train"))
+        tokenizer = models.train_tokenizer(str(tmp_path / "tokenizer"), problems_texts(directory), 400) \
+            if seed == 0 else str(tmp_path / "tokenizer")
+        policy = models.init_policy(str(directory / "init"), tokenizer, seeded)
+        weights = load_hf(policy)[0].embed_tokens.embedding.value
+        runs[seed] = (make_curriculum(curriculum), sets, np.asarray(weights))
+    (cur0, sets0, w0), (cur1, sets1, w1) = runs[0], runs[1]
+    for split in ("seed", "train", "test"):
+        assert {p.question for p in getattr(cur0, split)}.isdisjoint({p.question for p in getattr(cur1, split)})
+    assert sets0 != sets1
+    assert w0.shape == w1.shape and not np.allclose(w0, w1)
+
+
+def problems_texts(directory):
+    from rstar_jax.evolve.problems import tokenizer_texts
+
+    return tokenizer_texts(str(directory / "problems" / "seed.json"),
+                           load_problem_sets(str(directory / "problems" / "train")))
