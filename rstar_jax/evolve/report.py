@@ -32,6 +32,9 @@ def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
             "ppm_train_pairs": extract.get("ppm_train_pairs"),
             "ppm_heldout_pool_pairs": extract.get("ppm_heldout_pool_pairs"),
             "search_steps": extract.get("search_steps"),
+            "not_trained": {stage: result.get("reason") for stage in ("policy", "ppm")
+                            if isinstance(result := manifest.stages.get(f"round{r}/{stage}", {}).get("result"), dict)
+                            and not result.get("trained", True)},
             **evaluation["result"],
             "seconds": manifest.seconds(f"round{r}/"),
         })
@@ -209,6 +212,10 @@ def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) 
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Accuracy in %, with the 95% Wilson interval in brackets; the search methods run on the "
               "first problems of each test set."]
+    skipped = [f"- round {row['round']}: no {stage} trained, the previous one carried forward ({reason})"
+               for row in rows for stage, reason in (row.get("not_trained") or {}).items()]
+    if skipped:
+        lines += ["", "Rounds that trained nothing:", ""] + skipped
     checked = targets(rows, goals)
     if checked:
         lines += ["", "Targets:", ""] + [t.markdown() for t in checked]

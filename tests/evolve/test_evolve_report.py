@@ -28,12 +28,14 @@ def test_report_files(tmp_path):
         "problems": {"greedy": {"level1": 100, "level2": 100}, "mcts": {"level1": 100, "level2": 100}},
         "ppm_heldout_accuracy": 0.75, "ppm_heldout_pairs_scored": 4,
         "greedy_steps": {"level1": {"2": [7, 9], "3": [0, 1]}}})
+    manifest.run("round1/ppm", lambda: {"model": None, "trained": False, "records": 0, "reason": "no pairs"})
     rows = evolve_report.round_rows(manifest, 4)
     assert [r["round"] for r in rows] == [0, 1]
     markdown = evolve_report.write_report(str(tmp_path), rows, GOALS)
     assert "- round 1 search trajectories: level1 2: 4/4; level2 3: 1/5\n" in markdown
     assert "- round 1 greedy on the test split: level1 2: 7/9, 3: 0/1\n" in markdown
     assert "code steps" not in evolve_report.report_markdown(rows[:1])  # nothing counted, no section
+    assert "- round 1: no ppm trained, the previous one carried forward (no pairs)\n" in markdown
     # accuracy with its 95% Wilson interval: 70/100 -> 60-78; the mean pools both sets' 200 problems
     assert ("| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 (60-78) | 20.0 (13-29) | 45.0 (38-52) | 55.0 (48-62) "
             "| 45.0 (38-52) |") in markdown
