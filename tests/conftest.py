@@ -6,6 +6,8 @@ different tests compile (the same tiny models) load from it."""
 
 import os
 import pathlib
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -33,5 +35,19 @@ def run_inspect_notebook(tmp_path, monkeypatch):
         outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
         assert not [o for o in outputs if o.output_type == "error"]
         return "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+
+    return run
+
+
+@pytest.fixture
+def on_eight_devices(request):
+    """Runs a Python script in a fresh process with 8 fake CPU devices (XLA_FLAGS must be set before
+    JAX starts, so not in this one), this checkout and the test's folder importable; returns it."""
+    here = os.path.dirname(str(request.path))
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), here, env.get("PYTHONPATH")]))
+        return subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
 
     return run

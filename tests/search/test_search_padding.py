@@ -3,9 +3,6 @@ run_mcts / run_beam_search on a 4 x 2 mesh of 8 fake CPU devices give the trees 
 the padding never reaches the policy, the executor or the PPM. Runs in a subprocess: the device
 count is fixed when JAX starts."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -49,12 +46,8 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_padded_batches_on_a_mesh_search_as_on_one_device():
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(here)), here,
-                                                      env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True)
+def test_padded_batches_on_a_mesh_search_as_on_one_device(on_eight_devices):
+    proc = on_eight_devices(SCRIPT)
     assert proc.returncode == 0 and "padding ok" in proc.stdout, proc.stderr[-3000:]
 
 

@@ -1,9 +1,6 @@
 """Trees sharded over 8 fake CPU devices (data 4 x fsdp 2) search exactly as on one device.
 Runs in a subprocess: the device count is fixed when JAX starts."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -35,10 +32,6 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_sharded_trees_match_single_device():
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(here)), here,
-                                                      env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True)
+def test_sharded_trees_match_single_device(on_eight_devices):
+    proc = on_eight_devices(SCRIPT)
     assert proc.returncode == 0 and "sharded ok" in proc.stdout, proc.stderr[-3000:]
