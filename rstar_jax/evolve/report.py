@@ -186,7 +186,7 @@ def _set_order(name: str) -> tuple[int, str]:
 
 def _format_step_counts(by_set: dict[str, dict[str, list[int]]]) -> str:
     return "; ".join(f"{name} " + ", ".join(f"{n}: {c}/{a}" for n, (c, a) in counts.items())
-                     for name, counts in sorted(by_set.items(), key=lambda kv: _set_order(kv[0])))
+                     for name, counts in sorted(by_set.items(), key=lambda kv: _set_order(kv[0])) if counts)
 
 
 def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) -> str:
@@ -226,7 +226,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) 
                 f"{s} {100 * v:.1f}" for s, v in sorted(row["coverage"].items(), key=lambda kv: _set_order(kv[0]))))
     steps = [f"- round {row['round']} {what}: {_format_step_counts(row[key])}" for row in rows
              for what, key in (("search trajectories", "search_steps"), ("greedy on the test split", "greedy_steps"))
-             if row.get(key)]
+             if any((row.get(key) or {}).values())]
     if steps:
         lines += ["", "Solutions by code steps, as steps: correct/all:", ""] + steps
     lines += ["", "Seconds per stage:", ""]
