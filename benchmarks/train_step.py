@@ -1,11 +1,16 @@
 """Tokens/s of one SFT train step (forward + backward + clip + AdamW): ours vs PyTorch HF.
 
 Both run the same Qwen2 model (same config, batch and length, fp32) in one process, one after
-the other, on the same backend (CPU, or the GPU when jax has one); ours is `rstar_jax.training.loop.train_step` with the SFT loss. Model FLOPs
-utilisation is against the measured fp32 matmul peak of the backend (a large jitted matmul).
+the other, on the same backend (CPU, or the GPU when jax has one); ours is
+`rstar_jax.training.loop.train_step` with the SFT loss. Model FLOPs utilisation is against the
+measured matmul peak of the backend (a large jitted matmul, in `--peak_dtype`).
 Prints one JSON line.
 
     python benchmarks/train_step.py [--configs tiny,0.5b] [--batch 4] [--length 512] [--steps 5]
+
+benchmarks/device_check.sh runs it as the train loop runs on an accelerator: `--compute_dtype
+bfloat16` (fp32 master weights), `--peak_dtype bfloat16`, `--anchor none`; `--task ppm` times the
+PPM's pairwise step instead; `peak_bytes` is the device's peak memory (run one config per process).
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
-import transformers
+try:  # the anchor; `--anchor none` runs without it
+    import torch
+    import transformers
+except ImportError:
+    torch = transformers = None
 from flax import nnx
 
 from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
@@ -31,6 +39,8 @@ from rstar_jax.parallel.rules import TRAIN_RULES
 from rstar_jax.training import data
 from rstar_jax.training.loop import init_state, jit_train_step
 from rstar_jax.training.optim import learning_rate_schedule, optimizer
+from rstar_jax.models.ppm import ProcessRewardModel
+from rstar_jax.training.ppm import ppm_loss_fn
 from rstar_jax.training.sft import sft_loss_fn
 
 CONFIGS = {
@@ -40,13 +50,18 @@ CONFIGS = {
     # Qwen2.5-0.5B's shape.
     "0.5b": ModelConfig(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                         num_attention_heads=14, num_key_value_heads=2, attention_bias=True, tie_word_embeddings=True),
+    # Qwen2.5-Math-1.5B's and 7B's shapes.
+    "1.5b": ModelConfig(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                        num_attention_heads=12, num_key_value_heads=2, attention_bias=True, tie_word_embeddings=True),
+    "7b": ModelConfig(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                      num_attention_heads=28, num_key_value_heads=4, attention_bias=True),
 }
 TRAIN = TrainConfig(learning_rate=1e-5, weight_decay=0.1, max_grad_norm=1.0)
 
 
-def matmul_peak_flops(n: int = 4096, reps: int = 10) -> float:
-    """fp32 FLOP/s of a jitted n x n matmul, the best of a few timings."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+def matmul_peak_flops(n: int = 4096, reps: int = 10, dtype: str = "float32") -> float:
+    """FLOP/s of a jitted n x n matmul in `dtype`, the best of a few timings."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     best = float("inf")
@@ -82,12 +97,22 @@ def time_steps(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def ours(config: ModelConfig, host: dict[str, np.ndarray], steps: int) -> float:
+def ppm_batch(config: ModelConfig, batch: int, length: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = lambda: rng.integers(0, config.vocab_size, size=length).astype(np.int32)
+    return data.collate_pairs([data.PairExample(ids(), ids(), 1.0) for _ in range(batch)], length)
+
+
+def ours(config: ModelConfig, host: dict[str, np.ndarray], steps: int, task: str = "sft") -> float:
     """The train loop's own jitted step on a one-device mesh."""
     tx = optimizer(TRAIN, total_steps=1000)
     mesh = make_mesh(MeshConfig(), jax.devices()[:1])
-    graphdef, state, shardings = init_state(Decoder(config, rngs=nnx.Rngs(0)), tx, mesh, TRAIN_RULES)
-    step_fn = jit_train_step(graphdef, shardings, sft_loss_fn, tx, learning_rate_schedule(TRAIN, 1000))
+    model = Decoder(config, rngs=nnx.Rngs(0))
+    if task == "ppm":
+        model = ProcessRewardModel(config, rngs=nnx.Rngs(1), backbone=model)
+    graphdef, state, shardings = init_state(model, tx, mesh, TRAIN_RULES)
+    loss_fn = ppm_loss_fn if task == "ppm" else sft_loss_fn
+    step_fn = jit_train_step(graphdef, shardings, loss_fn, tx, learning_rate_schedule(TRAIN, 1000))
     batch = {k: jnp.asarray(v[None]) for k, v in host.items()}  # one micro-batch
 
     def step():
@@ -129,33 +154,44 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--layers", type=int, default=0, help="> 0: override the layer count (memory)")
+    parser.add_argument("--task", choices=("sft", "ppm"), default="sft", help="ppm: pairs, `--batch` of them")
+    parser.add_argument("--compute_dtype", default="float32", help="activations (parameters stay float32)")
+    parser.add_argument("--remat", action="store_true", help="rematerialise decoder layers in the backward pass")
+    parser.add_argument("--peak_dtype", default="float32", help="dtype of the matmul peak MFU is measured against")
+    parser.add_argument("--peak_size", type=int, default=4096, help="n of the n x n matmul peak")
+    parser.add_argument("--anchor", choices=("torch", "none"), default="torch")
     args = parser.parse_args()
 
-    peak = matmul_peak_flops()
+    peak = matmul_peak_flops(args.peak_size, dtype=args.peak_dtype)
     torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"  # the anchor runs where ours does
-    torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default fp32 matmul precision on GPU
+    if args.anchor == "torch":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default fp32 matmul precision on GPU
     result = {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-              "torch_device": torch_device, "torch_threads": torch.get_num_threads(),
-              "batch": args.batch, "length": args.length, "matmul_peak_tflops": peak / 1e12}
+              "torch_device": torch_device, "torch_threads": torch.get_num_threads() if torch else None,
+              "batch": args.batch, "length": args.length, "task": args.task, "compute_dtype": args.compute_dtype,
+              "peak_dtype": args.peak_dtype, "matmul_peak_tflops": peak / 1e12}
     for name in args.configs.split(","):
         config = CONFIGS[name]
         if args.layers:
             config = dataclasses.replace(config, num_hidden_layers=args.layers)
-        host = sft_batch(config, args.batch, args.length)
-        tokens = args.batch * args.length
-        ours_s = ours(config, host, args.steps)
+        config = dataclasses.replace(config, dtype=args.compute_dtype, remat=args.remat)
+        host = (ppm_batch if args.task == "ppm" else sft_batch)(config, args.batch, args.length)
+        tokens = args.batch * args.length * (2 if args.task == "ppm" else 1)
+        ours_s = ours(config, host, args.steps, args.task)
         gc.collect()
-        torch_s = pytorch(config, host, args.steps, torch_device)
-        gc.collect()
+        stats = jax.devices()[0].memory_stats() or {}  # None on CPU
         flops = model_flops_per_token(config, args.length) * tokens
         result[name] = {
             "layers": config.num_hidden_layers,
             "ours_tokens_per_s": tokens / ours_s,
-            "pytorch_tokens_per_s": tokens / torch_s,
-            "ratio": torch_s / ours_s,
             "ours_mfu": flops / ours_s / peak,
-            "pytorch_mfu": flops / torch_s / peak,
+            "peak_bytes": stats.get("peak_bytes_in_use"),
         }
+        if args.anchor == "torch" and args.task == "sft":
+            torch_s = pytorch(dataclasses.replace(config, dtype="float32"), host, args.steps, torch_device)
+            gc.collect()
+            result[name].update(pytorch_tokens_per_s=tokens / torch_s, ratio=torch_s / ours_s,
+                                pytorch_mfu=flops / torch_s / peak)
     print(json.dumps(result))
 
 

@@ -180,7 +180,7 @@ def configure(module_name: str, fn_name: str, gin_files: list[str], bindings: li
 
 def write_config(workdir: Path, text: str) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / "config.gin.tmp"
+    tmp = workdir / f"config.gin.tmp{os.getpid()}"  # each process of a multi-host run writes its own
     tmp.write_text(text)
     os.replace(tmp, workdir / "config.gin")
 

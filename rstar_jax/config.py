@@ -138,6 +138,21 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+    """How a stage lays its models on devices (inference/stack.py): mesh, dtypes, logical rules.
+
+    Sampling and scoring use each host's own devices: `mesh` folds into ('data', 'tensor') over
+    them (inference/stack.py `decode_mesh_config`). "auto" dtypes are bfloat16 on GPU and TPU,
+    float32 on CPU. `rules`: logical-axis rules as data (None: parallel/rules.py DECODE_RULES).
+    """
+
+    mesh: MeshConfig = MeshConfig()
+    dtype: str = "auto"  # compute dtype: "auto", "float32" or "bfloat16"
+    param_dtype: str = "auto"  # "auto": the compute dtype
+    rules: tuple[tuple[str, Any], ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, data and bookkeeping of one training run (SFT or PPM; spec §5-6 defaults)."""
 

@@ -146,3 +146,29 @@ def test_bytes_match_real_shards_on_8_devices():
     assert result.returncode == 0, result.stderr
     for real, planned in json.loads(result.stdout.splitlines()[-1]):
         assert planned == real
+
+
+@pytest.mark.parametrize("name,per_host", [("v5p-64", 4), ("v4-8", 4), ("v5e-16", 4), ("v5litepod-8", 8), ("v6e-8", 8),
+                                           ("8xh100", 8), ("h200", 1), ("16xh100", 8)])
+def test_sampling_is_planned_on_each_hosts_devices(name, per_host):
+    """ModelStack samples and scores on each host's own devices (its mesh folded into data x tensor),
+    in bf16 on accelerators ("auto"): the plan of the sample and score phases is that layout."""
+    from rstar_jax.config import ParallelConfig
+
+    target = planner.parse_topology(name)
+    assert target.devices_per_host == per_host
+    layout = planner.decode_layout(ParallelConfig(mesh=MeshConfig(fsdp=-1, tensor=1)), target.devices_per_host,
+                                   target.accelerator.backend)
+    assert dict(layout.mesh.shape) == {"data": per_host, "fsdp": 1, "tensor": 1}
+    assert (layout.dtype, layout.param_dtype) == ("bfloat16", "bfloat16")
+
+
+def test_plan_json_records_the_decode_layout(tmp_path):
+    path = EXPERIMENTS / "paper" / "qwen25_math_7b_v5p64.gin"
+    assert cli.main(["plan", "--gin_file", str(path), "--workdir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "plan.json").read_text())
+    assert record["devices_per_host"] == 4
+    assert record["decode"] == {"mesh": {"data": 4, "fsdp": 1, "tensor": 1}, "dtype": "bfloat16",
+                                "param_dtype": "bfloat16"}
+    sample = next(p for p in record["phases"] if p["name"] == "sample")
+    assert "32 slots" in sample["what"]  # the host's 128 rows over its 4 chips

@@ -11,6 +11,7 @@ process 0 merges the shards and writes the summary.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 import jax
 from tqdm import tqdm
 
-from rstar_jax.config import EvalConfig, MeshConfig, SamplerConfig, ScorerConfig, SearchConfig
+from rstar_jax.config import EvalConfig, MeshConfig, ParallelConfig, SamplerConfig, ScorerConfig, SearchConfig
 from rstar_jax.data.problems import Problem, load_problem_sets
 from rstar_jax.evaluation import reporting
 from rstar_jax.evaluation.methods import METHOD_FNS, Models
@@ -39,21 +40,24 @@ def evaluate(
     search: SearchConfig = SearchConfig.evaluation(),
     sampler: SamplerConfig = SamplerConfig(),
     scorer: ScorerConfig = ScorerConfig(),
+    parallel: ParallelConfig = ParallelConfig(),
     mesh: MeshConfig | None = None,
-    dtype: str = "float32",
 ) -> list[dict[str, Any]]:
     """Loads the policy (and PPM) from HF directories and evaluates every set of `problems`.
 
-    `problems` is a problem file or a directory of them; `dtype` is the models' compute dtype
-    ("float32" or "bfloat16"). Returns the summary rows.
+    `problems` is a problem file or a directory of them. The models are built by the one model
+    stack (inference/stack.py) from `parallel` (mesh, dtypes, rules); `mesh`, when given, replaces
+    its mesh (the paper configs bind the experiment's MESH there). Returns the summary rows.
     """
     from rstar_jax.inference.stack import ModelStack  # here, so metrics and reports need no model stack
 
     check_config(config)
     initialize_distributed()
     sets = load_problem_sets(problems)
+    if mesh is not None:
+        parallel = dataclasses.replace(parallel, mesh=mesh)
     with ModelStack(policy_path, ppm_path, sampler=sampler, scorer=scorer, exec_workers=config.exec_workers,
-                    exec_timeout_s=config.exec_timeout_s, mesh=mesh, dtype=dtype) as stack:
+                    exec_timeout_s=config.exec_timeout_s, parallel=parallel) as stack:
         models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm, tokenizer=stack.tokenizer,
                         search=search, mesh=stack.mesh)
         return evaluate_sets(workdir, sets, models, config)

@@ -7,6 +7,10 @@ estimated from the shapes the trainer, sampler and scorer use (remat-aware, atte
 materialised as `jax.nn.dot_product_attention` does without a fused kernel). Against the real peak
 of the train loop's step on one H100 (Qwen2.5-Math-1.5B widths, 8 layers, 4096 tokens) the training
 estimate was +12% (1 sequence, remat), +7% (2 sequences, remat) and -1% (1 sequence, no remat).
+
+Sampling and scoring are planned as `rstar_jax.inference.stack.ModelStack` builds them: on each
+host's own devices (the mesh folded into ('data', 'tensor')), in the ParallelConfig's dtypes
+("auto": bfloat16 on these accelerators) and rules; each host's sampler holds `max_batch` rows.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rstar_jax.config import MeshConfig, ModelConfig, SamplerConfig, ScorerConfig, SearchConfig, TrainConfig
+from rstar_jax.config import (MeshConfig, ModelConfig, ParallelConfig, SamplerConfig, ScorerConfig, SearchConfig,
+                              TrainConfig)
+from rstar_jax.inference.stack import decode_mesh_config, decode_rules, resolve_dtypes
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.parallel import sharding
 from rstar_jax.parallel.mesh import AXES, resolve_shape
@@ -39,6 +45,8 @@ class Accelerator:
     name: str
     hbm_bytes: int  # per JAX device
     cores_per_device: int = 1  # TPU names count TensorCores; v4 / v5p chips (devices) have 2
+    backend: str = "tpu"  # jax.default_backend() on it: what an "auto" dtype resolves by
+    devices_per_host: int = 4  # in a multi-host slice (or box of GPUs)
 
 
 # Memory per JAX device: TPU chips, and GPUs as nvidia-smi reports them.
@@ -48,11 +56,13 @@ ACCELERATORS = {
     "v5litepod": Accelerator("TPU v5e", 16 * GIB),
     "v5p": Accelerator("TPU v5p", 95 * GIB, cores_per_device=2),
     "v6e": Accelerator("TPU v6e", 32 * GIB),
-    "a100-40g": Accelerator("A100 40GB", 40960 * MIB),
-    "a100": Accelerator("A100 80GB", 81920 * MIB),
-    "h100": Accelerator("H100 80GB", 81559 * MIB),
-    "h200": Accelerator("H200 141GB", 143771 * MIB),
+    "a100-40g": Accelerator("A100 40GB", 40960 * MIB, backend="gpu", devices_per_host=8),
+    "a100": Accelerator("A100 80GB", 81920 * MIB, backend="gpu", devices_per_host=8),
+    "h100": Accelerator("H100 80GB", 81559 * MIB, backend="gpu", devices_per_host=8),
+    "h200": Accelerator("H200 141GB", 143771 * MIB, backend="gpu", devices_per_host=8),
 }
+# v5e and v6e slices of up to 8 chips are one host of 8; larger ones are hosts of 4.
+_SINGLE_HOST_UP_TO = {"TPU v5e": 8, "TPU v6e": 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +70,14 @@ class Topology:
     name: str
     accelerator: Accelerator
     num_devices: int
+
+    @property
+    def devices_per_host(self) -> int:
+        """Devices of one host: what each host's sampler and scorer run on."""
+        acc = self.accelerator
+        if self.num_devices <= _SINGLE_HOST_UP_TO.get(acc.name, 0):
+            return self.num_devices
+        return min(self.num_devices, acc.devices_per_host)
 
 
 def parse_topology(name: str) -> Topology:
@@ -235,18 +253,24 @@ def train_phase(name: str, model: ModelConfig, config: TrainConfig, mesh: jax.sh
                  p_bytes, grads + opt, acts, 0, budget, knobs)
 
 
+def ppm_bytes(ppm: ModelConfig, mesh: jax.sharding.AbstractMesh, rules: Rules) -> int:
+    """A PPM's parameters on one device: its decoder and the (float32, replicated) value head."""
+    return param_bytes(ppm, ppm.param_dtype, mesh, rules) + (ppm.hidden_size + 1) * 4
+
+
 def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerConfig, candidates: int,
-                 mesh: jax.sharding.AbstractMesh, budget: int) -> Phase:
+                 mesh: jax.sharding.AbstractMesh, budget: int, rules: Rules = DECODE_RULES) -> Phase:
     """Search, sampling: both models resident, the slot cache, and prefilling one batch of prompts.
 
-    Each distinct prompt is prefilled once and forked into its `candidates` slots; prompts are
-    taken at full length (`max_len`) as a worst case.
+    `mesh` is one host's decoding mesh, `config` that host's sampler. Each distinct prompt is
+    prefilled once and forked into its `candidates` slots; prompts are taken at full length
+    (`max_len`) as a worst case.
     """
-    shards, tp = batch_shards(mesh, DECODE_RULES), _tensor(mesh)
+    shards, tp = batch_shards(mesh, rules), _tensor(mesh)
     c = jnp.dtype(policy.dtype).itemsize
-    params = param_bytes(policy, policy.param_dtype, mesh, DECODE_RULES)
+    params = param_bytes(policy, policy.param_dtype, mesh, rules)
     if ppm is not None:
-        params += param_bytes(ppm, ppm.param_dtype, mesh, DECODE_RULES)
+        params += ppm_bytes(ppm, mesh, rules)
     slots = 1 << (config.max_batch.bit_length() - 1)  # the sampler rounds down to a power of two
     rows = math.ceil(slots / shards)
     prompts = math.ceil((1 << (math.ceil(slots / candidates) - 1).bit_length()) / shards)
@@ -262,11 +286,11 @@ def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerCo
 
 
 def score_phase(policy: ModelConfig, ppm: ModelConfig, config: ScorerConfig, mesh: jax.sharding.AbstractMesh,
-                budget: int) -> Phase:
-    """Search, scoring: both models resident, one PPM forward over `max_batch` texts of `max_len`."""
-    shards, tp = batch_shards(mesh, DECODE_RULES), _tensor(mesh)
-    params = (param_bytes(policy, policy.param_dtype, mesh, DECODE_RULES)
-              + param_bytes(ppm, ppm.param_dtype, mesh, DECODE_RULES))
+                budget: int, rules: Rules = DECODE_RULES) -> Phase:
+    """Search, scoring: both models resident, one PPM forward over `max_batch` texts of `max_len`
+    (`mesh`: one host's decoding mesh)."""
+    shards, tp = batch_shards(mesh, rules), _tensor(mesh)
+    params = param_bytes(policy, policy.param_dtype, mesh, rules) + ppm_bytes(ppm, mesh, rules)
     rows = math.ceil((1 << (config.max_batch.bit_length() - 1)) / shards)
     acts = layer_activation_bytes(ppm, rows, config.max_len, config.max_len, tp, jnp.dtype(ppm.dtype).itemsize,
                                   backward=False)
@@ -276,12 +300,39 @@ def score_phase(policy: ModelConfig, ppm: ModelConfig, config: ScorerConfig, mes
                  acts, 0, budget, knobs)
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeLayout:
+    """What ModelStack builds on each host of a target: mesh, dtypes, rules."""
+
+    mesh: jax.sharding.AbstractMesh
+    dtype: str
+    param_dtype: str
+    rules: Rules
+
+    def models(self, *configs: ModelConfig | None) -> list[ModelConfig | None]:
+        """Model configs as the stack loads them (in its dtypes)."""
+        return [c and dataclasses.replace(c, dtype=self.dtype, param_dtype=self.param_dtype) for c in configs]
+
+
+def decode_layout(parallel: ParallelConfig, devices_per_host: int, backend: str) -> DecodeLayout:
+    """ModelStack's layout over one host's `devices_per_host` devices of `backend`."""
+    return DecodeLayout(abstract_mesh(decode_mesh_config(parallel.mesh), devices_per_host),
+                        *resolve_dtypes(parallel, backend), decode_rules(parallel))
+
+
 def plan_memory(topology: str, *, policy: ModelConfig, ppm: ModelConfig | None = None, mesh: MeshConfig,
                 sft: TrainConfig | None = None, ppm_train: TrainConfig | None = None,
                 sampler: SamplerConfig | None = None, scorer: ScorerConfig | None = None,
-                searches: Sequence[SearchConfig] = ()) -> tuple[Topology, jax.sharding.AbstractMesh, list[Phase]]:
-    """Per-device memory of every phase the configs describe (a phase whose config is None is skipped)."""
+                searches: Sequence[SearchConfig] = (), parallel: ParallelConfig | None = None,
+                ) -> tuple[Topology, jax.sharding.AbstractMesh, list[Phase]]:
+    """Per-device memory of every phase the configs describe (a phase whose config is None is skipped).
+
+    Training uses `mesh` over the whole target; sampling and scoring `parallel` (default: `mesh`
+    with "auto" dtypes, as `rstar-jax evolve` builds them) on each host.
+    """
     target = parse_topology(topology)
+    decode = decode_layout(parallel or ParallelConfig(mesh=mesh), target.devices_per_host,
+                           target.accelerator.backend)
     amesh = abstract_mesh(mesh, target.num_devices)
     budget = int(target.accelerator.hbm_bytes * HEADROOM)
     phases = []
@@ -291,11 +342,12 @@ def plan_memory(topology: str, *, policy: ModelConfig, ppm: ModelConfig | None =
         if ppm is None:
             raise ValueError("plan: ppm_train is set but no ppm model config")
         phases.append(train_phase("ppm", ppm, ppm_train, amesh, budget, sequences_per_row=2, with_logits=False))
+    decode_policy, decode_ppm = decode.models(policy, ppm)
     if sampler is not None:
         candidates = min((s.num_candidates for s in searches), default=1)
-        phases.append(sample_phase(policy, ppm, sampler, candidates, amesh, budget))
+        phases.append(sample_phase(decode_policy, decode_ppm, sampler, candidates, decode.mesh, budget, decode.rules))
     if scorer is not None and ppm is not None:
-        phases.append(score_phase(policy, ppm, scorer, amesh, budget))
+        phases.append(score_phase(decode_policy, decode_ppm, scorer, decode.mesh, budget, decode.rules))
     return target, amesh, phases
 
 
@@ -326,20 +378,29 @@ def render(target: Topology, mesh: jax.sharding.AbstractMesh, phases: Sequence[P
 def plan(workdir: str, *, topology: str, policy: ModelConfig, ppm: ModelConfig | None = None,
          mesh: MeshConfig = MeshConfig(), sft: TrainConfig | None = None, ppm_train: TrainConfig | None = None,
          sampler: SamplerConfig | None = None, scorer: ScorerConfig | None = None,
-         searches: Sequence[SearchConfig] = ()) -> bool:
+         searches: Sequence[SearchConfig] = (), parallel: ParallelConfig | None = None) -> bool:
     """`rstar-jax plan`: prints the memory table for `topology` and writes `workdir/plan.json`.
 
-    Returns whether every phase fits. Needs no accelerator: everything is abstract.
+    Returns whether every phase fits. Needs no accelerator: everything is abstract. `parallel`:
+    the sampling and scoring layout (default: `mesh`, "auto" dtypes, as `rstar-jax evolve`).
     """
+    parallel = parallel or ParallelConfig(mesh=mesh)
     try:
         target, amesh, phases = plan_memory(topology, policy=policy, ppm=ppm, mesh=mesh, sft=sft,
-                                            ppm_train=ppm_train, sampler=sampler, scorer=scorer, searches=searches)
+                                            ppm_train=ppm_train, sampler=sampler, scorer=scorer, searches=searches,
+                                            parallel=parallel)
+        decode = decode_layout(parallel, target.devices_per_host, target.accelerator.backend)
     except ValueError as e:
         raise SystemExit(f"rstar-jax plan: {e}") from None
     print(render(target, amesh, phases))
+    print(f"sampling and scoring: each host's {target.devices_per_host} devices, mesh "
+          + " ".join(f"{k}={v}" for k, v in decode.mesh.shape.items())
+          + f", {decode.dtype} compute, {decode.param_dtype} weights")
     os.makedirs(workdir, exist_ok=True)
     record = {"topology": target.name, "num_devices": target.num_devices, "device_bytes": target.accelerator.hbm_bytes,
-              "mesh": dict(amesh.shape), "fits": all(p.fits for p in phases),
+              "mesh": dict(amesh.shape), "devices_per_host": target.devices_per_host,
+              "decode": {"mesh": dict(decode.mesh.shape), "dtype": decode.dtype, "param_dtype": decode.param_dtype},
+              "fits": all(p.fits for p in phases),
               "phases": [{**dataclasses.asdict(p), "total": p.total, "fits": p.fits} for p in phases]}
     tmp = os.path.join(workdir, "plan.json.tmp")
     with open(tmp, "w") as f:

@@ -63,7 +63,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
            curriculum: CurriculumConfig = CurriculumConfig(), base_model: str = "",
            train_problems: str = "", test_problems: str = "", seed_sft: str = "",
            seed: int | None = None) -> list[dict[str, Any]]:
-    """Runs, or resumes, bootstrap + every round of `config`; prints and returns the report rows.
+    """Runs, or resumes, bootstrap + every round of `config`; prints and returns the report rows
+    (process 0; the other processes return none).
 
     Without `base_model` the problems come from the synthetic `curriculum` and round 0 trains a
     tokenizer and a from-scratch policy on its seed set. With `base_model` (an HF directory) the
@@ -135,7 +136,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         markdown = write_report(workdir, round_rows(manifest, r), config.targets) if is_main else ""
     if is_main:
         print(markdown)
-    return round_rows(manifest, len(config.rounds))
+    # Only process 0 extracts: the other processes' manifests hold no extraction results to report.
+    return round_rows(manifest, len(config.rounds)) if is_main else []
 
 
 def fine_tune(what: str, records_file: str, count: int, previous: str | None,

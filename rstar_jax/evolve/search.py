@@ -95,6 +95,7 @@ def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
 def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: RoundConfig,
                  config: EvolveConfig, policy_dir: str, ppm_dir: str | None, seed: int) -> dict[str, Any]:
     """A round's MCTS over the training problems with the given policy (and PPM)."""
+    from rstar_jax.config import ParallelConfig
     from rstar_jax.inference.stack import ModelStack  # the model stack, only where a search runs
     from rstar_jax.search.driver import run_mcts
 
@@ -103,5 +104,6 @@ def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
         return run_mcts(problems, stack.policy, stack.ppm, search, stack.executor)
 
     with ModelStack(policy_dir, ppm_dir, sampler=config.sampler, scorer=config.scorer,
-                    exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s) as stack:
+                    exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s,
+                    parallel=ParallelConfig(mesh=config.mesh)) as stack:
         return search_round(round_dir, train_sets, rc, search_fn, seed, config.search_chunk)

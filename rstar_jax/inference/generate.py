@@ -4,6 +4,13 @@ Prompts come from `--prompt` (one string) or `--prompt_file` (`.jsonl`: one JSON
 "prompt" field, or a JSON string, per line; any other file: one prompt per line). Writes
 `<workdir>/<output>`: one JSON line per prompt with its samples (text, token ids, finish reason,
 summed log-probability, stop string), atomically.
+
+The policy is built by the one model stack (inference/stack.py) from `parallel` (mesh, dtypes,
+rules). On several processes (`jax.distributed`, started here) each host samples its slice of the
+prompts (every count-th one) on its own devices and writes it as `<output>.p<i>-of-<n>`; process 0
+then merges the slices into `<output>` in prompt order and removes them (the workdir must be shared
+by the hosts). Sample j of prompt i depends on (seed, i, j) only, so the file does not depend on
+the number of hosts or devices.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from rstar_jax.config import MeshConfig, SamplerConfig
+from rstar_jax.config import ParallelConfig, SamplerConfig
 
 
 def read_prompts(path: str) -> list[str]:
@@ -43,30 +50,50 @@ def generate(workdir: str, model_path: str, prompt: str | None = None,
              prompt_file: str | None = None, output: str = "generations.jsonl",
              num_samples: int = 1, max_new_tokens: int = 256, stop: Sequence[str] | str = (),
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = -1, seed: int = 0,
-             sampler: SamplerConfig = SamplerConfig(), mesh: MeshConfig | None = None) -> str:
+             sampler: SamplerConfig = SamplerConfig(),
+             parallel: ParallelConfig = ParallelConfig()) -> str:
     """Samples `num_samples` completions per prompt; returns the path of the JSONL written."""
     if (prompt is None) == (prompt_file is None):
         raise ValueError("generate: give exactly one of --prompt and --prompt_file")
     prompts = [prompt] if prompt is not None else read_prompts(prompt_file)
     # The model stack is imported here so that `--help` and prompt errors need no JAX start-up.
-    from rstar_jax.inference.sampler import Sampler
-    from rstar_jax.models.hf import load_hf
-    from rstar_jax.parallel.mesh import make_mesh
+    import jax
 
-    device_mesh = make_mesh(mesh) if mesh is not None else None
-    model, tokenizer = load_hf(model_path, mesh=device_mesh)
-    policy = Sampler(model, tokenizer, sampler, mesh=device_mesh)
-    samples = policy.sample(prompts, num_samples, max_new_tokens=max_new_tokens,
-                            stop=[stop] if isinstance(stop, str) else list(stop),
-                            temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-                            progress=True)
+    from rstar_jax.inference.stack import ModelStack
+    from rstar_jax.parallel.hosts import barrier, initialize_distributed, shard
+
+    initialize_distributed()
+    index, count = jax.process_index(), jax.process_count()
+    mine = shard(range(len(prompts)))
+    with ModelStack(model_path, sampler=sampler, exec_workers=0, exec_timeout_s=1.0,
+                    parallel=parallel) as stack:
+        samples = stack.policy.sample(
+            [prompts[i] for i in mine], num_samples, max_new_tokens=max_new_tokens,
+            stop=[stop] if isinstance(stop, str) else list(stop), temperature=temperature,
+            top_p=top_p, top_k=top_k, seed=seed, progress=True, streams=mine)
     path = Path(workdir) / output
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        for i, (text, completions) in enumerate(zip(prompts, samples)):
-            record = {"index": i, "prompt": text,
-                      "samples": [dataclasses.asdict(c) for c in completions]}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    records = [json.dumps({"index": i, "prompt": prompts[i],
+                           "samples": [dataclasses.asdict(c) for c in completions]}, ensure_ascii=False)
+               for i, completions in zip(mine, samples)]
+    if count == 1:
+        _write_lines(path, records)
+        return str(path)
+    part = lambda p: path.with_name(f"{path.name}.p{p:03d}-of-{count:03d}")
+    _write_lines(part(index), records)
+    barrier(f"generate: {path} slices written")
+    if index == 0:
+        slices = [part(p).read_text().splitlines() for p in range(count)]
+        merged = sorted((line for lines in slices for line in lines), key=lambda l: json.loads(l)["index"])
+        _write_lines(path, merged)
+        for p in range(count):
+            part(p).unlink()
+    barrier(f"generate: {path} merged")
     return str(path)
+
+
+def _write_lines(path: Path, lines: Sequence[str]) -> None:
+    """`lines` as a file, atomically (temporary file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)

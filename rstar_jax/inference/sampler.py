@@ -33,6 +33,7 @@ from rstar_jax.inference.text import RowText, finish_table, token_texts
 from rstar_jax.models.decoder import K_AXES, V_AXES
 from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
+from rstar_jax.parallel.rules import Rules
 from rstar_jax.shapes import bucket
 
 log = logging.getLogger(__name__)
@@ -106,19 +107,21 @@ class _Row:
 class Sampler:
     """Samples completions from a decoder (`models.decoder.Decoder`) on one device or a mesh.
 
-    With a mesh, parameters are placed by `parallel.rules.DECODE_RULES` (tensor parallel) and the
-    decoding slots are split over the batch axes (data parallel); the code path is the same. On
-    several hosts, give each host a mesh of its local devices and its own prompts. The parameters
-    are taken at construction: build a new Sampler after training the model further.
+    With a mesh, parameters are placed by `rules` (default `parallel.rules.DECODE_RULES`: tensor
+    parallel) and the decoding slots are split over the batch axes (data parallel); the code path
+    is the same. On several hosts, give each host a mesh of its local devices and its own prompts.
+    The parameters are taken at construction: build a new Sampler after training the model further.
     """
 
     def __init__(self, model: nnx.Module, tokenizer: PreTrainedTokenizerBase,
-                 config: SamplerConfig = SamplerConfig(), mesh: Mesh | None = None):
+                 config: SamplerConfig = SamplerConfig(), mesh: Mesh | None = None,
+                 rules: Rules = rules.DECODE_RULES):
         self.model_config = model.config
+        self.rules = rules
         self.tokenizer = tokenizer
         self.config = config
         self.mesh = mesh
-        self._graphdef, self._state = sharding.split_placed(model, mesh, rules.DECODE_RULES)
+        self._graphdef, self._state = sharding.split_placed(model, mesh, self.rules)
         # The model's config may list several end-of-sequence ids (Llama 3: end of text, turn, call).
         self._eos_ids = frozenset(
             i for ids in (tokenizer.eos_token_id, model.config.eos_token_id) if ids is not None
@@ -129,7 +132,8 @@ class Sampler:
 
     def sample(self, prompts: Sequence[str], num_samples: int = 1, *, max_new_tokens: int = 256,
                stop: Sequence[str] = (), temperature: float = 1.0, top_p: float = 1.0,
-               top_k: int = -1, seed: int = 0, progress: bool = False) -> list[list[Completion]]:
+               top_k: int = -1, seed: int = 0, progress: bool = False,
+               streams: Sequence[int] | None = None) -> list[list[Completion]]:
         """`num_samples` completions of each prompt, in prompt order.
 
         A completion ends at the first stop string (kept in its text), at an end-of-sequence token,
@@ -137,7 +141,8 @@ class Sampler:
         none left: an empty completion, finish_reason "length"). Prompts are tokenized by
         `models.tokenizer.encode`, the rule training follows (the tokenizer's BOS, if any).
         Temperature 0 is greedy (all samples of a prompt are then the same one). Sample j of
-        prompt i depends only on (seed, i, j), not on batch composition or slot.
+        prompt i depends only on (seed, i, j), not on batch composition or slot; `streams[i]`, if
+        given, replaces i there (e.g. a prompt's index in a list that hosts split between them).
         """
         if num_samples < 1 or max_new_tokens < 1:
             raise ValueError(f"sample: need num_samples >= 1 and max_new_tokens >= 1, got "
@@ -158,6 +163,9 @@ class Sampler:
                         "has %d); their completions are empty (finish 'length')", len(full),
                         len(prompts), self.config.max_len, full[0], len(prompt_ids[full[0]]))
         distinct = 1 if temperature == 0 else num_samples
+        if streams is not None and len(streams) != len(prompts):
+            raise ValueError(f"sample: {len(streams)} streams for {len(prompts)} prompts")
+        self._streams = list(range(len(prompts))) if streams is None else [int(s) for s in streams]
         rows = self._run(prompt_ids, budgets, distinct, tuple(stop), params, seed, progress)
         return [[rows[i, j % distinct] if budgets[i] else Completion("", [], "length", 0.0)
                  for j in range(num_samples)] for i in range(len(prompts))]
@@ -265,7 +273,8 @@ class Sampler:
             prompt_r=pad([row_of[i] for i, _ in work], 0),
             last_token_r=pad([prompt_ids[i][-1] for i, _ in work], 0),
             position_r=pad([len(prompt_ids[i]) - 1 for i, _ in work], 0),
-            stream_r=np.array([[i, j] for i, j in work] + [[0, 0]] * (size - len(work)), np.int32),
+            stream_r=np.array([[self._streams[i], j] for i, j in work]
+                              + [[0, 0]] * (size - len(work)), np.int32),
             budget_r=pad([budgets[i] for i, _ in work], 0),
             seed_key=jax.random.key(seed))
         return decode.refill(self._graphdef, self._state, slots, new), width
@@ -277,7 +286,7 @@ class Sampler:
         if self.mesh is None:
             return None
         axes = axes or ("batch",) + (None,) * (len(shape) - 1)
-        return sharding.logical_sharding(axes, rules.DECODE_RULES, self.mesh, shape)
+        return sharding.logical_sharding(axes, self.rules, self.mesh, shape)
 
     def _put(self, x: np.ndarray) -> jax.Array | np.ndarray:
         """`x` split by batch over the mesh (unchanged without one)."""

@@ -28,6 +28,7 @@ from rstar_jax.config import ScorerConfig
 from rstar_jax.models.ppm import ProcessRewardModel, search_value
 from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
+from rstar_jax.parallel.rules import Rules
 from rstar_jax import steps as sf
 from rstar_jax.shapes import bucket
 
@@ -49,16 +50,20 @@ def _raw_scores(graphdef: nnx.GraphDef, state: nnx.State, tokens_bt: jax.Array,
 
 class PPMScorer:
     """Scores texts with a `ProcessRewardModel`, on one device or a mesh (batch split over the
-    data axes, parameters over 'tensor' by `parallel.rules.DECODE_RULES`)."""
+    data axes, parameters over 'tensor' by `rules`, default `parallel.rules.DECODE_RULES`)."""
 
     def __init__(self, ppm: ProcessRewardModel, tokenizer: PreTrainedTokenizerBase,
                  config: ScorerConfig = ScorerConfig(), mesh: Mesh | None = None,
-                 prompt_end: str = PROMPT_END):
+                 prompt_end: str = PROMPT_END, rules: Rules = rules.DECODE_RULES):
         self.tokenizer = tokenizer
         self.config = config
         self.mesh = mesh
         self.prompt_end = prompt_end
-        self._graphdef, self._state = sharding.split_placed(ppm, mesh, rules.DECODE_RULES)
+        self.rules = rules
+        self._graphdef, self._state = sharding.split_placed(ppm, mesh, self.rules)
+        # Ways the rows split over the mesh: batches are padded to a multiple of it.
+        self._row_shards = 1 if mesh is None else mesh.size // sharding.batch_sharding(
+            mesh, self.rules, 1).shard_shape((mesh.size,))[0]
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` (`models.tokenizer.encode`: the rule PPM training follows), cut to
@@ -86,7 +91,8 @@ class PPMScorer:
         for start in tqdm(range(0, len(order), size), desc="score", disable=not progress):
             batch = order[start: start + size]
             width = bucket(max(len(ids[i]) for i in batch), self.config.min_bucket)
-            tokens = np.zeros((bucket(len(batch)), width), np.int32)
+            rows = -(-bucket(len(batch)) // self._row_shards) * self._row_shards
+            tokens = np.zeros((rows, width), np.int32)
             mask = np.zeros(tokens.shape, bool)
             for row, i in enumerate(batch):
                 tokens[row, : len(ids[i])], mask[row, : len(ids[i])] = ids[i], True
@@ -98,5 +104,5 @@ class PPMScorer:
     def _place(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
         if self.mesh is None:
             return tuple(jnp.asarray(a) for a in arrays)
-        rows = lambda a: sharding.batch_sharding(self.mesh, rules.DECODE_RULES, a.ndim)
+        rows = lambda a: sharding.batch_sharding(self.mesh, self.rules, a.ndim)
         return tuple(jax.device_put(a, rows(a)) for a in arrays)

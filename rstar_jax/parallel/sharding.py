@@ -58,6 +58,22 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules) -> nnx.State:
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def put(tree: Any, shardings: Any) -> Any:
+    """`jax.device_put`, also onto shardings that span other processes' devices (a multi-host
+    mesh): a value this process holds whole, the same on every process (a fresh value head, an
+    RNG key, a step count), is cut into this process's shards."""
+
+    def one(x: Any, s: NamedSharding) -> Any:
+        if s.is_fully_addressable or (isinstance(x, jax.Array) and not x.is_fully_addressable):
+            return jax.device_put(x, s)
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x), s), impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, s, lambda index: host[index])
+
+    return jax.tree.map(one, tree, shardings)
+
+
 def split_placed(module: nnx.Module, mesh: Mesh | None, rules: Rules) -> tuple[nnx.GraphDef, nnx.State]:
     """`nnx.split`, with the state placed on `mesh` by `rules` (left where it is without a mesh)."""
     graphdef, state = nnx.split(module)

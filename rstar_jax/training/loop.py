@@ -104,12 +104,12 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, mesh: Mesh,
     """(graphdef, train state placed on the mesh by logical names, the state's shardings)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     param_shardings = sharding.state_shardings(params, mesh, rules)
-    params = jax.device_put(params, param_shardings)
+    params = sharding.put(params, param_shardings)
     opt_shardings = sharding.like_params(jax.eval_shape(tx.init, params), params, param_shardings, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
     shardings = TrainState(replicated, param_shardings, opt_shardings, sharding.state_shardings(rest, mesh, rules))
     state = TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init, out_shardings=opt_shardings)(params), rest)
-    return graphdef, jax.device_put(state, shardings), shardings
+    return graphdef, sharding.put(state, shardings), shardings
 
 
 def jit_train_step(graphdef: nnx.GraphDef, state_shardings: TrainState, loss_fn: LossFn,
