@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -27,7 +28,8 @@ from rstar_jax.evaluation import reporting
 from rstar_jax.evaluation.methods import METHOD_FNS, Models
 from rstar_jax.evaluation.metrics import STEP_REDUCTIONS
 from rstar_jax.evaluation.results import ShardWriter, grade, merge_shards
-from rstar_jax.parallel.hosts import barrier, initialize_distributed
+from rstar_jax.parallel.hosts import barrier, initialize_distributed, shard
+from rstar_jax.training.metrics import MetricsWriter
 from rstar_jax.verify.grader import is_equivalent
 
 
@@ -126,15 +128,25 @@ def _grading_pool(workers: int) -> contextlib.AbstractContextManager[ProcessPool
 def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Problem], models: Models,
                     config: EvalConfig, pool: ProcessPoolExecutor | None, index: int, count: int) -> None:
     """This process's problems (every count-th one), in resumable batches."""
-    writer = ShardWriter(os.path.join(workdir, name, method), index, count)
-    mine = range(index, len(problems), count)
+    directory = os.path.join(workdir, name, method)
+    writer = ShardWriter(directory, index, count)
+    mine = shard(range(len(problems)), index, count)
     todo = [p for p in mine if p not in writer.done]
     fn = METHOD_FNS[method]
+    metrics = MetricsWriter.appending(directory)
     with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{name}/{method}", unit="problem") as bar:
         for start in range(0, len(todo), config.batch_size):
             positions = todo[start : start + config.batch_size]
             batch = [problems[p] for p in positions]
+            began = time.perf_counter()
             candidates = fn(batch, models, config)
             args = (batch, positions, [method] * len(batch), candidates, [is_equivalent] * len(batch))
-            writer.append(pool.map(grade, *args, chunksize=4) if pool else map(grade, *args))
+            records = list(pool.map(grade, *args, chunksize=4) if pool else map(grade, *args))
+            writer.append(records)
             bar.update(len(batch))
+            seconds = time.perf_counter() - began
+            metrics.write(metrics.next_step, {  # first candidates: the method's pick for most methods
+                f"eval/{name}/{method}/first_candidate_accuracy":
+                    sum(r["candidates"][0]["correct"] for r in records if r["candidates"]) / len(records),
+                f"eval/{name}/{method}/problems_per_s": len(records) / seconds,
+                f"eval/{name}/{method}/done": len(writer.done)})

@@ -48,7 +48,7 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
                     exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s,
                     parallel=ParallelConfig(mesh=config.mesh)) as stack:
         models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm,
-                        tokenizer=stack.tokenizer, search=config.eval_search)
+                        tokenizer=stack.tokenizer, search=config.eval_search, mesh=stack.mesh)
         rows = []
         if "greedy" in evaluation.methods:
             rows += evaluate_sets(eval_dir, test_sets, models, dataclasses.replace(evaluation, methods=("greedy",)))

@@ -22,6 +22,7 @@ from rstar_jax.data.trees import SearchedTree
 from rstar_jax.parallel.hosts import barrier, shard
 from rstar_jax.search import io as search_io
 from rstar_jax.search.io import SearchResult
+from rstar_jax.training.metrics import MetricsWriter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,11 +100,28 @@ def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
     from rstar_jax.inference.stack import ModelStack  # the model stack, only where a search runs
     from rstar_jax.search.driver import run_mcts
 
+    metrics = MetricsWriter.appending(os.path.join(round_dir, "search"))
+
     def search_fn(problems: Sequence[Problem], rollouts: int, pass_seed: int) -> SearchResult:
         search = dataclasses.replace(rc.search, num_rollouts=rollouts, seed=pass_seed)
-        return run_mcts(problems, stack.policy, stack.ppm, search, stack.executor)
+        stats: dict[str, float] = {}
+        result = run_mcts(problems, stack.policy, stack.ppm, search, stack.executor, mesh=stack.mesh, stats=stats)
+        metrics.write(metrics.next_step, chunk_metrics(result, stats))
+        return result
 
     with ModelStack(policy_dir, ppm_dir, sampler=config.sampler, scorer=config.scorer,
                     exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s,
                     parallel=ParallelConfig(mesh=config.mesh)) as stack:
         return search_round(round_dir, train_sets, rc, search_fn, seed, config.search_chunk)
+
+
+def chunk_metrics(result: SearchResult, stats: dict[str, float]) -> dict[str, float]:
+    """What one searched chunk logs (metrics.jsonl and TensorBoard beside the pass directories):
+    coverage, tree sizes, generated tokens per second and the seconds of each phase."""
+    nodes = [result.num_nodes(b) for b in range(len(result))]
+    wall = stats.get("wall_s", 0.0)
+    return {"search/problems": len(result),
+            "search/coverage": sum(bool(result.pass_at_n(b)) for b in range(len(result))) / max(len(result), 1),
+            "search/nodes_mean": sum(nodes) / max(len(nodes), 1), "search/nodes_max": max(nodes, default=0),
+            "search/tokens_per_s": stats.get("generated_tokens", 0) / wall if wall else 0.0,
+            **{f"search/{name}": float(value) for name, value in stats.items()}}

@@ -197,8 +197,10 @@ class StepExpander:
         self._pending: dict[tuple[int, int, int], _Candidate] = {}
         self._calls = 0
         # "ungraded_answers": grades that could not finish (rewarded neutrally, never -1);
-        # "context_full": leaves whose prompt left no room in the policy's context (TOO_DEEP).
-        self.counts = {"ungraded_answers": 0, "context_full": 0}
+        # "context_full": leaves whose prompt left no room in the policy's context (TOO_DEEP);
+        # the tokens the policy generated, and the seconds spent sampling, executing and scoring.
+        self.counts = {"ungraded_answers": 0, "context_full": 0, "generated_tokens": 0,
+                       "sample_s": 0.0, "execute_s": 0.0, "score_s": 0.0}
 
     # -- text of the tree ---------------------------------------------------------------------
     def path(self, b: int, node: int) -> list[int]:
@@ -237,12 +239,15 @@ class StepExpander:
         step_kind = np.full(shape, NodeKind.STEP, np.int8)
         prior = np.ones(shape, np.float32)
         rows = [(b, l) for b, l in zip(*(i.tolist() for i in np.nonzero(leaves != NO_NODE)))]
+        start = time.perf_counter()
         samples = self.policy.sample(
             [self.prompt(b, int(leaves[b, l])) for b, l in rows], k, max_new_tokens=cfg.max_step_tokens,
             stop=cfg.stop, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
             seed=cfg.seed * 1_000_003 + self._calls,
         )
         self._calls += 1
+        self.counts["sample_s"] += time.perf_counter() - start
+        self.counts["generated_tokens"] += sum(len(c.token_ids) for completions in samples for c in completions)
         self._pending.clear()
         programs: list[tuple[tuple[int, int, int], str]] = []
         for (b, l), completions in zip(rows, samples):
@@ -256,7 +261,10 @@ class StepExpander:
                     programs.append(((b, l, j), sf.build_program(self._open_block(b, int(leaves[b, l])), c.text)))
                 self._pending[b, l, j] = cand
                 exists[b, l, j], step_kind[b, l, j], prior[b, l, j] = True, cand.kind, p
-        for ((b, l, j), program), result in zip(programs, self.executor.run([p for _, p in programs])):
+        start = time.perf_counter()
+        results = self.executor.run([p for _, p in programs])
+        self.counts["execute_s"] += time.perf_counter() - start
+        for ((b, l, j), program), result in zip(programs, results):
             cand = self._pending[b, l, j]
             cand.code, cand.error = program, result.error is not None
             cand.output = result.error if cand.error else result.output
@@ -320,7 +328,9 @@ class StepExpander:
                 rewards[b, l, j] = _reward(self.nodes[b][node].correct, cfg)
             elif (kind == NodeKind.ANSWER) or (kind == NodeKind.STEP and cfg.use_ppm):
                 to_score.append((b, l, j, node))
+        start = time.perf_counter()
         values = self.ppm_values([(b, node) for b, _, _, node in to_score])
+        self.counts["score_s"] += time.perf_counter() - start
         for (b, l, j, _), v in zip(to_score, values):
             ppm[b, l, j] = v
             if kinds[b, l, j] == NodeKind.ANSWER:  # evaluation: the PPM scores answers (spec §3.5)

@@ -1,4 +1,5 @@
-"""Training metrics to `metrics.jsonl` and TensorBoard in the workdir (process 0 only)."""
+"""Metrics of training, search and evaluation to `metrics.jsonl` and TensorBoard in a workdir
+(process 0 only)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,23 @@ class MetricsWriter:
     def __init__(self, workdir: str, resume_step: int = 0):
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self.next_step = resume_step + 1  # for writers that count their own steps (`appending`)
         if not self.enabled:
             return
         if os.path.exists(self.path):
             self._truncate_after(resume_step)
         self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    @classmethod
+    def appending(cls, workdir: str) -> MetricsWriter:
+        """A writer that keeps every line already written and numbers its own steps after them
+        (stages that log per chunk or batch of work, resumed or not)."""
+        path = os.path.join(workdir, "metrics.jsonl")
+        written = 0
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                written = max((json.loads(line)["step"] for line in f if line.strip()), default=0)
+        return cls(workdir, resume_step=written)
 
     def _truncate_after(self, step: int) -> None:
         with open(self.path, encoding="utf-8") as f:
@@ -34,6 +47,7 @@ class MetricsWriter:
         os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
+        self.next_step = step + 1
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as f:

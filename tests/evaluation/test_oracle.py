@@ -57,6 +57,12 @@ def test_oracle_on_the_fixture_sample_scores_100_and_wrong_oracle_0(tmp_path, ex
     assert [r["accuracy"] for r in rows] == [100.0] * len(sets)
     rows = _evaluate(tmp_path / "wrong", sets, executor, wrong=True)
     assert [r["accuracy"] for r in rows] == [0.0] * len(sets)
+    # each set's batches log like training: metrics.jsonl (and TensorBoard) beside the predictions
+    name = sorted(sets)[0]
+    with open(tmp_path / "right" / name / "greedy" / "metrics.jsonl") as f:
+        (line,) = map(json.loads, f)
+    assert line["step"] == 1 and line[f"eval/{name}/greedy/first_candidate_accuracy"] == 1.0
+    assert line[f"eval/{name}/greedy/done"] == len(sets[name]) and (tmp_path / "right" / name / "greedy" / "tensorboard").is_dir()
 
 
 def test_two_hosts_each_take_a_slice_and_process_0_merges(tmp_path, executor):

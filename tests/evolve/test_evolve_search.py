@@ -149,3 +149,19 @@ def test_two_processes_search_their_shards_and_process0_extracts(tmp_path):
     assert outs[0]["extract"]["coverage"] == {"level1": 1.0, "level2": 1.0}
     assert outs[1]["extract"] is None
     assert list(json.load(open(tmp_path / "manifest.json"))["stages"]) == ["round1/search", "round1/extract"]
+
+
+def test_a_chunk_logs_coverage_tree_sizes_tokens_and_phase_times(tmp_path):
+    from rstar_jax.training.metrics import MetricsWriter
+
+    batch = problems(3)
+    result = search_result(batch, [stand_in_tree(p, 4) for p in batch])
+    metrics = evolve_search.chunk_metrics(result, {"wall_s": 2.0, "generated_tokens": 100, "sample_s": 1.5})
+    assert metrics["search/coverage"] == 1 / 3 and metrics["search/tokens_per_s"] == 50.0
+    assert metrics["search/nodes_max"] == max(result.num_nodes(b) for b in range(3)) and metrics["search/sample_s"] == 1.5
+    for _ in range(2):  # a resumed stage appends after what the killed one wrote
+        writer = MetricsWriter.appending(str(tmp_path))
+        writer.write(writer.next_step, metrics)
+        writer.close()
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2]
