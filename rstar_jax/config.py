@@ -102,7 +102,7 @@ class CurriculumConfig:
 
     levels: tuple[int, ...] = (1, 2, 3, 4)  # the generator knows 1-6; level 4 is the one above the seed
     seed_levels: tuple[int, ...] = (1, 2, 3)  # levels whose worked solutions form the seed set
-    seed_per_level: int = 1500
+    seed_per_level: int | tuple[int, ...] = 1500  # or one count per seed level (a sparse seed)
     train_per_level: int = 32
     test_per_level: int = 100  # 20 would leave about +-5.6 points of noise on a round's greedy mean
     seed_seed: int = 0  # each split draws from its own seed
@@ -289,7 +289,12 @@ class EvolveConfig:
     seed_replay: int = 400
     min_step_margin: float = 0.5  # PPM step-pair filters (spec §4.2)
     min_edit_distance: int = 1  # the paper's 20 drops most pairs of short steps that differ in a number
-    ppm_heldout_fraction: float = 0.15  # pairs kept out of PPM training to measure its accuracy
+    # Share of training problems (by a hash of the question) whose pairs are kept out of PPM
+    # training to measure its accuracy: held out by problem, the same problems in every round.
+    ppm_heldout_fraction: float = 0.15
+    # > 1: the training problems are cut into this many shards (every n-th problem of each set),
+    # and round r searches shard (r - 1) % n only, so each round sees fresh problems.
+    train_shards: int = 1
     # The PPM of round r trains (and is measured) on the pairs of rounds r - n + 1 .. r; 1: its own
     # round's, as the paper (whose rounds each yield millions of pairs; ours yield about a hundred).
     ppm_pair_rounds: int = 4

@@ -25,6 +25,7 @@ process trains and evaluates (the training and evaluation code shard the work th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -188,6 +189,21 @@ def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
     return {"trees": searched, "unsolved": len(todo), "ppm": rc.search.use_ppm}
 
 
+def round_train_sets(train_sets: dict[str, list[Problem]], round_index: int, shards: int
+                     ) -> dict[str, list[Problem]]:
+    """Round r's training problems: shard (r - 1) % `shards` of every set (every `shards`-th
+    problem), so that with `EvolveConfig.train_shards` > 1 each round searches fresh problems."""
+    k = (round_index - 1) % shards
+    return {name: problems[k::shards] for name, problems in train_sets.items()}
+
+
+def is_heldout_problem(question: str, fraction: float) -> bool:
+    """Whether a training problem's PPM pairs are held out (from training, to measure the PPM):
+    a stable hash of its question, so a problem is on the same side in every round."""
+    digest = hashlib.sha256(question.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < fraction
+
+
 # ---- extraction --------------------------------------------------------------------------------------
 
 PPM_TRAIN, PPM_HELDOUT = "ppm_train.json", "ppm_heldout_pool.json"  # what the round's PPM sees
@@ -209,6 +225,7 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
     if 0 <= config.seed_replay < len(sft):
         sft = random.Random(config.seed).sample(sft, config.seed_replay)
     pairs: list[records.PreferencePair] = []
+    heldout: list[records.PreferencePair] = []
     coverage, steps = {}, {}
     for name, problems in train_sets.items():
         solved = 0
@@ -220,23 +237,23 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
             solved += any(records.is_solved(t) for t in trees)
             outcomes += [(trace.response, trace.correct) for t in trees for trace in records.traces(t)]
             sft += records.sft_records(trees, config.sft_per_problem)
-            pairs += [pair for t in trees for pair in records.step_pairs(t, flt)]
-            pairs += records.final_answer_pairs(trees)
+            own = [pair for t in trees for pair in records.step_pairs(t, flt)] + records.final_answer_pairs(trees)
+            (heldout if is_heldout_problem(p.question, config.ppm_heldout_fraction) else pairs).extend(own)
         coverage[name] = solved / max(len(problems), 1)
         steps[name] = records.step_counts(outcomes)
     random.Random(0).shuffle(pairs)
-    held = round(len(pairs) * config.ppm_heldout_fraction)
+    held = len(heldout)
     records.write_records(os.path.join(round_dir, "sft.json"), sft)
-    records.write_records(os.path.join(round_dir, "ppm_heldout.json"), pairs[:held])
-    records.write_records(os.path.join(round_dir, "ppm.json"), pairs[held:])
+    records.write_records(os.path.join(round_dir, "ppm_heldout.json"), heldout)
+    records.write_records(os.path.join(round_dir, "ppm.json"), pairs)
     pools = {}
-    for pool, own, name in ((PPM_TRAIN, pairs[held:], "ppm.json"), (PPM_HELDOUT, pairs[:held], "ppm_heldout.json")):
+    for pool, own, name in ((PPM_TRAIN, pairs, "ppm.json"), (PPM_HELDOUT, heldout, "ppm_heldout.json")):
         pools[pool] = [p for d in earlier_rounds for p in records.read_pairs(os.path.join(d, name))] + own
         records.write_records(os.path.join(round_dir, pool), pools[pool])
     total = sum(len(v) for v in train_sets.values())
     covered = sum(coverage[n] * len(v) for n, v in train_sets.items())
     return {"coverage": coverage, "coverage_all": covered / max(total, 1), "sft_records": len(sft),
-            "ppm_pairs": len(pairs) - held, "ppm_heldout_pairs": held,
+            "ppm_pairs": len(pairs), "ppm_heldout_pairs": held,
             "ppm_train_pairs": len(pools[PPM_TRAIN]), "ppm_heldout_pool_pairs": len(pools[PPM_HELDOUT]),
             "search_steps": steps}
 
@@ -646,12 +663,13 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             log.warning("round %d: no PPM from an earlier round; searching terminal-guided", r)
             rc = dataclasses.replace(rc, search=dataclasses.replace(rc.search, use_ppm=False))
         round_dir = os.path.join(workdir, f"round{r}")
+        round_sets = round_train_sets(train_sets, r, config.train_shards)
         manifest.run(f"round{r}/search", lambda: search_stage(
-            round_dir, train_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
+            round_dir, round_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
             config.seed + 10 * r))
         earlier = [os.path.join(workdir, f"round{k}") for k in range(max(1, r - config.ppm_pair_rounds + 1), r)]
         manifest.run(f"round{r}/extract", lambda: extract_round(
-            round_dir, train_sets, config, seed_file, earlier) if is_main else None)
+            round_dir, round_sets, config, seed_file, earlier) if is_main else None)
         policy = manifest.run(f"round{r}/policy", lambda: train_policy(
             os.path.join(round_dir, "policy"), base, os.path.join(round_dir, "sft.json"), config, config.policy_train))
         if config.round_base == "previous":

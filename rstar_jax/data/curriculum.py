@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from rstar_jax.config import CurriculumConfig
 from rstar_jax.search import step_format as sf
@@ -177,18 +177,24 @@ def generate_problem(rng: random.Random, level: int) -> Problem:
     return Problem(question, value, level, render_solution(steps, var, value))
 
 
-def generate_split(seed: int, levels: Iterable[int], per_level: int,
+def generate_split(seed: int, levels: Iterable[int], per_level: int | Sequence[int],
                    exclude: frozenset[str] = frozenset(), with_solution: bool = False
                    ) -> list[Problem]:
-    """`per_level` distinct problems per level from one seed, skipping questions in `exclude`."""
+    """`per_level` distinct problems per level from one seed, skipping questions in `exclude`.
+
+    `per_level` is one count for every level, or one count per level (in the order of `levels`)."""
     rng = random.Random(seed)
+    levels = tuple(levels)
+    counts = (per_level,) * len(levels) if isinstance(per_level, int) else tuple(per_level)
+    if len(counts) != len(levels):
+        raise ValueError(f"per_level {per_level}: needs one count per level of {levels}")
     problems, seen = [], set(exclude)
-    for level in levels:
+    for level, n in zip(levels, counts):
         count = attempts = 0
-        while count < per_level:
+        while count < n:
             attempts += 1
-            if attempts > 100 * per_level:
-                raise ValueError(f"level {level}: cannot draw {per_level} distinct problems")
+            if attempts > 100 * n:
+                raise ValueError(f"level {level}: cannot draw {n} distinct problems")
             problem = generate_problem(rng, level)
             if problem.question in seen:
                 continue
