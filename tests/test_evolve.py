@@ -231,10 +231,31 @@ def test_extract_writes_records_and_coverage(tmp_path):
                                       "Question 0 of level2?"]
     train = records.read_pairs(str(tmp_path / "ppm.json"))
     held = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
-    # per solved tree: one step pair (right vs wrong answer) and two final-answer pairs
-    assert len(train) + len(held) == 3 * 3 and len(held) == 2
+    # per solved tree: one step pair (right vs wrong answer) and two final-answer pairs; a problem's
+    # pairs are held out together (by a hash of its question)
+    assert len(train) + len(held) == 3 * 3 and len(held) % 3 == 0
+    assert not {p.prompt for p in train} & {p.prompt for p in held}
+    assert len(held) == 3 * sum(evolve.is_heldout_problem(q, 0.25) for q in
+                                ("Question 0 of level1?", "Question 3 of level1?", "Question 0 of level2?"))
     assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
     assert records.read_pairs(str(tmp_path / evolve.PPM_TRAIN)) == train  # round 1: the pool is its own pairs
+
+
+def test_heldout_problems_are_a_stable_share():
+    questions = [f"Question {i}?" for i in range(2000)]
+    held = [q for q in questions if evolve.is_heldout_problem(q, 0.25)]
+    assert 0.2 < len(held) / len(questions) < 0.3
+    assert held == [q for q in questions if evolve.is_heldout_problem(q, 0.25)]
+    assert not any(evolve.is_heldout_problem(q, 0.0) for q in questions)
+
+
+def test_each_round_searches_its_own_shard_of_the_training_problems():
+    sets = {"level1": problems(8), "level2": problems(4, "level2")}
+    shards = [evolve.round_train_sets(sets, r, 4) for r in (1, 2, 3, 4, 5)]
+    assert [p.index for p in shards[1]["level1"]] == [1, 5] and [p.index for p in shards[1]["level2"]] == [1]
+    assert sorted(p.index for s in shards[:4] for p in s["level1"]) == list(range(8))
+    assert shards[4] == shards[0]  # round 5 of 4 shards starts over
+    assert evolve.round_train_sets(sets, 3, 1) == sets
 
 
 def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):

@@ -85,3 +85,11 @@ def test_several_phrasings_per_operation_and_numbers_grow():
     assert set(shapes) == {"+", "-", "*", "//"}
     assert all(len(s) >= 3 for s in shapes.values()), shapes
     assert answers[6] > 3 * answers[1]
+
+
+def test_seed_counts_can_differ_per_level():
+    config = dataclasses.replace(SMALL, seed_levels=(1, 2, 3), seed_per_level=(30, 5, 2))
+    seed = make_curriculum(config).seed
+    assert [sum(p.level == n for p in seed) for n in (1, 2, 3)] == [30, 5, 2]
+    with pytest.raises(ValueError, match="one count per level"):
+        make_curriculum(dataclasses.replace(config, seed_per_level=(30, 5)))
