@@ -103,7 +103,7 @@ class CurriculumConfig:
     levels: tuple[int, ...] = (1, 2, 3, 4)  # the generator knows 1-6; level 4 is the one above the seed
     seed_levels: tuple[int, ...] = (1, 2, 3)  # levels whose worked solutions form the seed set
     seed_per_level: int | tuple[int, ...] = 1500  # or one count per seed level (a sparse seed)
-    train_per_level: int = 32
+    train_per_level: int | tuple[int, ...] = 32  # or one count per level (more of the hard ones)
     test_per_level: int = 100  # 20 would leave about +-5.6 points of noise on a round's greedy mean
     seed_seed: int = 0  # each split draws from its own seed
     train_seed: int = 1
