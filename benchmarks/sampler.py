@@ -36,7 +36,7 @@ import transformers
 from flax import nnx
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from rstar_jax.config import MeshConfig, ModelConfig, SamplerConfig
+from rstar_jax.config import MeshConfig, ModelConfig, SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
 from rstar_jax.inference.sampler import Sampler
 from rstar_jax.models.decoder import Decoder
@@ -133,7 +133,7 @@ def measure(hf_model, sampler: Sampler, vocab: int, batch: int, prompt: int, new
 
     def ours():
         # Distinct prompts, one sample each: the same work as HF's batch.
-        out = sampler.sample(texts, 1, max_new_tokens=new, temperature=temperature, seed=1)
+        out = sampler.sample(texts, 1, SamplingConfig(temperature=temperature, max_new_tokens=new), seed=1)
         assert all(len(c[0].token_ids) == new for c in out)
 
     sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=1.0,

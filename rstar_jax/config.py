@@ -218,6 +218,32 @@ class ScorerConfig:
     value_scale: float = 5.0  # search value = tanh(raw / value_scale) (spec §5)
 
 
+# Stop strings of a search step, of a round-1 bootstrap step and of a greedy-eval generation call
+# (the same tuples as rstar_jax.steps, which sits above this module).
+SEARCH_STOP = ("<end_of_step>", "<end_of_code>", "<end_of_answer>")
+BOOTSTRAP_STOP = ("<end_of_step>", "<end_of_code>", "<end_of_output>", "<end_of_answer>")
+GREEDY_STOP = ("<end_of_code>", "<end_of_answer>")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """How one generation call samples (vLLM conventions): `Sampler.sample` takes it whole.
+
+    temperature 0 is greedy; top_k -1 and top_p 1.0 are off. A completion ends at EOS, at the
+    first of the `stop` strings (kept in its text) or after `max_new_tokens` tokens.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1: off
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        # gin and callers may hand a list or one string; a tuple keeps the config frozen and hashable.
+        object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """MCTS and step beam search (search/). Defaults: rStar's rounds 2-4 data generation (spec §3.9).
@@ -234,11 +260,8 @@ class SearchConfig:
     selection: str = "uct"  # "uct" (the original) or "puct" (sampling priors as P)
     leaves_per_tree: int = 1  # > 1: that many rollouts per tree at once, under virtual loss
     virtual_loss: float = 1.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1  # -1: off
-    max_step_tokens: int = 2048
-    stop: tuple[str, ...] = ("<end_of_step>", "<end_of_code>", "<end_of_answer>")
+    # Each expansion samples one step: up to `max_new_tokens`, ending at one of the `stop` strings.
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=2048, stop=SEARCH_STOP)
     use_ppm: bool = True  # `need_value_func`: PPM values start Q of new steps
     ground_truth_rewards: bool = True  # `is_sampling`: answers get +-1 from the gold answer
     positive_reward: float = 1.0
@@ -250,6 +273,11 @@ class SearchConfig:
     batch_size: int = 256  # problems searched together as one batch of trees
     beam_width: int = 8  # `step_beam_width` (beam search only)
     seed: int = 0
+
+    def __post_init__(self):
+        if not self.sampling.stop:  # a step ends at a stop string; without one it runs to max_new_tokens
+            raise ValueError("SearchConfig.sampling.stop is empty: search steps end at stop strings, e.g. "
+                             f"{SEARCH_STOP} (rstar_jax.config.SEARCH_STOP)")
 
     def node_budget(self, beam: bool = False) -> int:
         """The most nodes one tree of this search can hold, root included.
@@ -291,13 +319,12 @@ class SearchConfig:
         """Round 1: few-shot bootstrap without a PPM (sample_mcts); rounds 2-4: sft_sample_mcts.
 
         The paper used 8 rollouts x 5 candidates in round 1 and 16 x 8 later; pass
-        num_rollouts / num_candidates to match it instead of the released code.
+        num_rollouts / num_candidates to match it instead of the released code. Round 1 samples at
+        temperature 0.7 and also stops at `<end_of_output>`; a `sampling` override replaces that whole.
         """
         if round_index == 1:
-            bootstrap = dict(
-                temperature=0.7, errors_threshold=2, use_ppm=False, prompt="few_shot",
-                stop=("<end_of_step>", "<end_of_code>", "<end_of_output>", "<end_of_answer>"),
-            )
+            sampling = SamplingConfig(temperature=0.7, max_new_tokens=2048, stop=BOOTSTRAP_STOP)
+            bootstrap = dict(sampling=sampling, errors_threshold=2, use_ppm=False, prompt="few_shot")
             return cls(**{**bootstrap, **overrides})
         return cls(**overrides)
 
@@ -323,10 +350,9 @@ class EvalConfig:
     num_runs: int = 1  # independent MCTS runs (seed, seed + 1, ...), one answer each
     top_n: int = 4  # the top-K answers by PPM score that vote across runs (spec §3.7)
     step_score: str = "min"  # best-of-n solution score from its step scores: "min", "last" or "mean"
-    temperature: float = 1.0  # sampled methods; greedy is always 0
-    top_p: float = 1.0
-    top_k: int = -1  # -1: off
-    max_new_tokens: int = 4096  # per generation call (the greedy format emits a whole code block)
+    # Per generation call (the greedy format emits a whole code block, then stops at GREEDY_STOP);
+    # temperature for the sampled methods: greedy is always 0. Chat prompts drop the stop strings.
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=4096, stop=GREEDY_STOP)
     max_depth: int = 2  # generation calls per sampled solution: the code block, then the answer
     batch_size: int = 64  # problems per batch; each batch is one resumable write
     max_problems: int = 0  # > 0: only the first n problems of each set

@@ -7,7 +7,8 @@ from pathlib import Path
 import gin
 import pytest
 
-from rstar_jax import cli
+from rstar_jax import cli, steps
+from rstar_jax.config import BOOTSTRAP_STOP, GREEDY_STOP, SEARCH_STOP, SamplingConfig
 
 EXPERIMENTS = Path(cli.EXPERIMENTS_DIR)
 GIN_FILES = sorted(EXPERIMENTS.rglob("*.gin"))
@@ -43,7 +44,11 @@ def test_paper_rounds(gin_file):
     assert [s.use_ppm for s in searches] == [False, False, True, True]  # terminal-guided, then PPM-augmented
     assert all(s.ground_truth_rewards for s in searches)
     assert [r.unsolved_rollouts for r in config.rounds] == [(16,), (16,), (16,), (16, 64, 128)]
-    assert searches[0].temperature == 0.7 and searches[0].prompt == "few_shot" and searches[0].errors_threshold == 2
+    assert searches[0].prompt == "few_shot" and searches[0].errors_threshold == 2
+    assert [s.sampling for s in searches] == [
+        SamplingConfig(temperature=0.7, max_new_tokens=2048, stop=BOOTSTRAP_STOP)] + [
+        SamplingConfig(temperature=1.0, max_new_tokens=2048, stop=SEARCH_STOP)] * 3
+    assert config.eval_search.sampling == SamplingConfig(temperature=1.0, max_new_tokens=2048, stop=SEARCH_STOP)
     sft, ppm = config.policy_train, config.ppm_train
     assert (sft.batch_size, sft.learning_rate, sft.num_epochs, sft.max_length, sft.schedule, sft.weight_decay) == (
         128, 7e-6, 2, 4096, "linear", 0.1)
@@ -59,6 +64,7 @@ def test_paper_rounds(gin_file):
 def test_paper_evaluation(gin_file):
     args = resolved("rstar_jax.evaluation.run", "evaluate", gin_file)
     assert (args["search"].num_rollouts, args["search"].num_candidates) == (12, 32)
+    assert args["search"].sampling == SamplingConfig(temperature=1.0, max_new_tokens=2048, stop=SEARCH_STOP)
     assert (args["config"].num_runs, args["config"].top_n) == (64, 4)
 
 
@@ -72,3 +78,28 @@ def test_small_policy_is_fine_tuned_like_the_7b(gin_file):
 def test_ppm_training(gin_file):
     config = resolved("rstar_jax.training.ppm", "train_ppm", gin_file)["config"]
     assert (config.batch_size, config.learning_rate, config.max_length, config.eval_fraction) == (512, 7e-6, 2048, 0.05)
+
+
+def test_tiny_cpu_sampling():
+    """Each round's search samples 48-token steps at 0.8, the evaluation's MCTS at 0.2; greedy eval 320 tokens."""
+    config = resolved("rstar_jax.evolve.run", "evolve", "tiny_cpu.gin")["config"]
+    assert [r.search.sampling for r in config.rounds] == [
+        SamplingConfig(temperature=0.8, max_new_tokens=48, stop=SEARCH_STOP)] * 4
+    assert config.eval_search.sampling == SamplingConfig(temperature=0.2, max_new_tokens=48, stop=SEARCH_STOP)
+    assert config.evaluation.sampling == SamplingConfig(temperature=1.0, max_new_tokens=320, stop=GREEDY_STOP)
+
+
+def test_smoke_and_eval_small_sampling():
+    config = resolved("rstar_jax.evolve.run", "evolve", "smoke.gin")["config"]
+    step = SamplingConfig(max_new_tokens=24, stop=SEARCH_STOP)
+    assert [r.search.sampling for r in config.rounds] == [step, step] and config.eval_search.sampling == step
+    assert config.evaluation.sampling == SamplingConfig(max_new_tokens=48, stop=GREEDY_STOP)
+    gin.clear_config()
+    args = resolved("rstar_jax.evaluation.run", "evaluate", "eval_small.gin")
+    assert args["search"].sampling == SamplingConfig(max_new_tokens=128, stop=SEARCH_STOP)
+    assert args["config"].sampling == SamplingConfig(max_new_tokens=256, stop=GREEDY_STOP)
+
+
+def test_config_stop_strings_are_the_step_formats():
+    """config.py sits below steps.py, so it spells the stop tuples out; they must stay the same."""
+    assert (SEARCH_STOP, BOOTSTRAP_STOP, GREEDY_STOP) == (steps.SEARCH_STOP, steps.BOOTSTRAP_STOP, steps.GREEDY_STOP)

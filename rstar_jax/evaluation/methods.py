@@ -20,7 +20,7 @@ from rstar_jax.config import EvalConfig
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import metrics
 from rstar_jax.evaluation.results import Candidate
-from rstar_jax.evaluation.solutions import Policy, Sampling, chat_solutions, rstar_solutions
+from rstar_jax.evaluation.solutions import Policy, chat_solutions, rstar_solutions
 from rstar_jax import steps as sf
 from rstar_jax.search.beam import run_beam_search
 from rstar_jax.search.driver import run_mcts
@@ -39,11 +39,11 @@ class Models:
 
 
 def greedy(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
-    return _solutions(problems, models, config, num_samples=1, temperature=0.0)
+    return _solutions(problems, models, config, num_samples=1, greedy=True)
 
 
 def sample(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
-    return _solutions(problems, models, config, num_samples=config.num_samples, temperature=config.temperature)
+    return _solutions(problems, models, config, num_samples=config.num_samples)
 
 
 def best_of_n(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
@@ -113,14 +113,16 @@ def split_steps(steps: Sequence[str]) -> list[str]:
     return [piece for step in steps for piece in pieces.split(step) if piece]
 
 
-def _solutions(problems, models: Models, config: EvalConfig, *, num_samples: int, temperature: float):
+def _solutions(problems, models: Models, config: EvalConfig, *, num_samples: int, greedy: bool = False):
+    """Whole solutions sampled as `config.sampling` says; greedy at temperature 0."""
     questions = [p.question for p in problems]
-    sampling = Sampling(config.max_new_tokens, temperature, config.top_p, config.top_k, config.seed)
-    if config.prompt_format == "chat":
+    sampling = dataclasses.replace(config.sampling, temperature=0.0) if greedy else config.sampling
+    if config.prompt_format == "chat":  # one free-form call: no stop strings
         _require(models.tokenizer, "chat prompts need the policy's tokenizer")
-        return chat_solutions(questions, models.policy, models.tokenizer, sampling, num_samples=num_samples)
+        return chat_solutions(questions, models.policy, models.tokenizer, dataclasses.replace(sampling, stop=()),
+                              num_samples=num_samples, seed=config.seed)
     return rstar_solutions(questions, models.policy, models.executor, sampling, num_samples=num_samples,
-                           max_depth=config.max_depth)
+                           max_depth=config.max_depth, seed=config.seed)
 
 
 def _require(value: Any, message: str) -> None:

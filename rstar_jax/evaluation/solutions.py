@@ -18,28 +18,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from rstar_jax.config import SamplingConfig
 from rstar_jax.evaluation.results import Candidate
 from rstar_jax import steps as sf
 from rstar_jax.search.driver import CodeRunner, StepGenerator as Policy  # Executor and Sampler interfaces
 
 CHAT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CONTEXT_FULL = "context_full"  # Candidate.finish of a solution that outgrew the policy's context
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-    """Sampling settings of one generation call (vLLM conventions: temperature 0 is greedy)."""
-
-    max_new_tokens: int
-    temperature: float
-    top_p: float = 1.0
-    top_k: int = -1
-    seed: int = 0
-
-    def kwargs(self, call: int) -> dict[str, Any]:
-        """Keyword arguments of `Policy.sample`; every call of a rollout gets its own seed."""
-        return dict(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-                    top_k=self.top_k, seed=self.seed + call)
 
 
 @dataclasses.dataclass
@@ -51,22 +36,25 @@ class _Partial:
 
 
 def rstar_solutions(
-    questions: Sequence[str], policy: Policy, executor: CodeRunner, sampling: Sampling, *, num_samples: int,
-    max_depth: int, stop: Sequence[str] = sf.GREEDY_STOP,
+    questions: Sequence[str], policy: Policy, executor: CodeRunner, sampling: SamplingConfig, *, num_samples: int,
+    max_depth: int, seed: int = 0,
 ) -> list[list[Candidate]]:
-    """`num_samples` rStar-format solutions per question, at most `max_depth` generation calls each."""
+    """`num_samples` rStar-format solutions per question, at most `max_depth` generation calls each.
+
+    Each call samples as `sampling` says (its stop strings end a call: `steps.GREEDY_STOP` in the
+    original's greedy mode); call `d` of a rollout gets seed `seed + d`.
+    """
     partials = [[_Partial() for _ in range(num_samples)] for _ in questions]
     for depth in range(max_depth):
         if depth == 0:  # one prompt per question, forked into num_samples samples
-            outputs = policy.sample([sf.policy_prompt(q) for q in questions], num_samples,
-                                    stop=list(stop), **sampling.kwargs(0))
+            outputs = policy.sample([sf.policy_prompt(q) for q in questions], num_samples, sampling, seed=seed)
             pending = [(partials[q][s], c) for q, cs in enumerate(outputs) for s, c in enumerate(cs)]
         else:
             active = [(questions[q], p) for q, ps in enumerate(partials) for p in ps if p.result is None]
             if not active:
                 break
-            outputs = policy.sample([sf.policy_prompt(q, "".join(p.steps)) for q, p in active], 1,
-                                    stop=list(stop), **sampling.kwargs(depth))
+            outputs = policy.sample([sf.policy_prompt(q, "".join(p.steps)) for q, p in active], 1, sampling,
+                                    seed=seed + depth)
             pending = [(p, cs[0]) for (_, p), cs in zip(active, outputs, strict=True)]
         _advance(pending, executor)
     return [[dataclasses.replace(p.result or Candidate(None, tuple(p.steps), "too_many_steps"), run=s)
@@ -114,11 +102,11 @@ def chat_prompt(tokenizer, question: str) -> str:
 
 
 def chat_solutions(
-    questions: Sequence[str], policy: Policy, tokenizer, sampling: Sampling, *, num_samples: int
+    questions: Sequence[str], policy: Policy, tokenizer, sampling: SamplingConfig, *, num_samples: int,
+    seed: int = 0,
 ) -> list[list[Candidate]]:
     """`num_samples` free-form solutions per question, answers from `\\boxed{}` / "The answer is"."""
-    outputs = policy.sample([chat_prompt(tokenizer, q) for q in questions], num_samples, stop=[],
-                            **sampling.kwargs(0))
+    outputs = policy.sample([chat_prompt(tokenizer, q) for q in questions], num_samples, sampling, seed=seed)
     solutions = []
     for completions in outputs:
         solutions.append([])

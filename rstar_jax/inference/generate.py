@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from rstar_jax.config import ParallelConfig, SamplerConfig
+from rstar_jax.config import ParallelConfig, SamplerConfig, SamplingConfig
 
 
 def read_prompts(path: str) -> list[str]:
@@ -52,7 +52,13 @@ def generate(workdir: str, model_path: str, prompt: str | None = None,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = -1, seed: int = 0,
              sampler: SamplerConfig = SamplerConfig(),
              parallel: ParallelConfig = ParallelConfig()) -> str:
-    """Samples `num_samples` completions per prompt; returns the path of the JSONL written."""
+    """Samples `num_samples` completions per prompt; returns the path of the JSONL written.
+
+    The sampling flags (`--max_new_tokens`, `--stop`, `--temperature`, `--top_p`, `--top_k`) make
+    one `SamplingConfig`, which the sampler takes whole.
+    """
+    sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+                              stop=stop)
     if (prompt is None) == (prompt_file is None):
         raise ValueError("generate: give exactly one of --prompt and --prompt_file")
     prompts = [prompt] if prompt is not None else read_prompts(prompt_file)
@@ -68,9 +74,7 @@ def generate(workdir: str, model_path: str, prompt: str | None = None,
     with ModelStack(model_path, sampler=sampler, exec_workers=0, exec_timeout_s=1.0,
                     parallel=parallel) as stack:
         samples = stack.policy.sample(
-            [prompts[i] for i in mine], num_samples, max_new_tokens=max_new_tokens,
-            stop=[stop] if isinstance(stop, str) else list(stop), temperature=temperature,
-            top_p=top_p, top_k=top_k, seed=seed, progress=True, streams=mine)
+            [prompts[i] for i in mine], num_samples, sampling, seed=seed, progress=True, streams=mine)
     path = Path(workdir) / output
     path.parent.mkdir(parents=True, exist_ok=True)
     records = [json.dumps({"index": i, "prompt": prompts[i],

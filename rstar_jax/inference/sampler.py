@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from rstar_jax.config import SamplerConfig
+from rstar_jax.config import SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
 from rstar_jax.inference.sampling import SamplingParams
 from rstar_jax.inference.text import RowText, finish_table, token_texts
@@ -130,26 +130,26 @@ class Sampler:
         self._finish_tables: dict[tuple[str, ...], jax.Array] = {}
         self._slot_makers: dict[tuple[int, int], Callable[[], decode.Slots]] = {}
 
-    def sample(self, prompts: Sequence[str], num_samples: int = 1, *, max_new_tokens: int = 256,
-               stop: Sequence[str] = (), temperature: float = 1.0, top_p: float = 1.0,
-               top_k: int = -1, seed: int = 0, progress: bool = False,
+    def sample(self, prompts: Sequence[str], num_samples: int = 1, sampling: SamplingConfig = SamplingConfig(),
+               *, seed: int = 0, progress: bool = False,
                streams: Sequence[int] | None = None) -> list[list[Completion]]:
-        """`num_samples` completions of each prompt, in prompt order.
+        """`num_samples` completions of each prompt, in prompt order, sampled as `sampling` says.
 
-        A completion ends at the first stop string (kept in its text), at an end-of-sequence token,
-        or after `max_new_tokens` (fewer if the prompt leaves less room in `config.max_len`;
-        none left: an empty completion, finish_reason "length"). Prompts are tokenized by
-        `models.tokenizer.encode`, the rule training follows (the tokenizer's BOS, if any).
-        Temperature 0 is greedy (all samples of a prompt are then the same one). Sample j of
+        A completion ends at the first of `sampling.stop` (kept in its text), at an end-of-sequence
+        token, or after `sampling.max_new_tokens` (fewer if the prompt leaves less room in
+        `config.max_len`; none left: an empty completion, finish_reason "length"). Prompts are
+        tokenized by `models.tokenizer.encode`, the rule training follows (the tokenizer's BOS, if
+        any). Temperature 0 is greedy (all samples of a prompt are then the same one). Sample j of
         prompt i depends only on (seed, i, j), not on batch composition or slot; `streams[i]`, if
         given, replaces i there (e.g. a prompt's index in a list that hosts split between them).
         """
+        max_new_tokens, stop = sampling.max_new_tokens, sampling.stop
         if num_samples < 1 or max_new_tokens < 1:
             raise ValueError(f"sample: need num_samples >= 1 and max_new_tokens >= 1, got "
                              f"{num_samples} and {max_new_tokens}")
         if any(not s for s in stop):
             raise ValueError(f"sample: stop strings must be non-empty, got {list(stop)}")
-        params = SamplingParams.make(temperature, top_k, top_p)
+        params = SamplingParams.make(sampling.temperature, sampling.top_k, sampling.top_p)
         if not prompts:
             return []
         prompt_ids = encode(self.tokenizer, prompts)
@@ -162,7 +162,7 @@ class Sampler:
             log.warning("sample: %d of %d prompts have no room left in max_len=%d tokens (prompt %d "
                         "has %d); their completions are empty (finish 'length')", len(full),
                         len(prompts), self.config.max_len, full[0], len(prompt_ids[full[0]]))
-        distinct = 1 if temperature == 0 else num_samples
+        distinct = 1 if sampling.temperature == 0 else num_samples
         if streams is not None and len(streams) != len(prompts):
             raise ValueError(f"sample: {len(streams)} streams for {len(prompts)} prompts")
         self._streams = list(range(len(prompts))) if streams is None else [int(s) for s in streams]

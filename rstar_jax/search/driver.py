@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rstar_jax.config import SearchConfig
+from rstar_jax.config import SamplingConfig, SearchConfig
 from rstar_jax.data import trees
 from rstar_jax.data.problems import Problem
 from rstar_jax.search import kernels
@@ -47,8 +47,8 @@ class Sample(Protocol):
 class StepGenerator(Protocol):
     """The policy: `inference.sampler.Sampler`, or a fake in tests."""
 
-    def sample(self, prompts: Sequence[str], num_samples: int, *, max_new_tokens: int, stop: Sequence[str],
-               temperature: float, top_p: float, top_k: int, seed: int) -> list[list[Sample]]: ...
+    def sample(self, prompts: Sequence[str], num_samples: int, sampling: SamplingConfig, *,
+               seed: int) -> list[list[Sample]]: ...
 
 
 class ValueModel(Protocol):
@@ -241,8 +241,7 @@ class StepExpander:
         rows = [(b, l) for b, l in zip(*(i.tolist() for i in np.nonzero(leaves != NO_NODE)))]
         start = time.perf_counter()
         samples = self.policy.sample(
-            [self.prompt(b, int(leaves[b, l])) for b, l in rows], k, max_new_tokens=cfg.max_step_tokens,
-            stop=cfg.stop, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+            [self.prompt(b, int(leaves[b, l])) for b, l in rows], k, cfg.sampling,
             seed=cfg.seed * 1_000_003 + self._calls,
         )
         self._calls += 1

@@ -38,7 +38,7 @@ class OraclePolicy:
         for p in problems:
             self.golds[sf.policy_prompt(p.question)].append(p.golds[0])
 
-    def sample(self, prompts, num_samples, *, max_new_tokens, stop, temperature, top_p, top_k, seed):
+    def sample(self, prompts, num_samples, sampling, *, seed):
         out = []
         for prompt in prompts:
             if prompt in self.golds:  # a new solution
@@ -46,7 +46,7 @@ class OraclePolicy:
                 golds.rotate(-1)
                 answers = [golds[-1] if self.right_samples is None or j in self.right_samples else WRONG
                            for j in range(num_samples)]
-                out.append([_cut(solution_block(a), stop) for a in answers])
+                out.append([_cut(solution_block(a), sampling.stop) for a in answers])
             else:  # continue the solution in the prompt
                 done = prompt[prompt.rindex(sf.CODE):]
                 answer = ast.literal_eval(re.search(r"answer = (.*)\n", done).group(1))
@@ -54,7 +54,7 @@ class OraclePolicy:
                     text = f"\n{sf.ANSWER}From the result, the answer is \\boxed{{{answer}}}.{sf.ANSWER_END}"
                 else:
                     text = solution_block(answer)[len(done):]
-                out.append([_cut(text, stop)] * num_samples)
+                out.append([_cut(text, sampling.stop)] * num_samples)
         return out
 
 

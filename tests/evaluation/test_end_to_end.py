@@ -9,7 +9,8 @@ import transformers
 from flax import nnx
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from rstar_jax.config import EvalConfig, ModelConfig, SamplerConfig, ScorerConfig, SearchConfig
+from rstar_jax.config import (GREEDY_STOP, SEARCH_STOP, EvalConfig, ModelConfig, SamplerConfig, SamplingConfig,
+                              ScorerConfig, SearchConfig)
 from rstar_jax.data.problems import load_problem_set
 from rstar_jax.evaluation.run import evaluate
 from rstar_jax.models.decoder import Decoder
@@ -55,10 +56,10 @@ def model_dirs(tmp_path_factory, problems_dir):
 @pytest.mark.slow  # about a minute of jit compilation on 2 CPU cores
 def test_greedy_and_mcts_evaluation_of_a_tiny_model(tmp_path, problems_dir, model_dirs):
     policy_dir, ppm_dir = model_dirs
-    config = EvalConfig(methods=("greedy", "mcts"), max_new_tokens=24, num_runs=2, ks=(1, 2), grade_workers=0,
-                        exec_workers=1)
-    search = SearchConfig.evaluation(num_rollouts=2, num_candidates=2, max_depth=3, max_step_tokens=12,
-                                     max_nodes=64)
+    config = EvalConfig(methods=("greedy", "mcts"), sampling=SamplingConfig(max_new_tokens=24, stop=GREEDY_STOP),
+                        num_runs=2, ks=(1, 2), grade_workers=0, exec_workers=1)
+    search = SearchConfig.evaluation(num_rollouts=2, num_candidates=2, max_depth=3, max_nodes=64,
+                                     sampling=SamplingConfig(max_new_tokens=12, stop=SEARCH_STOP))
     kwargs = dict(problems=problems_dir, policy_path=policy_dir, ppm_path=ppm_dir, config=config, search=search,
                   sampler=SamplerConfig(max_batch=8, max_len=1024, chunk_tokens=8),
                   scorer=ScorerConfig(max_batch=8, max_len=1024))

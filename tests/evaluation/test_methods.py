@@ -93,8 +93,8 @@ class ChatOracle:
     def __init__(self, tokenizer, problems):
         self.answers = {chat_prompt(tokenizer, p.question): p.golds[0] for p in problems}
 
-    def sample(self, prompts, num_samples, *, max_new_tokens, stop, temperature, top_p, top_k, seed):
-        assert stop == []
+    def sample(self, prompts, num_samples, sampling, *, seed):
+        assert sampling.stop == ()
         return [[Completion(f"Adding up, the answer is {self.answers[p]}.", [], "eos", 0.0)] * num_samples
                 for p in prompts]
 

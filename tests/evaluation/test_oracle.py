@@ -93,11 +93,11 @@ class Recording(OraclePolicy):
         super().__init__(problems)
         self.started, self.die_after = [], die_after
 
-    def sample(self, prompts, num_samples, **kwargs):
+    def sample(self, prompts, num_samples, sampling, **kwargs):
         self.started += [p for p in prompts if p in self.golds]
         if self.die_after is not None and len(self.started) > self.die_after:
             raise Killed
-        return super().sample(prompts, num_samples, **kwargs)
+        return super().sample(prompts, num_samples, sampling, **kwargs)
 
 
 def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path, executor):

@@ -10,7 +10,7 @@ import torch
 import transformers
 from flax import nnx
 
-from rstar_jax.config import SamplerConfig, ScorerConfig, SearchConfig
+from rstar_jax.config import SEARCH_STOP, SamplerConfig, SamplingConfig, ScorerConfig, SearchConfig
 from rstar_jax.data.problems import Problem
 from rstar_jax.inference.sampler import Sampler
 from rstar_jax.inference.scorer import PPMScorer
@@ -58,7 +58,7 @@ def test_greedy_equals_hf_generate(scaled):
     with torch.no_grad():
         out = hf_model.generate(**batch, max_new_tokens=32, do_sample=False, eos_token_id=eos,
                                 pad_token_id=tokenizer.pad_token_id)
-    ours = sampler.sample(PROMPTS, 1, max_new_tokens=32, temperature=0.0)
+    ours = sampler.sample(PROMPTS, 1, SamplingConfig(temperature=0.0, max_new_tokens=32))
     for row, [got] in zip(out[:, batch["input_ids"].shape[1]:].tolist(), ours):
         end = next((i for i, t in enumerate(row) if t in eos), None)
         expected = row if end is None else row[: end + 1]
@@ -79,7 +79,8 @@ def test_scorer_and_search_run(scaled):
     raw, values = scorer.score(PROMPTS)
     assert raw.shape == (4,) and np.isfinite(values).all()
     sampler = Sampler(model, tokenizer, SamplerConfig(max_batch=8, max_len=64, chunk_tokens=8))
-    search = SearchConfig.evaluation(num_rollouts=2, num_candidates=2, max_depth=2, max_step_tokens=8)
+    search = SearchConfig.evaluation(num_rollouts=2, num_candidates=2, max_depth=2,
+                                     sampling=SamplingConfig(max_new_tokens=8, stop=SEARCH_STOP))
     result = run_mcts([Problem(0, "What is 3 + 4?", "7", "toy")], sampler, scorer, search, NullExecutor(),
                       progress=False)
     assert result.num_nodes(0) > 1

@@ -8,7 +8,7 @@ import scipy.stats
 import torch
 from flax import nnx
 
-from rstar_jax.config import SamplerConfig
+from rstar_jax.config import SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
 from rstar_jax.inference.sampler import Completion, Sampler
 
@@ -25,7 +25,7 @@ def sampler(tiny):
 @pytest.fixture(scope="module")
 def sampled(sampler):
     """Two samples per prompt at temperature 1, no stop strings: the base of the stop tests."""
-    return sampler.sample(PROMPTS, 2, max_new_tokens=32, seed=5)
+    return sampler.sample(PROMPTS, 2, SamplingConfig(max_new_tokens=32), seed=5)
 
 
 def test_greedy_equals_hf_generate_on_a_padded_batch(tiny, sampler):
@@ -36,7 +36,7 @@ def test_greedy_equals_hf_generate_on_a_padded_batch(tiny, sampler):
         out = hf_model.generate(**batch, max_new_tokens=32, do_sample=False,
                                 eos_token_id=tokenizer.eos_token_id,
                                 pad_token_id=tokenizer.pad_token_id)
-    ours = sampler.sample(prompts, 2, max_new_tokens=32, temperature=0.0)
+    ours = sampler.sample(prompts, 2, SamplingConfig(temperature=0.0, max_new_tokens=32))
     for row, (first, second) in zip(out[:, batch["input_ids"].shape[1]:].tolist(), ours):
         ends = tokenizer.eos_token_id in row
         expected = row[: row.index(tokenizer.eos_token_id) + 1] if ends else row
@@ -51,7 +51,7 @@ def test_first_token_follows_the_model_distribution(tiny, sampler):
     with torch.no_grad():
         logits = hf_model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1].double()
     logp = torch.log_softmax(logits, -1).numpy()
-    completions = sampler.sample([prompt], n, max_new_tokens=1, seed=3)[0]
+    completions = sampler.sample([prompt], n, SamplingConfig(max_new_tokens=1), seed=3)[0]
     tokens = np.array([c.token_ids[0] for c in completions])
     np.testing.assert_allclose([c.logprob_sum for c in completions], logp[tokens], rtol=1e-4,
                                atol=1e-4)
@@ -68,12 +68,12 @@ def test_top_k_samples_only_the_top_k(tiny, sampler):
     with torch.no_grad():
         logits = hf_model(**tokenizer("the quick", return_tensors="pt")).logits[0, -1]
     top3 = set(torch.topk(logits, 3).indices.tolist())
-    completions = sampler.sample(["the quick"], 64, max_new_tokens=1, top_k=3, seed=4)[0]
+    completions = sampler.sample(["the quick"], 64, SamplingConfig(top_k=3, max_new_tokens=1), seed=4)[0]
     assert {c.token_ids[0] for c in completions} == top3
 
 
 def stopped(sampler, stop):
-    return sampler.sample(PROMPTS, 2, max_new_tokens=32, seed=5, stop=stop)
+    return sampler.sample(PROMPTS, 2, SamplingConfig(max_new_tokens=32, stop=stop), seed=5)
 
 
 def assert_cut_at(base, cut, stop):
@@ -125,8 +125,8 @@ def test_no_stop_reached_changes_nothing(sampler, sampled):
 
 
 def test_seeds_reproduce_and_differ(sampler, sampled):
-    assert sampler.sample(PROMPTS, 2, max_new_tokens=32, seed=5) == sampled
-    other = sampler.sample(PROMPTS, 2, max_new_tokens=32, seed=6)
+    assert sampler.sample(PROMPTS, 2, SamplingConfig(max_new_tokens=32), seed=5) == sampled
+    other = sampler.sample(PROMPTS, 2, SamplingConfig(max_new_tokens=32), seed=6)
     assert [c.token_ids for cs in other for c in cs] != [c.token_ids for cs in sampled for c in cs]
     # Samples of one prompt differ from each other.
     assert sampled[0][0].token_ids != sampled[0][1].token_ids
@@ -135,7 +135,7 @@ def test_seeds_reproduce_and_differ(sampler, sampled):
 def test_continuous_batching_gives_the_same_samples(sampler, sampled):
     """Sixteen rows through eight slots: slots are refilled with queued rows as rows finish, and
     a row's samples do not depend on its slot or neighbours (up to float noise of the batch)."""
-    more = sampler.sample(PROMPTS, 4, max_new_tokens=32, seed=5)
+    more = sampler.sample(PROMPTS, 4, SamplingConfig(max_new_tokens=32), seed=5)
     for got, base in zip(more, sampled):
         assert [c.token_ids for c in got[:2]] == [c.token_ids for c in base]
         assert [c.text for c in got[:2]] == [c.text for c in base]
@@ -174,16 +174,16 @@ def test_forked_prefix_gives_from_scratch_logits(tiny):
 
 
 def test_compiles_are_reused_across_lengths_and_parameters(sampler):
-    sampler.sample(["a b c", "hello"], 4, max_new_tokens=32, temperature=0.7, seed=1)
+    sampler.sample(["a b c", "hello"], 4, SamplingConfig(temperature=0.7, max_new_tokens=32), seed=1)
     sizes = decode.decode_chunk._cache_size(), decode.refill._cache_size()
-    sampler.sample(["the quick brown", "héllo wörld"], 4, max_new_tokens=30, temperature=1.0,
-                   top_p=0.9, top_k=5, stop=["x"], seed=2)
+    sampler.sample(["the quick brown", "héllo wörld"], 4,
+                   SamplingConfig(temperature=1.0, top_p=0.9, top_k=5, max_new_tokens=30, stop=("x",)), seed=2)
     assert (decode.decode_chunk._cache_size(), decode.refill._cache_size()) == sizes
 
 
 def test_a_prompt_without_room_gets_empty_length_completions(sampler):
     # vLLM ignores a prompt over max_model_len: an empty output, finish "length", and goes on
-    ok, full = sampler.sample(["ok", "x" * 1000], 2, max_new_tokens=4, seed=1)
+    ok, full = sampler.sample(["ok", "x" * 1000], 2, SamplingConfig(max_new_tokens=4), seed=1)
     assert full == [Completion("", [], "length", 0.0)] * 2
     assert all(c.token_ids for c in ok)
     assert sampler.sample(["x" * 1000], 3) == [[Completion("", [], "length", 0.0)] * 3]  # no device work

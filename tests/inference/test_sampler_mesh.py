@@ -9,11 +9,12 @@ import textwrap
 import pytest
 
 SCRIPT = textwrap.dedent("""
+    import dataclasses
     import sys
     import jax
     import numpy as np
     from flax import nnx
-    from rstar_jax.config import MeshConfig, SamplerConfig, ScorerConfig
+    from rstar_jax.config import MeshConfig, SamplerConfig, SamplingConfig, ScorerConfig
     from rstar_jax.inference.sampler import Sampler
     from rstar_jax.inference.scorer import PPMScorer
     from rstar_jax.models.hf import load_hf
@@ -24,16 +25,17 @@ SCRIPT = textwrap.dedent("""
     mesh = make_mesh(MeshConfig(data=4, fsdp=1, tensor=2))
     prompts = ["the quick brown fox", "hello", "print(x)", "<|user|>:\\nWhat is 1 + 2?"]
     config = SamplerConfig(max_batch=8, max_len=128, chunk_tokens=8)
-    kwargs = dict(max_new_tokens=16, stop=["o"], seed=3)
+    sampling = SamplingConfig(max_new_tokens=16, stop=("o",))
     results = []
     for device_mesh in (None, mesh):
         model, tokenizer = load_hf(sys.argv[1], mesh=device_mesh)
         sampler = Sampler(model, tokenizer, config, mesh=device_mesh)
         ppm = ProcessRewardModel(model.config, rngs=nnx.Rngs(0), backbone=model)
         scorer = PPMScorer(ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16), mesh=device_mesh)
-        greedy = sampler.sample(prompts, 1, temperature=0.0, **kwargs)
-        sampled = sampler.sample(prompts, 2, **kwargs)
-        alone = sampler.sample(prompts[:1], 1, temperature=0.0, **kwargs)  # 1 prompt: replicated
+        greedy = sampler.sample(prompts, 1, dataclasses.replace(sampling, temperature=0.0), seed=3)
+        sampled = sampler.sample(prompts, 2, sampling, seed=3)
+        # 1 prompt: replicated
+        alone = sampler.sample(prompts[:1], 1, dataclasses.replace(sampling, temperature=0.0), seed=3)
         results.append(([c.token_ids for cs in greedy + sampled + alone for c in cs],
                         scorer.score(prompts)[0]))
     (tokens, raw), (sharded_tokens, sharded_raw) = results

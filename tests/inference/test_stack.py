@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     import transformers
     from flax import nnx
-    from rstar_jax.config import MeshConfig, ParallelConfig, SamplerConfig, ScorerConfig
+    from rstar_jax.config import MeshConfig, ParallelConfig, SamplerConfig, SamplingConfig, ScorerConfig
     from rstar_jax.evolve import plan
     from rstar_jax.inference.stack import ModelStack
     from rstar_jax.models.hf import config_from_hf, load_hf, save_ppm_hf
@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent("""
         slots = stack.policy._new_slots(16, 128)
         cache = (slots.cache.k, slots.cache.v)
         rows = stack.ppm._place(np.zeros((8, 16), np.int32))[0]
-        completions = stack.policy.sample(["hello", "print(x)"], 2, max_new_tokens=4, seed=1)
+        completions = stack.policy.sample(["hello", "print(x)"], 2, SamplingConfig(max_new_tokens=4), seed=1)
         raw, _ = stack.ppm.score(["hello", "print(x)"])  # 2 texts: padded to the 4 row shards
         q_kernel = stack.policy._state["layers"][0]["self_attn"]["q_proj"]["kernel"]
         report[dtype] = {
@@ -118,13 +118,13 @@ def test_decoding_folds_the_mesh_into_data_and_tensor_per_host():
 def test_streams_make_a_prompts_samples_independent_of_its_slice(tiny):
     """`generate` on several hosts samples each host's slice with the prompts' indices in the whole
     file as their streams: prompt i's samples are then the same whichever slice it is in."""
-    from rstar_jax.config import SamplerConfig
+    from rstar_jax.config import SamplerConfig, SamplingConfig
     from rstar_jax.inference.sampler import Sampler
 
     _, model, tokenizer = tiny
     sampler = Sampler(model, tokenizer, SamplerConfig(max_batch=8, max_len=128, chunk_tokens=8))
     prompts = ["the quick brown fox", "hello", "print(x)", "What is 1 + 2?"]
-    kwargs = dict(max_new_tokens=8, seed=7)
+    kwargs = dict(sampling=SamplingConfig(max_new_tokens=8), seed=7)
     whole = sampler.sample(prompts, 2, **kwargs)
     odd = sampler.sample(prompts[1::2], 2, streams=[1, 3], **kwargs)
     assert [[c.token_ids for c in cs] for cs in odd] == [[c.token_ids for c in cs] for cs in whole[1::2]]

@@ -41,7 +41,7 @@ class FakePolicy:
     def __init__(self):
         self.calls: list[int] = []  # prompts per call
 
-    def sample(self, prompts, num_samples, *, max_new_tokens, stop, temperature, top_p, top_k, seed):
+    def sample(self, prompts, num_samples, sampling, *, seed):
         self.calls.append(len(prompts))
         out = []
         for i, prompt in enumerate(prompts):

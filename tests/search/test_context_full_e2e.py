@@ -8,9 +8,9 @@ from flax import nnx
 from test_search_e2e import tiny_tokenizer
 
 from rstar_jax import steps as sf
-from rstar_jax.config import ModelConfig, SamplerConfig, SearchConfig
+from rstar_jax.config import GREEDY_STOP, SEARCH_STOP, ModelConfig, SamplerConfig, SamplingConfig, SearchConfig
 from rstar_jax.data.problems import Problem
-from rstar_jax.evaluation.solutions import CONTEXT_FULL, Sampling, rstar_solutions
+from rstar_jax.evaluation.solutions import CONTEXT_FULL, rstar_solutions
 from rstar_jax.inference.sampler import Sampler
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.search.driver import run_mcts
@@ -38,8 +38,8 @@ def tiny_sampler() -> Sampler:
 
 def test_search_and_greedy_evaluation_finish_over_a_problem_longer_than_the_context():
     sampler = tiny_sampler()
-    search = SearchConfig.data_generation(3, num_rollouts=2, num_candidates=2, max_depth=4, max_step_tokens=8,
-                                          use_ppm=False, max_nodes=64)
+    search = SearchConfig.data_generation(3, num_rollouts=2, num_candidates=2, max_depth=4, use_ppm=False, max_nodes=64,
+                                          sampling=SamplingConfig(max_new_tokens=8, stop=SEARCH_STOP))
     stats: dict[str, float] = {}
     result = run_mcts([SHORT, LONG], sampler, None, search, NoCode(), progress=False, stats=stats)
     # the long problem's root gets one TOO_DEEP child (TOO_MANY_STEPS) and its tree ends
@@ -47,7 +47,7 @@ def test_search_and_greedy_evaluation_finish_over_a_problem_longer_than_the_cont
     assert result.nodes[1][1].answer == sf.TOO_MANY_STEPS
     assert result.num_nodes(0) > 1 and stats["context_full"] >= 1
 
-    greedy = Sampling(max_new_tokens=8, temperature=0.0)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=8, stop=GREEDY_STOP)
     solutions = rstar_solutions([SHORT.question, LONG.question], sampler, NoCode(), greedy, num_samples=1,
                                 max_depth=3)
     assert solutions[1][0].finish == CONTEXT_FULL and solutions[1][0].steps == ()

@@ -70,7 +70,7 @@ def test_a_full_context_ends_the_node_as_too_deep_and_is_counted():
     class FullAfterOneStep:
         """Room for one step; then every prompt is over the context (sampler: empty, "length")."""
 
-        def sample(self, prompts, num_samples, **kw):
+        def sample(self, prompts, num_samples, sampling, **kw):
             return [[completion("<code>\nx = 7\n", sf.STEP_END) if p.endswith("code.") else
                      FakeCompletion("", [], "length", 0.0, None)] * num_samples for p in prompts]
 
@@ -99,7 +99,7 @@ class ScriptedPolicy:
     def __init__(self):
         self.prompts: list[list[str]] = []
 
-    def sample(self, prompts, num_samples, **kw):
+    def sample(self, prompts, num_samples, sampling, **kw):
         self.prompts.append(list(prompts))
         out = []
         for p in prompts:

@@ -12,7 +12,7 @@ from fake_search import check_consistent
 from flax import nnx
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from rstar_jax.config import ModelConfig, SamplerConfig, ScorerConfig, SearchConfig
+from rstar_jax.config import SEARCH_STOP, ModelConfig, SamplerConfig, SamplingConfig, ScorerConfig, SearchConfig
 from rstar_jax.data.problems import Problem
 from rstar_jax.inference.sampler import Sampler
 from rstar_jax.inference.scorer import PPMScorer
@@ -50,8 +50,8 @@ def test_mcts_with_a_tiny_model(tmp_path):
     ppm = ProcessRewardModel(config, rngs=nnx.Rngs(1))
     sampler = Sampler(policy, tokenizer, SamplerConfig(max_batch=16, max_len=512, chunk_tokens=8))
     scorer = PPMScorer(ppm, tokenizer, ScorerConfig(max_batch=16, max_len=512, min_bucket=64))
-    search = SearchConfig.data_generation(3, num_rollouts=3, num_candidates=4, max_depth=3, max_step_tokens=12,
-                                          max_nodes=64)
+    search = SearchConfig.data_generation(3, num_rollouts=3, num_candidates=4, max_depth=3, max_nodes=64,
+                                          sampling=SamplingConfig(max_new_tokens=12, stop=SEARCH_STOP))
     stats: dict[str, float] = {}
     with Executor(num_workers=2, timeout_s=5.0) as executor:
         result = run_mcts(PROBLEMS, sampler, scorer, search, executor, progress=False, stats=stats)
