@@ -20,7 +20,7 @@ from rstar_jax import steps as sf
 from rstar_jax.verify.executor import Executor
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eval_data_sample")
-SEARCH = SearchConfig.evaluation(num_rollouts=2, num_candidates=2, max_depth=4, max_nodes=32)
+SEARCH = SearchConfig.evaluation(num_rollouts=2, num_candidates=2, max_depth=4)  # trees sized from the budget
 
 
 @pytest.fixture(scope="module")
