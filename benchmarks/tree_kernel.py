@@ -114,7 +114,7 @@ def search_share(num_problems: int) -> dict:
     sampler = Sampler(Decoder(model_config, rngs=nnx.Rngs(0)), tokenizer, SamplerConfig(max_batch=128, max_len=1024))
     scorer = PPMScorer(ProcessRewardModel(model_config, rngs=nnx.Rngs(1)), tokenizer,
                        ScorerConfig(max_batch=128, max_len=1024))
-    config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=8, max_nodes=512, batch_size=num_problems,
+    config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=8, batch_size=num_problems,
                                           sampling=SamplingConfig(max_new_tokens=32, stop=SEARCH_STOP))
     with Executor(num_workers=4, timeout_s=10.0) as executor:
         for _ in range(2):  # the first run compiles; report the second
