@@ -146,7 +146,9 @@ def fine_tune(what: str, records_file: str, count: int, previous: str | None,
     gave no records (or no pairs) trains nothing: it carries `previous` forward, with a warning,
     and says why under "reason" (the report's coverage for that round is 0)."""
     if not count:
-        reason = f"{records_file} holds no records (the search solved no problem, or none gave a pair)"
+        # the file as the workdir names it (roundN/...), so a moved or resumed workdir reports the same
+        name = os.path.join(os.path.basename(os.path.dirname(records_file)), os.path.basename(records_file))
+        reason = f"{name} holds no records (the search solved no problem, or none gave a pair)"
         log.warning("%s: not trained, keeping %s: %s", what, previous, reason)
         return {"model": previous, "trained": False, "records": 0, "reason": reason}
     return {"model": train(), "trained": True, "records": count}

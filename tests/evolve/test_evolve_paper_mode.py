@@ -261,8 +261,7 @@ def test_a_round_without_records_carries_the_previous_models_forward(tmp_path, m
     results = {name: s["result"] for name, s in stages(workdir).items()}
     assert results["round1/policy"] == {
         "model": str(tmp_path / "base"), "trained": False, "records": 0,
-        "reason": f"{workdir / 'round1' / 'sft.json'} holds no records (the search solved no problem, or none "
-                  "gave a pair)"}
+        "reason": "round1/sft.json holds no records (the search solved no problem, or none gave a pair)"}
     assert results["round2/search"] == {"policy": str(tmp_path / "base"), "ppm": None}  # no PPM yet: terminal-guided
     assert results["round3/ppm"]["model"] == str(workdir / "round2" / "ppm") and not results["round3/ppm"]["trained"]
     assert results["round2/policy"] == {"model": str(workdir / "round2" / "policy"), "trained": True, "records": 3}
