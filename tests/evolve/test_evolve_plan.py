@@ -142,7 +142,7 @@ def test_bytes_match_real_shards_on_8_devices():
     fields = {k: getattr(TINY, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                             "num_attention_heads", "num_key_value_heads", "attention_bias")}
     result = subprocess.run([sys.executable, "-c", REAL_SHARDS], capture_output=True, text=True,
-                            env=dict(os.environ, TINY=json.dumps(fields)), cwd=Path(__file__).parents[1])
+                            env=dict(os.environ, TINY=json.dumps(fields)), cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr
     for real, planned in json.loads(result.stdout.splitlines()[-1]):
         assert planned == real
