@@ -133,8 +133,8 @@ def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Pro
     mine = shard(range(len(problems)), index, count)
     todo = [p for p in mine if p not in writer.done]
     fn = METHOD_FNS[method]
-    metrics = MetricsWriter.appending(directory)
-    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{name}/{method}", unit="problem") as bar:
+    with (tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{name}/{method}", unit="problem") as bar,
+          contextlib.closing(MetricsWriter.appending(directory)) as metrics):
         for start in range(0, len(todo), config.batch_size):
             positions = todo[start : start + config.batch_size]
             batch = [problems[p] for p in positions]
@@ -145,7 +145,7 @@ def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Pro
             writer.append(records)
             bar.update(len(batch))
             seconds = time.perf_counter() - began
-            metrics.write(metrics.next_step, {  # first candidates: the method's pick for most methods
+            metrics.append({  # first candidates: the method's pick for most methods
                 f"eval/{name}/{method}/first_candidate_accuracy":
                     sum(r["candidates"][0]["correct"] for r in records if r["candidates"]) / len(records),
                 f"eval/{name}/{method}/problems_per_s": len(records) / seconds,

@@ -38,15 +38,12 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
     first `config.search_eval_problems` of each set. When those are fewer, greedy's score on them
     is reported too, as "greedy_search_problems" (the comparison of target (d)).
     """
-    from rstar_jax.config import ParallelConfig
-    from rstar_jax.inference.stack import ModelStack  # the model stack, only where models run
+    from rstar_jax.evolve.models import model_stack  # the model stack, only where models run
 
     evaluation = config.evaluation
     scored = tuple(m for m in evaluation.methods if m != "greedy") if ppm_dir else ()
     head = min((n for n in (evaluation.max_problems, config.search_eval_problems) if n > 0), default=0)
-    with ModelStack(policy_dir, ppm_dir, sampler=config.sampler, scorer=config.scorer,
-                    exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s,
-                    parallel=ParallelConfig(mesh=config.mesh)) as stack:
+    with model_stack(config, policy_dir, ppm_dir) as stack:
         models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm,
                         tokenizer=stack.tokenizer, search=config.eval_search, mesh=stack.mesh)
         rows = []

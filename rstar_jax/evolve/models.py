@@ -7,10 +7,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from rstar_jax.config import EvolveConfig, TrainConfig
+from rstar_jax.config import EvolveConfig, ParallelConfig, TrainConfig
 from rstar_jax.data import records
 
 log = logging.getLogger(__name__)
+
+
+def model_stack(config: EvolveConfig, policy_dir: str, ppm_dir: str | None):
+    """The sampler, scorer and executor that a round's search or evaluation works with, laid out by
+    `EvolveConfig.mesh` (an `inference.stack.ModelStack`, a context manager)."""
+    from rstar_jax.inference.stack import ModelStack
+
+    return ModelStack(policy_dir, ppm_dir, sampler=config.sampler, scorer=config.scorer,
+                      exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s,
+                      parallel=ParallelConfig(mesh=config.mesh))
 
 
 def train_tokenizer(out_dir: str, texts: list[str], vocab_size: int) -> str:

@@ -8,6 +8,7 @@ the problems into its own chunk files; between passes every process reads all of
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -96,22 +97,18 @@ def search_round(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
 def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: RoundConfig,
                  config: EvolveConfig, policy_dir: str, ppm_dir: str | None, seed: int) -> dict[str, Any]:
     """A round's MCTS over the training problems with the given policy (and PPM)."""
-    from rstar_jax.config import ParallelConfig
-    from rstar_jax.inference.stack import ModelStack  # the model stack, only where a search runs
+    from rstar_jax.evolve.models import model_stack  # the model stack, only where a search runs
     from rstar_jax.search.driver import run_mcts
-
-    metrics = MetricsWriter.appending(os.path.join(round_dir, "search"))
 
     def search_fn(problems: Sequence[Problem], rollouts: int, pass_seed: int) -> SearchResult:
         search = dataclasses.replace(rc.search, num_rollouts=rollouts, seed=pass_seed)
         stats: dict[str, float] = {}
         result = run_mcts(problems, stack.policy, stack.ppm, search, stack.executor, mesh=stack.mesh, stats=stats)
-        metrics.write(metrics.next_step, chunk_metrics(result, stats))
+        metrics.append(chunk_metrics(result, stats))
         return result
 
-    with ModelStack(policy_dir, ppm_dir, sampler=config.sampler, scorer=config.scorer,
-                    exec_workers=config.exec_workers, exec_timeout_s=config.exec_timeout_s,
-                    parallel=ParallelConfig(mesh=config.mesh)) as stack:
+    with (model_stack(config, policy_dir, ppm_dir) as stack,
+          contextlib.closing(MetricsWriter.appending(os.path.join(round_dir, "search"))) as metrics):
         return search_round(round_dir, train_sets, rc, search_fn, seed, config.search_chunk)
 
 

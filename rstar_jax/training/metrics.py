@@ -20,7 +20,7 @@ class MetricsWriter:
     def __init__(self, workdir: str, resume_step: int = 0):
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
-        self.next_step = resume_step + 1  # for writers that count their own steps (`appending`)
+        self._next_step = resume_step + 1  # what `append` writes next
         if not self.enabled:
             return
         if os.path.exists(self.path):
@@ -47,7 +47,7 @@ class MetricsWriter:
         os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
-        self.next_step = step + 1
+        self._next_step = step + 1
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as f:
@@ -55,6 +55,10 @@ class MetricsWriter:
         for name, value in metrics.items():
             self.tensorboard.add_scalar(name, value, step)
         self.tensorboard.flush()
+
+    def append(self, metrics: dict[str, float]) -> None:
+        """Writes `metrics` as the step after the last one (stages that count chunks or batches)."""
+        self.write(self._next_step, metrics)
 
     def close(self) -> None:
         if self.enabled:

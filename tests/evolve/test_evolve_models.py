@@ -16,7 +16,6 @@ from stand_ins import StandInSearch, problems
 def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     """The PPM path with real (tiny, untrained) models: train from the policy, score pairs."""
     from rstar_jax.config import ModelConfig, TrainConfig
-    from rstar_jax.inference.stack import ModelStack
 
     sets = {"level1": problems(6)}
     evolve_search.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
@@ -34,8 +33,7 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     policy = models.init_policy(str(tmp_path / "init"), tokenizer, config)
     ppm = models.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None)
     assert os.path.exists(os.path.join(ppm, "value_head.safetensors"))
-    with ModelStack(policy, ppm, sampler=config.sampler, scorer=config.scorer, exec_workers=1,
-                    exec_timeout_s=config.exec_timeout_s) as stack:
+    with models.model_stack(config, policy, ppm) as stack:
         accuracy = evaluate.pairwise_accuracy(stack.ppm, records.read_pairs(str(tmp_path / "ppm_heldout.json")))
     assert 0.0 <= accuracy <= 1.0
     records.write_records(str(tmp_path / "none.json"), [])

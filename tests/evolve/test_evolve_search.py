@@ -161,7 +161,7 @@ def test_a_chunk_logs_coverage_tree_sizes_tokens_and_phase_times(tmp_path):
     assert metrics["search/nodes_max"] == max(result.num_nodes(b) for b in range(3)) and metrics["search/sample_s"] == 1.5
     for _ in range(2):  # a resumed stage appends after what the killed one wrote
         writer = MetricsWriter.appending(str(tmp_path))
-        writer.write(writer.next_step, metrics)
+        writer.append(metrics)
         writer.close()
     with open(tmp_path / "metrics.jsonl") as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2]

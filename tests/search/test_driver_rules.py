@@ -4,7 +4,6 @@ code blocks with timed-out steps, rewards of grades that ran out of time, a full
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from fake_text import FakeCompletion, FakePolicy
 
 from rstar_jax import steps as sf
