@@ -206,6 +206,10 @@ class SamplerConfig:
     chunk_tokens: int = 32  # decode steps per jitted call between host-side stop-string checks
     min_prompt_bucket: int = 16  # prompts are padded to a power of two >= this
     refill_fraction: float = 0.25  # with work queued, hand back once this share of rows finished
+    # Prefix pool: KV of this many recent prompts (max_len tokens each) kept on device, so a prompt
+    # extending one of them (a search step's parent) prefills only its new tokens. 0: off; else at
+    # least max_batch (one refill stores up to that many prompts).
+    prefix_cache_rows: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

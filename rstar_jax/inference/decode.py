@@ -13,6 +13,10 @@ budget; stop strings spanning several tokens are found on the host, which then r
 Prompt `p` of length n is prefilled without its last token (slots 0..n-2, padding masked); that
 token is the first decode input at position n-1, so every generated token, including the first,
 comes from the same decode step and the same per-row random stream.
+
+With a prefix pool (a KVCache of recently prefilled prompts, indexed on the host by
+`prefix_cache.PrefixIndex`), a prompt starts from the pool row sharing its longest prefix and
+prefills only the rest; each prefilled prompt is then stored in its pool row for later prompts.
 """
 
 from __future__ import annotations
@@ -51,52 +55,88 @@ def init_slots(config: ModelConfig, batch: int, max_len: int) -> Slots:
 
 @struct.dataclass
 class Refill:
-    """New work: P prompts (all but their last token, right-padded) and R slots to fill from them.
+    """New work: P prompts (the part of each, up to its last token, that the prefix pool does not
+    hold; right-padded) and R slots to fill from them.
 
-    Entries of `slot_r` equal to B (out of range) are padding and are dropped.
+    Entries of `slot_r` equal to B (out of range) are padding and are dropped; so are entries of
+    `dest_p` past the pool's rows.
     """
 
-    tokens_pt: jax.Array  # int32[P, T]
+    tokens_pt: jax.Array  # int32[P, T]: the prompt's tokens from `start_p` on
     mask_pt: jax.Array  # bool[P, T]
+    start_p: jax.Array  # int32[P]: tokens taken from pool row `source_p` (0 without a pool)
+    source_p: jax.Array  # int32[P]
+    dest_p: jax.Array  # int32[P]: pool row that stores the prefilled prompt
     slot_r: jax.Array  # int32[R]: slot to fill
     prompt_r: jax.Array  # int32[R]: row of tokens_pt it samples from
     last_token_r: jax.Array  # int32[R]: the prompt's last token
-    position_r: jax.Array  # int32[R]: its position (prompt length - 1)
+    position_r: jax.Array  # int32[R]: its position (prompt length - 1), also its first cache slot
     stream_r: jax.Array  # int32[R, 2]: (prompt index, sample index) naming the row's random stream
     budget_r: jax.Array  # int32[R]
     seed_key: jax.Array  # PRNG key of the sample() call
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
-def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, new: Refill) -> Slots:
-    """Prefills each new prompt once and forks its cache rows into the slots that sample from it."""
+def _resize(x: jax.Array, axis: int, n: int) -> jax.Array:
+    """`x` cut or zero-padded to n entries along `axis`."""
+    if x.shape[axis] >= n:
+        return jax.lax.slice_in_dim(x, 0, n, axis=axis)
+    return jnp.pad(x, [(0, n - x.shape[axis]) if a == axis else (0, 0) for a in range(x.ndim)])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=(2, 3))
+def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, pool: KVCache | None,
+           new: Refill, view_len: int) -> tuple[Slots, KVCache | None]:
+    """Prefills each new prompt once (past the prefix it reuses from the pool), stores it in the
+    pool, and forks its cache rows into the slots that sample from it.
+
+    view_len: cache slots of the prefill, >= start_p + T of every prompt.
+    """
     model = nnx.merge(graphdef, state)
     p, t = new.tokens_pt.shape
-    cache = init_cache(model.config, p, t, slots.cache.k[0].dtype)
-    positions_pt = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (p, t))
+    dtype = slots.cache.k[0].dtype
+    if pool is None:
+        cache = init_cache(model.config, p, view_len, dtype).replace(index_b=new.start_p)
+    else:  # each prompt's pool row, its first start_p tokens valid
+        take = lambda axes, layer: _resize(layer[new.source_p], axes.index("length"), view_len)
+        valid = _resize(pool.valid_bs[new.source_p], 1, view_len)
+        cache = KVCache(k=tuple(take(K_AXES, k) for k in pool.k),
+                        v=tuple(take(V_AXES, v) for v in pool.v),
+                        valid_bs=valid & (jnp.arange(view_len) < new.start_p[:, None]),
+                        index_b=new.start_p)
+    positions_pt = new.start_p[:, None] + jnp.arange(t, dtype=jnp.int32)
     _, cache = model.hidden_states(new.tokens_pt, positions_pt, attention_mask_bt=new.mask_pt,
                                    cache=cache)
+    if pool is not None:
+        store = lambda axes, old, layer: old.at[new.dest_p].set(
+            _resize(layer, axes.index("length"), pool.max_len), mode="drop")
+        pool = KVCache(k=tuple(store(K_AXES, *layers) for layers in zip(pool.k, cache.k)),
+                       v=tuple(store(V_AXES, *layers) for layers in zip(pool.v, cache.v)),
+                       valid_bs=pool.valid_bs.at[new.dest_p].set(
+                           _resize(cache.valid_bs, 1, pool.max_len), mode="drop"),
+                       index_b=pool.index_b)
     old = slots.cache
-    valid_rs = jnp.zeros((new.slot_r.shape[0], old.max_len), bool).at[:, :t].set(
-        cache.valid_bs[new.prompt_r])
+    n = min(view_len, old.max_len)  # a row's tokens all lie below its position (< old.max_len)
+    valid_rs = _resize(cache.valid_bs[new.prompt_r], 1, old.max_len)
 
-    def fork(axes, old_layer, new_layer):  # the prompts' t slots into their sample rows
-        at = (new.slot_r,) + tuple(slice(None, t if a == "length" else None) for a in axes[1:])
-        return old_layer.at[at].set(new_layer[new.prompt_r], mode="drop")
+    def fork(axes, old_layer, new_layer):  # the prompts' slots into their sample rows
+        at = (new.slot_r,) + tuple(slice(None, n if a == "length" else None) for a in axes[1:])
+        rows = jax.lax.slice_in_dim(new_layer[new.prompt_r], 0, n, axis=axes.index("length"))
+        return old_layer.at[at].set(rows, mode="drop")
 
     forked = KVCache(
         k=tuple(fork(K_AXES, *layers) for layers in zip(old.k, cache.k)),
         v=tuple(fork(V_AXES, *layers) for layers in zip(old.v, cache.v)),
         valid_bs=old.valid_bs.at[new.slot_r].set(valid_rs, mode="drop"),
-        index_b=old.index_b.at[new.slot_r].set(t, mode="drop"))
+        index_b=old.index_b.at[new.slot_r].set(new.position_r, mode="drop"))
     # A row's samples depend only on (seed, prompt, sample), not on its slot or batch-mates.
     key_r = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(new.seed_key, s[0]), s[1]))(
         new.stream_r)
     put = lambda x, v: x.at[new.slot_r].set(v, mode="drop")
-    return Slots(cache=forked, token_b=put(slots.token_b, new.last_token_r),
-                 position_b=put(slots.position_b, new.position_r), key_b=put(slots.key_b, key_r),
-                 step_b=put(slots.step_b, 0), budget_b=put(slots.budget_b, new.budget_r),
-                 done_b=put(slots.done_b, False))
+    slots = Slots(cache=forked, token_b=put(slots.token_b, new.last_token_r),
+                  position_b=put(slots.position_b, new.position_r), key_b=put(slots.key_b, key_r),
+                  step_b=put(slots.step_b, 0), budget_b=put(slots.budget_b, new.budget_r),
+                  done_b=put(slots.done_b, False))
+    return slots, pool
 
 
 @struct.dataclass

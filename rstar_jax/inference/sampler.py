@@ -1,8 +1,8 @@
 """Batched sampling of K completions per prompt, with stop strings and continuous batching.
 
 The host keeps a queue of (prompt, sample) rows and B decoding slots. It fills free slots with
-queued rows (`decode.refill`: each distinct prompt prefilled once, its cache forked into its
-slots), runs a jitted chunk of decode steps (`decode.decode_chunk`), then detokenises the new
+queued rows (`decode.refill`: each distinct prompt prefilled once, past the prefix it shares with
+a prompt kept in the prefix pool if there is one, its cache forked into its slots), runs a jitted chunk of decode steps (`decode.decode_chunk`), then detokenises the new
 tokens, matches stop strings and retires finished rows, whose slots take the next queued rows.
 Shapes are bucketed to powers of two (slots, prompts per refill, prompt length, cache length), and
 the cache prefix a chunk attends over to four sizes per power of two, so a long run compiles a
@@ -28,9 +28,10 @@ from transformers import PreTrainedTokenizerBase
 
 from rstar_jax.config import SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
+from rstar_jax.inference.prefix_cache import PrefixIndex
 from rstar_jax.inference.sampling import SamplingParams
 from rstar_jax.inference.text import RowText, finish_table, token_texts
-from rstar_jax.models.decoder import K_AXES, V_AXES
+from rstar_jax.models.decoder import K_AXES, V_AXES, KVCache, init_cache
 from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
 from rstar_jax.parallel.rules import Rules
@@ -62,7 +63,7 @@ class _Row:
     sample: int
     budget: int
     text: RowText
-    cache_start: int  # cache slot of the row's first decode step
+    cache_start: int  # cache slot of the row's first decode step (its prompt's length - 1)
     token_ids: list[int] = dataclasses.field(default_factory=list)
     logprob_sum: float = 0.0
 
@@ -111,6 +112,7 @@ class Sampler:
     parallel) and the decoding slots are split over the batch axes (data parallel); the code path
     is the same. On several hosts, give each host a mesh of its local devices and its own prompts.
     The parameters are taken at construction: build a new Sampler after training the model further.
+    `counts` sums the prompt tokens prefilled and those reused from the prefix pool.
     """
 
     def __init__(self, model: nnx.Module, tokenizer: PreTrainedTokenizerBase,
@@ -128,7 +130,15 @@ class Sampler:
             for i in (ids if isinstance(ids, (tuple, list)) else (ids,)))
         self._token_texts: list[str] | None = None
         self._finish_tables: dict[tuple[str, ...], jax.Array] = {}
-        self._slot_makers: dict[tuple[int, int], Callable[[], decode.Slots]] = {}
+        self._makers: dict[tuple[Callable, int, int], Callable[[], decode.Slots | KVCache]] = {}
+        slots = 1 << (config.max_batch.bit_length() - 1)
+        if config.prefix_cache_rows and config.prefix_cache_rows < slots:
+            raise ValueError(f"SamplerConfig.prefix_cache_rows={config.prefix_cache_rows}: need 0 (off) or "
+                             f">= max_batch rounded down to a power of two ({slots})")
+        self._prefix_index = (PrefixIndex(config.prefix_cache_rows, config.max_len)
+                              if config.prefix_cache_rows else None)
+        self._pool: KVCache | None = None  # made on the first refill
+        self.counts = {"prefill_tokens": 0, "reused_tokens": 0}
 
     def sample(self, prompts: Sequence[str], num_samples: int = 1, sampling: SamplingConfig = SamplingConfig(),
                *, seed: int = 0, progress: bool = False,
@@ -226,10 +236,10 @@ class Sampler:
             free = [b for b in range(num_slots) if b not in live]
             if queue and free:
                 work = [queue.popleft() for _ in range(min(len(free), len(queue)))]
-                slots, start = self._refill(slots, free, work, prompt_ids, budgets, seed)
+                slots = self._refill(slots, free, work, prompt_ids, budgets, seed)
                 for b, (i, j) in zip(free, work):
                     live[b] = _Row(i, j, budgets[i], RowText(self.tokenizer, prompt_ids[i], stops),
-                                   start)
+                                   len(prompt_ids[i]) - 1)
                     retire[b] = False
             min_done = max(1, int(num_slots * cfg.refill_fraction)) if queue else num_slots
             # The rows may advance chunk_tokens slots in this chunk, and as many in the pending one.
@@ -250,26 +260,37 @@ class Sampler:
         return done
 
     def _refill(self, slots: decode.Slots, free: list[int], work: list[tuple[int, int]],
-                prompt_ids: list[list[int]], budgets: list[int],
-                seed: int) -> tuple[decode.Slots, int]:
-        """Puts queued rows into free slots, prefilling each distinct prompt once; also returns
-        the cache slot of the new rows' first decode step (the padded prefill width)."""
+                prompt_ids: list[list[int]], budgets: list[int], seed: int) -> decode.Slots:
+        """Puts queued rows into free slots, prefilling each distinct prompt once: only what the
+        prefix pool (if any) does not hold of it."""
         distinct = list(dict.fromkeys(i for i, _ in work))
-        width = bucket(max(len(prompt_ids[i]) - 1 for i in distinct), self.config.min_prompt_bucket)
-        tokens_pt = np.zeros((bucket(len(distinct)), width), np.int32)
+        prefixes = [prompt_ids[i][:-1] for i in distinct]  # a prompt's last token is decoded
+        if self._prefix_index is None:
+            start, source, dest = [0] * len(distinct), [0] * len(distinct), [0] * len(distinct)
+        else:
+            placed = self._prefix_index.place(prefixes)
+            start, source, dest = ([getattr(p, f) for p in placed] for f in ("reused", "source", "dest"))
+            if self._pool is None:
+                self._pool = self._new_cache(self.config.prefix_cache_rows, self.config.max_len)
+        width = bucket(max(len(ids) - s for ids, s in zip(prefixes, start)), self.config.min_prompt_bucket)
+        prompts = bucket(len(distinct))
+        tokens_pt = np.zeros((prompts, width), np.int32)
         mask_pt = np.zeros(tokens_pt.shape, bool)
-        for p, i in enumerate(distinct):
-            n = len(prompt_ids[i]) - 1
-            tokens_pt[p, :n], mask_pt[p, :n] = prompt_ids[i][:-1], True
+        for p, (ids, s) in enumerate(zip(prefixes, start)):
+            tokens_pt[p, :len(ids) - s], mask_pt[p, :len(ids) - s] = ids[s:], True
+        self.counts["prefill_tokens"] += int(mask_pt.sum())
+        self.counts["reused_tokens"] += sum(start)
         # Always one entry per slot (the rest dropped): refill compiles per prompt bucket only.
         size = slots.done_b.shape[0]
-        pad = lambda values, fill: np.array(values + [fill] * (size - len(values)), np.int32)
+        pad = lambda values, fill, n=size: np.array(values + [fill] * (n - len(values)), np.int32)
         row_of = {i: p for p, i in enumerate(distinct)}
         new = decode.Refill(
             # Split by batch, the prompts are prefilled data parallel, each once (replicated when
             # their count does not split evenly).
             tokens_pt=self._put(tokens_pt), mask_pt=self._put(mask_pt),
-            slot_r=pad(free[: len(work)], slots.done_b.shape[0]),
+            start_p=self._put(pad(start, 0, prompts)), source_p=self._put(pad(source, 0, prompts)),
+            dest_p=self._put(pad(dest, self.config.prefix_cache_rows, prompts)),
+            slot_r=pad(free[: len(work)], size),
             prompt_r=pad([row_of[i] for i, _ in work], 0),
             last_token_r=pad([prompt_ids[i][-1] for i, _ in work], 0),
             position_r=pad([len(prompt_ids[i]) - 1 for i, _ in work], 0),
@@ -277,7 +298,9 @@ class Sampler:
                               + [[0, 0]] * (size - len(work)), np.int32),
             budget_r=pad([budgets[i] for i, _ in work], 0),
             seed_key=jax.random.key(seed))
-        return decode.refill(self._graphdef, self._state, slots, new), width
+        view_len = bucket(max(start) + width)
+        slots, self._pool = decode.refill(self._graphdef, self._state, slots, self._pool, new, view_len)
+        return slots
 
     def _sharding(self, shape: tuple[int, ...],
                   axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
@@ -293,14 +316,25 @@ class Sampler:
         return x if self.mesh is None else jax.device_put(x, self._sharding(x.shape))
 
     def _new_slots(self, num_slots: int, max_len: int) -> decode.Slots:
-        """Empty slots made on device by one compiled program (built once per shape), already split
-        over the mesh's batch axes (and the cache over kv heads): no per-array dispatch or copy."""
-        if (num_slots, max_len) not in self._slot_makers:
-            make = functools.partial(decode.init_slots, self.model_config, num_slots, max_len)
+        """Empty decoding slots (see `_made_on_device`)."""
+        return self._made_on_device(decode.init_slots, num_slots, max_len)
+
+    def _new_cache(self, rows: int, length: int) -> KVCache:
+        """An empty KV cache, the prefix pool's (see `_made_on_device`)."""
+        return self._made_on_device(init_cache, rows, length)
+
+    def _made_on_device(self, init: Callable, rows: int, length: int):
+        """`init(model_config, rows, length)` made on device by one compiled program (built once
+        per shape), already split over the mesh's batch axes (and caches over kv heads): no
+        per-array dispatch or copy."""
+        if (init, rows, length) not in self._makers:
+            make = functools.partial(init, self.model_config, rows, length)
             shapes = jax.eval_shape(make)
             by_batch = jax.tree.map(lambda x: self._sharding(x.shape), shapes)
-            shardings = by_batch.replace(cache=by_batch.cache.replace(
-                k=tuple(self._sharding(x.shape, K_AXES) for x in shapes.cache.k),
-                v=tuple(self._sharding(x.shape, V_AXES) for x in shapes.cache.v)))
-            self._slot_makers[num_slots, max_len] = jax.jit(make, out_shardings=shardings)
-        return self._slot_makers[num_slots, max_len]()
+            by_heads = lambda cache, placed: placed.replace(
+                k=tuple(self._sharding(x.shape, K_AXES) for x in cache.k),
+                v=tuple(self._sharding(x.shape, V_AXES) for x in cache.v))
+            shardings = (by_heads(shapes, by_batch) if isinstance(shapes, KVCache)
+                         else by_batch.replace(cache=by_heads(shapes.cache, by_batch.cache)))
+            self._makers[init, rows, length] = jax.jit(make, out_shardings=shardings)
+        return self._makers[init, rows, length]()

@@ -153,11 +153,12 @@ def test_forked_prefix_gives_from_scratch_logits(tiny):
     new = decode.Refill(
         tokens_pt=jnp.array([prompt[:-1] + [0] * (16 - n + 1)] + [[0] * 16], jnp.int32),
         mask_pt=jnp.array([[True] * (n - 1) + [False] * (16 - n + 1), [False] * 16]),
-        slot_r=pad([0, 1, 2], 8), prompt_r=pad([], 0), last_token_r=pad([], prompt[-1]),
+        start_p=jnp.zeros(2, jnp.int32), source_p=jnp.zeros(2, jnp.int32),
+        dest_p=jnp.zeros(2, jnp.int32), slot_r=pad([0, 1, 2], 8), prompt_r=pad([], 0), last_token_r=pad([], prompt[-1]),
         position_r=pad([], n - 1), stream_r=jnp.zeros((8, 2), jnp.int32), budget_r=pad([], 8),
         seed_key=jax.random.key(0))
     graphdef, state = nnx.split(model)
-    cache = decode.refill(graphdef, state, slots, new).cache
+    cache = decode.refill(graphdef, state, slots, None, new, 16)[0].cache
     forward = jax.jit(lambda tokens, positions, cache: nnx.merge(graphdef, state)(
         tokens, positions, cache=cache))
     continuations = np.random.default_rng(0).integers(0, len(tokenizer), (k, steps))

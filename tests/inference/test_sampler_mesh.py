@@ -36,7 +36,12 @@ SCRIPT = textwrap.dedent("""
         sampled = sampler.sample(prompts, 2, sampling, seed=3)
         # 1 prompt: replicated
         alone = sampler.sample(prompts[:1], 1, dataclasses.replace(sampling, temperature=0.0), seed=3)
-        results.append(([c.token_ids for cs in greedy + sampled + alone for c in cs],
+        # Prompts extending those just sampled reuse their prefixes from a pool split over the mesh.
+        pooled = Sampler(model, tokenizer, dataclasses.replace(config, prefix_cache_rows=8), mesh=device_mesh)
+        first = pooled.sample(prompts, 2, sampling, seed=4)
+        longer = pooled.sample([p + c.text for p, cs in zip(prompts, first) for c in cs], 1, sampling, seed=5)
+        assert pooled.counts["reused_tokens"] > 0
+        results.append(([c.token_ids for cs in greedy + sampled + alone + first + longer for c in cs],
                         scorer.score(prompts)[0]))
     (tokens, raw), (sharded_tokens, sharded_raw) = results
     assert tokens == sharded_tokens, (tokens, sharded_tokens)

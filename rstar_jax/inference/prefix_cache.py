@@ -1,0 +1,79 @@
+"""Host index of the sampler's prefix pool: which prompt prefix each pool row's KV cache holds.
+
+A tree search asks again and again for prompts that extend earlier ones: a child's prompt is its
+parent's plus one step. The sampler keeps the prefilled KV of recent prompts in a fixed pool of
+device rows (`decode.refill` reads and writes it); this index finds, for a new prompt, the row
+sharing its longest token prefix, so only the rest is prefilled, and picks the rows new prompts
+are stored in. Memory stays bounded: the least recently used row is overwritten first. A prompt
+that extends a row's whole prefix (a child of that row's prompt) takes that row over instead; its
+own prefix still serves the row's other children.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where one prompt's cache comes from and goes to: it reuses the first `reused` tokens of
+    pool row `source` (0 tokens: none) and is stored in pool row `dest`."""
+
+    source: int
+    reused: int
+    dest: int
+
+
+class PrefixIndex:
+    """Token prefixes of `rows` pool rows of up to `length` tokens each."""
+
+    def __init__(self, rows: int, length: int):
+        if rows < 1:
+            raise ValueError(f"PrefixIndex: need at least one row, got {rows}")
+        self.tokens = np.full((rows, length), -1, np.int64)  # -1 past a row's prefix: never matches
+        self.lengths = np.zeros(rows, np.int64)
+        self.last_use = np.zeros(rows, np.int64)
+        self._clock = 0
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+    def place(self, prefixes: Sequence[Sequence[int]]) -> list[Placement]:
+        """Reuse sources and storage rows for the cached prefixes of one refill (distinct prompts,
+        each without its last token, each at most `length` tokens). Sources are read before any
+        row is written, so a prompt may take over the row it reuses."""
+        if len(prefixes) > len(self.lengths):
+            raise ValueError(f"PrefixIndex: {len(prefixes)} prompts in one refill, only "
+                             f"{len(self.lengths)} pool rows")
+        self._clock += 1
+        placements, claimed = [], np.zeros(len(self.lengths), bool)
+        for ids in prefixes:
+            source, reused = self._longest_match(ids)
+            if reused:
+                self.last_use[source] = self._clock
+            if reused and reused == self.lengths[source] and not claimed[source]:
+                dest = source  # a child of the row's prompt: the row's prefix lives on in it
+            else:
+                dest = int(np.argmin(np.where(claimed, np.iinfo(np.int64).max, self.last_use)))
+            claimed[dest] = True
+            placements.append(Placement(source, reused, dest))
+        for ids, p in zip(prefixes, placements):
+            self.tokens[p.dest] = -1
+            self.tokens[p.dest, :len(ids)] = ids
+            self.lengths[p.dest] = len(ids)
+            self.last_use[p.dest] = self._clock
+        return placements
+
+    def _longest_match(self, ids: Sequence[int]) -> tuple[int, int]:
+        """(row, tokens) of the row sharing the longest prefix with `ids`."""
+        n = len(ids)
+        if n == 0:
+            return 0, 0
+        equal = self.tokens[:, :n] == np.asarray(ids)
+        shared = np.where(equal.all(axis=1), n, equal.argmin(axis=1))
+        row = int(np.argmax(shared))
+        return row, int(shared[row])

@@ -1,0 +1,85 @@
+"""The sampler's prefix pool: the host index, and samples that do not change with reuse on."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rstar_jax.config import SamplerConfig, SamplingConfig
+from rstar_jax.inference.prefix_cache import Placement, PrefixIndex
+from rstar_jax.inference.sampler import Sampler
+
+CONFIG = SamplerConfig(max_batch=8, max_len=256, chunk_tokens=8, min_prompt_bucket=16)
+
+
+def test_a_prompt_reuses_the_row_sharing_its_longest_prefix():
+    index = PrefixIndex(rows=4, length=16)
+    assert index.place([[1, 2, 3], [7, 8]]) == [Placement(0, 0, 0), Placement(0, 0, 1)]
+    # [1, 2, 9] shares 2 tokens with row 0; [7, 8, 5, 6] extends row 1 whole and takes it over.
+    assert index.place([[1, 2, 9], [7, 8, 5, 6]]) == [Placement(0, 2, 2), Placement(1, 2, 1)]
+    assert index.tokens[1, :5].tolist() == [7, 8, 5, 6, -1] and index.lengths[1] == 4
+    # Row 1's prefix lives on in its new prompt: a sibling still reuses it.
+    assert index.place([[7, 8, 4]]) == [Placement(1, 2, 3)]
+
+
+def test_the_least_recently_used_row_is_overwritten_first():
+    index = PrefixIndex(rows=2, length=8)
+    index.place([[1, 1]])  # row 0
+    index.place([[2, 2]])  # row 1
+    index.place([[1, 1, 5, 5]])  # reuses row 0 whole: takes it over, so row 1 is the oldest now
+    assert index.place([[3]]) == [Placement(0, 0, 1)]
+    assert index.tokens[:, :4].tolist() == [[1, 1, 5, 5], [3, -1, -1, -1]]
+
+
+def test_one_refill_never_stores_two_prompts_in_one_row():
+    index = PrefixIndex(rows=3, length=8)
+    index.place([[1, 2]])
+    placed = index.place([[1, 2, 3], [1, 2, 4], [1, 2, 5]])  # all extend row 0 whole
+    assert [p.reused for p in placed] == [2, 2, 2]
+    assert sorted(p.dest for p in placed) == [0, 1, 2]
+    with pytest.raises(ValueError, match="3 pool rows"):
+        index.place([[1], [2], [3], [4]])
+
+
+def search_like_calls(sampler: Sampler, depth: int) -> list[list[list[int]]]:
+    """Calls shaped like a tree search: each call's prompts extend the last call's with one of its
+    sampled completions, and a new question joins at every level."""
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12)
+    prompts = ["the quick brown fox", "<|user|>:\nWhat is 12 + 30?\n\n<|assistant|>:"]
+    calls = []
+    for level in range(depth):
+        samples = sampler.sample(prompts, 3, sampling, seed=level)
+        calls.append([c.token_ids for cs in samples for c in cs])
+        prompts = [p + cs[j % 3].text for j, (p, cs) in enumerate(zip(prompts, samples))]
+        prompts = prompts + [p + cs[1].text for p, cs in zip(prompts, samples)] + [f"hello {level}"]
+    return calls
+
+
+@pytest.mark.parametrize("rows", [8, 64])
+def test_reuse_changes_no_sample_and_prefills_less(tiny, rows):
+    _, model, tokenizer = tiny
+    plain = Sampler(model, tokenizer, CONFIG)
+    pooled = Sampler(model, tokenizer, dataclasses.replace(CONFIG, prefix_cache_rows=rows))
+    assert search_like_calls(pooled, 4) == search_like_calls(plain, 4)
+    assert plain.counts["reused_tokens"] == 0
+    assert pooled.counts["reused_tokens"] > pooled.counts["prefill_tokens"] > 0
+    assert (pooled.counts["prefill_tokens"] + pooled.counts["reused_tokens"]
+            == plain.counts["prefill_tokens"])
+
+
+def test_reused_prefix_gives_the_same_logprobs(tiny):
+    _, model, tokenizer = tiny
+    prompt, more = "the quick brown fox jumps", " over the lazy dog"
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=16)
+    plain = Sampler(model, tokenizer, CONFIG).sample([prompt + more], 4, sampling, seed=1)
+    pooled = Sampler(model, tokenizer, dataclasses.replace(CONFIG, prefix_cache_rows=8))
+    pooled.sample([prompt], 1, sampling)
+    reused = pooled.sample([prompt + more], 4, sampling, seed=1)
+    assert pooled.counts["reused_tokens"] > 0
+    np.testing.assert_allclose([c.logprob_sum for c in reused[0]], [c.logprob_sum for c in plain[0]],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_a_pool_smaller_than_the_slots_is_refused(tiny):
+    with pytest.raises(ValueError, match="prefix_cache_rows=4"):
+        Sampler(tiny[1], tiny[2], dataclasses.replace(CONFIG, prefix_cache_rows=4))
