@@ -260,11 +260,12 @@ def ppm_bytes(ppm: ModelConfig, mesh: jax.sharding.AbstractMesh, rules: Rules) -
 
 def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerConfig, candidates: int,
                  mesh: jax.sharding.AbstractMesh, budget: int, rules: Rules = DECODE_RULES) -> Phase:
-    """Search, sampling: both models resident, the slot cache, and prefilling one batch of prompts.
+    """Search, sampling: both models resident, the slot cache and the prefix pool, and prefilling
+    one batch of prompts.
 
     `mesh` is one host's decoding mesh, `config` that host's sampler. Each distinct prompt is
     prefilled once and forked into its `candidates` slots; prompts are taken at full length
-    (`max_len`) as a worst case.
+    (`max_len`) as a worst case. The prefix pool holds `prefix_cache_rows` prompts of `max_len`.
     """
     shards, tp = batch_shards(mesh, rules), _tensor(mesh)
     c = jnp.dtype(policy.dtype).itemsize
@@ -277,10 +278,14 @@ def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerCo
     per_token = kv_bytes_per_token(policy, tp, c)
     prefill = (prompts * config.max_len * per_token
                + layer_activation_bytes(policy, prompts, config.max_len, config.max_len, tp, c, backward=False))
-    kv_cache = rows * config.max_len * per_token
+    pool_rows = math.ceil(config.prefix_cache_rows / shards)
+    kv_cache = (rows + pool_rows) * config.max_len * per_token
     knobs = _most_effective_first(params > kv_cache + prefill, "raise MeshConfig.tensor (splits weights and KV heads)",
                                   (f"lower SamplerConfig.max_batch (now {config.max_batch})",))
-    return Phase("sample", f"policy{' + PPM' if ppm else ''} weights, {rows} slots x {config.max_len} tokens, "
+    if config.prefix_cache_rows:
+        knobs += (f"lower SamplerConfig.prefix_cache_rows (now {config.prefix_cache_rows}; at least max_batch)",)
+    pool = f" + {pool_rows} prefix-pool rows" if pool_rows else ""
+    return Phase("sample", f"policy{' + PPM' if ppm else ''} weights, {rows} slots{pool} x {config.max_len} tokens, "
                  f"{prompts} prompts prefilled per device", params, 0, prefill, kv_cache, budget,
                  knobs + (f"lower SamplerConfig.max_len (now {config.max_len})",))
 

@@ -130,7 +130,6 @@ class Sampler:
             for i in (ids if isinstance(ids, (tuple, list)) else (ids,)))
         self._token_texts: list[str] | None = None
         self._finish_tables: dict[tuple[str, ...], jax.Array] = {}
-        self._makers: dict[tuple[Callable, int, int], Callable[[], decode.Slots | KVCache]] = {}
         slots = 1 << (config.max_batch.bit_length() - 1)
         if config.prefix_cache_rows and config.prefix_cache_rows < slots:
             raise ValueError(f"SamplerConfig.prefix_cache_rows={config.prefix_cache_rows}: need 0 (off) or "
@@ -306,35 +305,41 @@ class Sampler:
                   axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
         """Placement on the mesh of an array whose dimensions carry logical `axes` (default: the
         first is batch); None without a mesh."""
-        if self.mesh is None:
-            return None
-        axes = axes or ("batch",) + (None,) * (len(shape) - 1)
-        return sharding.logical_sharding(axes, self.rules, self.mesh, shape)
+        return _placement(self.mesh, self.rules, shape, axes)
 
     def _put(self, x: np.ndarray) -> jax.Array | np.ndarray:
         """`x` split by batch over the mesh (unchanged without one)."""
         return x if self.mesh is None else jax.device_put(x, self._sharding(x.shape))
 
     def _new_slots(self, num_slots: int, max_len: int) -> decode.Slots:
-        """Empty decoding slots (see `_made_on_device`)."""
-        return self._made_on_device(decode.init_slots, num_slots, max_len)
+        """Empty decoding slots (see `_on_device`)."""
+        return _on_device(decode.init_slots, self.model_config, num_slots, max_len, self.mesh, self.rules)()
 
     def _new_cache(self, rows: int, length: int) -> KVCache:
-        """An empty KV cache, the prefix pool's (see `_made_on_device`)."""
-        return self._made_on_device(init_cache, rows, length)
+        """An empty KV cache, the prefix pool's (see `_on_device`)."""
+        return _on_device(init_cache, self.model_config, rows, length, self.mesh, self.rules)()
 
-    def _made_on_device(self, init: Callable, rows: int, length: int):
-        """`init(model_config, rows, length)` made on device by one compiled program (built once
-        per shape), already split over the mesh's batch axes (and caches over kv heads): no
-        per-array dispatch or copy."""
-        if (init, rows, length) not in self._makers:
-            make = functools.partial(init, self.model_config, rows, length)
-            shapes = jax.eval_shape(make)
-            by_batch = jax.tree.map(lambda x: self._sharding(x.shape), shapes)
-            by_heads = lambda cache, placed: placed.replace(
-                k=tuple(self._sharding(x.shape, K_AXES) for x in cache.k),
-                v=tuple(self._sharding(x.shape, V_AXES) for x in cache.v))
-            shardings = (by_heads(shapes, by_batch) if isinstance(shapes, KVCache)
-                         else by_batch.replace(cache=by_heads(shapes.cache, by_batch.cache)))
-            self._makers[init, rows, length] = jax.jit(make, out_shardings=shardings)
-        return self._makers[init, rows, length]()
+
+def _placement(mesh: Mesh | None, rules: Rules, shape: tuple[int, ...],
+               axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
+    if mesh is None:
+        return None
+    axes = axes or ("batch",) + (None,) * (len(shape) - 1)
+    return sharding.logical_sharding(axes, rules, mesh, shape)
+
+
+@functools.cache
+def _on_device(init: Callable, config, rows: int, length: int, mesh: Mesh | None,
+               rules: Rules) -> Callable[[], decode.Slots | KVCache]:
+    """`init(config, rows, length)` made on device by one compiled program (one per shape, shared
+    by every sampler), already split over the mesh's batch axes (and caches over kv heads): no
+    per-array dispatch or copy."""
+    make = functools.partial(init, config, rows, length)
+    shapes = jax.eval_shape(make)
+    place = functools.partial(_placement, mesh, rules)
+    by_batch = jax.tree.map(lambda x: place(x.shape), shapes)
+    by_heads = lambda cache, placed: placed.replace(k=tuple(place(x.shape, K_AXES) for x in cache.k),
+                                                    v=tuple(place(x.shape, V_AXES) for x in cache.v))
+    shardings = (by_heads(shapes, by_batch) if isinstance(shapes, KVCache)
+                 else by_batch.replace(cache=by_heads(shapes.cache, by_batch.cache)))
+    return jax.jit(make, out_shardings=shardings)

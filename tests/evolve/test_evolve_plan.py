@@ -56,9 +56,10 @@ def test_too_small_target_names_the_knob(tmp_path, capsys):
     cli.main(["plan", "--gin_file", path, "--workdir", str(tmp_path), "--topology", "8xa100-40g"])
     out = capsys.readouterr().out
     assert "8 x A100 40GB" in out
-    # Both 7B models' weights on every GPU take most of the memory: split them first.
-    assert re.search(r"does not fit: sample needs [\d.]+ GiB per device, 36.0 GiB usable; turn: raise "
-                     r"MeshConfig.tensor .*; or lower SamplerConfig.max_batch \(now 256\)", out)
+    # The slots, the prefix pool and the prefill take more than both 7B models' weights: shrink them first.
+    assert re.search(r"does not fit: sample needs [\d.]+ GiB per device, 36.0 GiB usable; turn: lower "
+                     r"SamplerConfig.max_batch \(now 256\); or raise MeshConfig.tensor .*; or lower "
+                     r"SamplerConfig.prefix_cache_rows \(now 256", out)
     assert not json.loads((tmp_path / "plan.json").read_text())["fits"]
     # Training on 2 GPUs, one sequence per micro-batch: weights, gradients and AdamW dominate.
     cli.main(["plan", "--gin_file", path, "--workdir", str(tmp_path), "--topology", "2xa100-40g",
@@ -172,3 +173,16 @@ def test_plan_json_records_the_decode_layout(tmp_path):
                                 "param_dtype": "bfloat16"}
     sample = next(p for p in record["phases"] if p["name"] == "sample")
     assert "32 slots" in sample["what"]  # the host's 128 rows over its 4 chips
+
+
+def test_the_prefix_pool_is_planned_beside_the_slots():
+    from rstar_jax.config import SamplerConfig
+
+    mesh = planner.abstract_mesh(MeshConfig(data=2, fsdp=1, tensor=1), 2)
+    phase = lambda rows: planner.sample_phase(
+        TINY, None, SamplerConfig(max_batch=8, max_len=256, prefix_cache_rows=rows), 4, mesh, 1 << 40)
+    plain, pooled = phase(0), phase(16)
+    # 16 pool rows split over the 2 data shards, each row max_len tokens of keys and values.
+    assert pooled.kv_cache - plain.kv_cache == 8 * 256 * planner.kv_bytes_per_token(TINY, 1, 4)
+    assert "8 prefix-pool rows" in pooled.what
+    assert any("prefix_cache_rows (now 16" in knob for knob in pooled.knobs)
