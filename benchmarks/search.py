@@ -5,7 +5,9 @@ Without the pool each prompt is prefilled from scratch; with it, only what the p
 prompt (usually the parent's) does not hold. Both run the same search in one process: the real
 sampler on a random-weight model, each completion made a code step (an untrained model rarely
 ends a step itself) and, at `depth` steps, an answer, so trees grow to a realistic depth; code is
-not executed (the executor is not what is measured). The trees must come out the same.
+not executed (the executor is not what is measured). The trees must come out the same. Prefill
+tokens per expansion are given over all expansions and below the roots (the first expansion of
+a tree prefills its question and template whole).
 
 Shapes: "tiny", the CPU default's search (experiments/tiny_cpu.gin: its policy, 64 trees, 4
 rollouts x 4 candidates, 512-token context; steps of 20 tokens, about the curriculum's, and 4 of
@@ -69,10 +71,12 @@ class StepsThenAnswer:
     def __init__(self, sampler: Sampler, depth: int):
         self.sampler, self.depth = sampler, depth
         self.prompts = self.generated = self.completions = 0
+        self.roots = None  # (prompts, prefilled tokens) of the first call: every tree's root
 
     def sample(self, prompts, num_samples, sampling, *, seed):
         out = self.sampler.sample(prompts, num_samples, sampling, seed=seed)
         self.prompts += len(prompts)
+        self.roots = self.roots or (self.prompts, self.sampler.counts["prefill_tokens"])
         for prompt, row in zip(prompts, out):
             self.generated += sum(len(c.token_ids) for c in row)
             self.completions += len(row)
@@ -108,7 +112,8 @@ def searcher(shape: Shape, model: Decoder, tokenizer, pool_rows: int):
         result = run_mcts(problems, policy, None, config, NoCode(), progress=False)
         seconds = time.perf_counter() - start
         expanded = int(result.arrays["node_count"].sum()) - len(problems)
-        return seconds, dict(expanded=expanded, prompts=policy.prompts,
+        below_root = ((sampler.counts["prefill_tokens"] - policy.roots[1]) / max(policy.prompts - policy.roots[0], 1))
+        return seconds, dict(expanded=expanded, prompts=policy.prompts, below_root=below_root,
                              generated_per_completion=policy.generated / max(policy.completions, 1),
                              **sampler.counts), result
 
@@ -116,7 +121,9 @@ def searcher(shape: Shape, model: Decoder, tokenizer, pool_rows: int):
 
 
 def measure(name: str, shape: Shape, repeats: int) -> dict:
-    model = Decoder(shape.model, rngs=nnx.Rngs(0))
+    # Large random weights: peaked next-token distributions, as a trained model's. Near-uniform
+    # ones over 150k tokens let float noise (prefix prefilled apart or together) move a sample.
+    model = Decoder(dataclasses.replace(shape.model, initializer_range=0.3), rngs=nnx.Rngs(0))
     tokenizer = word_tokenizer(shape.model.vocab_size)
     runs = {"off": searcher(shape, model, tokenizer, 0),
             "on": searcher(shape, model, tokenizer, 4 * shape.max_batch)}
@@ -131,11 +138,13 @@ def measure(name: str, shape: Shape, repeats: int) -> dict:
     stats = {key: last[key][1] for key in runs}
     per_s = {key: stats[key]["expanded"] / min(seconds[key]) for key in runs}
     prefill = {key: stats[key]["prefill_tokens"] / stats[key]["prompts"] for key in runs}
+    below_root = {key: stats[key]["below_root"] for key in runs}
     return {"shape": name, "layers": shape.model.num_hidden_layers, "trees": shape.trees,
             "expanded_nodes": stats["on"]["expanded"], "same_trees": bool(same),
             "anchor_nodes_per_s": round(per_s["off"], 2), "ours_nodes_per_s": round(per_s["on"], 2),
             "ratio": round(float(np.median(np.array(seconds["off"]) / np.array(seconds["on"]))), 2),
             "prefill_tokens_per_expansion": {key: round(v, 1) for key, v in prefill.items()},
+            "below_the_roots": {key: round(v, 1) for key, v in below_root.items()},
             "step_tokens": round(stats["on"]["generated_per_completion"], 1),
             "seconds": {key: [round(s, 2) for s in v] for key, v in seconds.items()}}
 

@@ -35,6 +35,7 @@ from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.hf import config_to_hf
 from rstar_jax.parallel.mesh import make_mesh
+from rstar_jax.parallel import sharding
 from rstar_jax.parallel.rules import TRAIN_RULES
 from rstar_jax.training import data
 from rstar_jax.training.loop import init_state, jit_train_step
@@ -104,16 +105,17 @@ def ppm_batch(config: ModelConfig, batch: int, length: int) -> dict[str, np.ndar
 
 
 def ours(config: ModelConfig, host: dict[str, np.ndarray], steps: int, task: str = "sft") -> float:
-    """The train loop's own jitted step on a one-device mesh."""
+    """The train loop's own jitted step, data parallel over the CPU devices (one on an accelerator)."""
     tx = optimizer(TRAIN, total_steps=1000)
-    mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+    devices = jax.devices() if jax.default_backend() == "cpu" else jax.devices()[:1]
+    mesh = make_mesh(MeshConfig(), devices)
     model = Decoder(config, rngs=nnx.Rngs(0))
     if task == "ppm":
         model = ProcessRewardModel(config, rngs=nnx.Rngs(1), backbone=model)
     graphdef, state, shardings = init_state(model, tx, mesh, TRAIN_RULES)
     loss_fn = ppm_loss_fn if task == "ppm" else sft_loss_fn
     step_fn = jit_train_step(graphdef, shardings, loss_fn, tx, learning_rate_schedule(TRAIN, 1000))
-    batch = {k: jnp.asarray(v[None]) for k, v in host.items()}  # one micro-batch
+    batch = sharding.global_batch({k: v[None] for k, v in host.items()}, mesh, TRAIN_RULES, 1)  # one micro-batch
 
     def step():
         nonlocal state
@@ -160,13 +162,19 @@ def main() -> None:
     parser.add_argument("--peak_dtype", default="float32", help="dtype of the matmul peak MFU is measured against")
     parser.add_argument("--peak_size", type=int, default=4096, help="n of the n x n matmul peak")
     parser.add_argument("--anchor", choices=("torch", "none"), default="torch")
+    threads = torch.get_num_threads() if torch else 1
+    parser.add_argument("--cpu_devices", type=int, default=1 << (threads.bit_length() - 1),
+                        help="JAX CPU devices the step is split over, data parallel (default: one per "
+                             "PyTorch thread, rounded down to a power of two; see benchmarks/sampler.py)")
     args = parser.parse_args()
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before the backend starts
 
     peak = matmul_peak_flops(args.peak_size, dtype=args.peak_dtype)
     torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"  # the anchor runs where ours does
     if args.anchor == "torch":
         torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default fp32 matmul precision on GPU
     result = {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+              "jax_devices": len(jax.devices()) if jax.default_backend() == "cpu" else 1,
               "torch_device": torch_device, "torch_threads": torch.get_num_threads() if torch else None,
               "batch": args.batch, "length": args.length, "task": args.task, "compute_dtype": args.compute_dtype,
               "peak_dtype": args.peak_dtype, "matmul_peak_tflops": peak / 1e12}
