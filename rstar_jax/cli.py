@@ -185,6 +185,26 @@ def write_config(workdir: Path, text: str) -> None:
     os.replace(tmp, workdir / "config.gin")
 
 
+MAX_CPU_DEVICES = 4  # the shipped CPU experiments' batch sizes split evenly over up to 4 devices
+
+
+def use_every_core() -> None:
+    """XLA runs a CPU device's program on about one core (docs/performance.md): JAX gets one CPU
+    device per core this process may use (a power of two, at most MAX_CPU_DEVICES, so batches
+    split evenly), and the stages split their work over them data parallel, as over accelerators.
+    JAX_NUM_CPU_DEVICES, or XLA_FLAGS forcing a device count, decide instead; a process that
+    already started JAX (a test calling `main`) keeps its devices."""
+    if "JAX_NUM_CPU_DEVICES" in os.environ or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    import jax
+
+    cores = min(len(os.sched_getaffinity(0)), MAX_CPU_DEVICES)
+    try:
+        jax.config.update("jax_num_cpu_devices", 1 << (cores.bit_length() - 1))
+    except RuntimeError:  # JAX already started its backends
+        pass
+
+
 def persist_compilations(workdir: Path) -> None:
     """Keeps every compiled XLA program in `<workdir>/xla_cache` (unless JAX_COMPILATION_CACHE_DIR
     names another place): a resumed run, and each evolve stage after the first, loads the sampler,
@@ -231,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(args.workdir or Path("runs") / args.command)
     write_config(workdir, gin.config_str())
+    use_every_core()
     persist_compilations(workdir)
     function = getattr(module, fn_name)
     try:

@@ -132,6 +132,17 @@ def test_compiled_programs_persist_in_the_workdir_unless_jax_is_told_otherwise(t
 
 
 
+@pytest.mark.parametrize("cores, env, devices", [(6, {}, 4), (1, {}, 1), (16, {}, 4), (6, {"JAX_NUM_CPU_DEVICES": "1"}, 1),
+                                                 (6, {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, 3)])
+def test_commands_get_a_cpu_device_per_core_unless_told_otherwise(cores, env, devices):
+    program = ("import os, jax; from rstar_jax import cli; "
+               f"os.sched_getaffinity = lambda pid: set(range({cores})); cli.use_every_core(); print(jax.device_count())")
+    clean = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    out = subprocess.run([sys.executable, "-c", program], env={**clean, **env, "JAX_PLATFORMS": "cpu"}, check=True,
+                         capture_output=True, text=True).stdout
+    assert int(out.split()[-1]) == devices
+
+
 def _demo_gin(tmp_path, *lines: str) -> str:
     gin_file = tmp_path / "demo.gin"
     header = "from __gin__ import dynamic_registration\nimport rstar_cli_demo\nfrom rstar_jax import config\n"
