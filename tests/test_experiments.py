@@ -81,12 +81,14 @@ def test_ppm_training(gin_file):
 
 
 def test_tiny_cpu_sampling():
-    """Each round's search samples 48-token steps at 0.8, the evaluation's MCTS at 0.2; greedy eval 320 tokens."""
+    """Each round's search samples 48-token steps at 0.8, the evaluation's MCTS at 0.2; greedy eval 320 tokens,
+    best-of-8 at 0.7 (greedy always decodes at 0)."""
     config = resolved("rstar_jax.evolve.run", "evolve", "tiny_cpu.gin")["config"]
     assert [r.search.sampling for r in config.rounds] == [
         SamplingConfig(temperature=0.8, max_new_tokens=48, stop=SEARCH_STOP)] * 4
     assert config.eval_search.sampling == SamplingConfig(temperature=0.2, max_new_tokens=48, stop=SEARCH_STOP)
-    assert config.evaluation.sampling == SamplingConfig(temperature=1.0, max_new_tokens=320, stop=GREEDY_STOP)
+    assert config.evaluation.sampling == SamplingConfig(temperature=0.7, max_new_tokens=320, stop=GREEDY_STOP)
+    assert config.evaluation.methods == ("greedy", "mcts", "best_of_n") and config.evaluation.num_samples == 8
 
 
 def test_smoke_and_eval_small_sampling():
