@@ -34,8 +34,8 @@ from flax import nnx
 from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.hf import config_to_hf
-from rstar_jax.parallel.mesh import make_mesh
 from rstar_jax.parallel import sharding
+from rstar_jax.parallel.mesh import make_mesh
 from rstar_jax.parallel.rules import TRAIN_RULES
 from rstar_jax.training import data
 from rstar_jax.training.loop import init_state, jit_train_step
@@ -162,12 +162,16 @@ def main() -> None:
     parser.add_argument("--peak_dtype", default="float32", help="dtype of the matmul peak MFU is measured against")
     parser.add_argument("--peak_size", type=int, default=4096, help="n of the n x n matmul peak")
     parser.add_argument("--anchor", choices=("torch", "none"), default="torch")
-    threads = torch.get_num_threads() if torch else 1
-    parser.add_argument("--cpu_devices", type=int, default=1 << (threads.bit_length() - 1),
+    parser.add_argument("--cpu_devices", type=int, default=0,
                         help="JAX CPU devices the step is split over, data parallel (default: one per "
-                             "PyTorch thread, rounded down to a power of two; see benchmarks/sampler.py)")
+                             "PyTorch thread, as a power of two that divides --batch; see benchmarks/sampler.py)")
     args = parser.parse_args()
-    jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before the backend starts
+    devices = args.cpu_devices
+    if not devices:
+        devices = 1 << ((torch.get_num_threads() if torch else 1).bit_length() - 1)
+        while args.batch % devices:
+            devices //= 2
+    jax.config.update("jax_num_cpu_devices", devices)  # before the backend starts
 
     peak = matmul_peak_flops(args.peak_size, dtype=args.peak_dtype)
     torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"  # the anchor runs where ours does

@@ -198,7 +198,8 @@ def use_every_core() -> None:
         return
     import jax
 
-    cores = min(len(os.sched_getaffinity(0)), MAX_CPU_DEVICES)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS: no affinity
+    cores = min(usable, MAX_CPU_DEVICES)
     try:
         jax.config.update("jax_num_cpu_devices", 1 << (cores.bit_length() - 1))
     except RuntimeError:  # JAX already started its backends

@@ -278,7 +278,9 @@ def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerCo
     per_token = kv_bytes_per_token(policy, tp, c)
     prefill = (prompts * config.max_len * per_token
                + layer_activation_bytes(policy, prompts, config.max_len, config.max_len, tp, c, backward=False))
-    pool_rows = math.ceil(config.prefix_cache_rows / shards)
+    # Pool rows split over the batch shards, or lie whole on every device when they do not divide.
+    rows_per_shard, rest = divmod(config.prefix_cache_rows, shards)
+    pool_rows = config.prefix_cache_rows if rest else rows_per_shard
     kv_cache = (rows + pool_rows) * config.max_len * per_token
     knobs = _most_effective_first(params > kv_cache + prefill, "raise MeshConfig.tensor (splits weights and KV heads)",
                                   (f"lower SamplerConfig.max_batch (now {config.max_batch})",))

@@ -98,8 +98,11 @@ def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, pool: KVCache
         cache = init_cache(model.config, p, view_len, dtype).replace(index_b=new.start_p)
     else:  # each prompt's pool row, its first start_p tokens valid
         shared = min(view_len, pool.max_len)  # pool slots the prefill can see, and store
-        take = lambda axes, layer: _resize(
-            _resize(layer, axes.index("length"), shared)[new.source_p], axes.index("length"), view_len)
+
+        def take(axes, layer):  # the source rows' first `shared` slots, as `view_len` slots
+            length = axes.index("length")
+            return _resize(_resize(layer, length, shared)[new.source_p], length, view_len)
+
         valid = _resize(pool.valid_bs[new.source_p], 1, view_len)
         cache = KVCache(k=tuple(take(K_AXES, k) for k in pool.k),
                         v=tuple(take(V_AXES, v) for v in pool.v),
@@ -109,10 +112,11 @@ def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, pool: KVCache
     _, cache = model.hidden_states(new.tokens_pt, positions_pt, attention_mask_bt=new.mask_pt,
                                    cache=cache)
     if pool is not None:
+        def store(axes, old, layer):  # the prompts into their rows' first `shared` slots
+            at = (new.dest_p,) + tuple(slice(None, shared if a == "length" else None) for a in axes[1:])
+            return old.at[at].set(_resize(layer, axes.index("length"), shared), mode="drop")
+
         # Slots past `shared` keep stale keys and values; the row's valid mask hides them.
-        store = lambda axes, old, layer: old.at[(new.dest_p,) + tuple(
-            slice(None, shared if a == "length" else None) for a in axes[1:])].set(
-            _resize(layer, axes.index("length"), shared), mode="drop")
         pool = KVCache(k=tuple(store(K_AXES, *layers) for layers in zip(pool.k, cache.k)),
                        v=tuple(store(V_AXES, *layers) for layers in zip(pool.v, cache.v)),
                        valid_bs=pool.valid_bs.at[new.dest_p].set(

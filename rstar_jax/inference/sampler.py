@@ -2,8 +2,9 @@
 
 The host keeps a queue of (prompt, sample) rows and B decoding slots. It fills free slots with
 queued rows (`decode.refill`: each distinct prompt prefilled once, past the prefix it shares with
-a prompt kept in the prefix pool if there is one, its cache forked into its slots), runs a jitted chunk of decode steps (`decode.decode_chunk`), then detokenises the new
-tokens, matches stop strings and retires finished rows, whose slots take the next queued rows.
+a prompt kept in the prefix pool if there is one, its cache forked into its slots), runs a jitted
+chunk of decode steps (`decode.decode_chunk`), then detokenises the new tokens, matches stop
+strings and retires finished rows, whose slots take the next queued rows.
 Shapes are bucketed to powers of two (slots, prompts per refill, prompt length, cache length), and
 the cache prefix a chunk attends over to four sizes per power of two, so a long run compiles a
 bounded number of programs.
@@ -26,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from rstar_jax.config import SamplerConfig, SamplingConfig
+from rstar_jax.config import ModelConfig, SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
 from rstar_jax.inference.prefix_cache import PrefixIndex
 from rstar_jax.inference.sampling import SamplingParams
@@ -119,7 +120,8 @@ class Sampler:
                  config: SamplerConfig = SamplerConfig(), mesh: Mesh | None = None,
                  rules: Rules = rules.DECODE_RULES):
         self.model_config = model.config
-        self.rules = rules
+        # Hashable (the compiled slot makers are cached by it), whatever sequences gin gave.
+        self.rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
         self.tokenizer = tokenizer
         self.config = config
         self.mesh = mesh
@@ -271,7 +273,12 @@ class Sampler:
             start, source, dest = ([getattr(p, f) for p in placed] for f in ("reused", "source", "dest"))
             if self._pool is None:
                 self._pool = self._new_cache(self.config.prefix_cache_rows, self.config.max_len)
+        # The prefill sees `view_len` cache slots, never more than `max_len` (bucketed): in a refill
+        # mixing a long new prompt with a deep reused one, the reused one gives up what would not
+        # fit beside the widest suffix.
         width = bucket(max(len(ids) - s for ids, s in zip(prefixes, start)), self.config.min_prompt_bucket)
+        view_len = min(bucket(max(start) + width), bucket(self.config.max_len))
+        start = [min(s, view_len - width) for s in start]
         prompts = bucket(len(distinct))
         tokens_pt = np.zeros((prompts, width), np.int32)
         mask_pt = np.zeros(tokens_pt.shape, bool)
@@ -297,8 +304,13 @@ class Sampler:
                               + [[0, 0]] * (size - len(work)), np.int32),
             budget_r=pad([budgets[i] for i, _ in work], 0),
             seed_key=jax.random.key(seed))
-        view_len = bucket(max(start) + width)
-        slots, self._pool = decode.refill(self._graphdef, self._state, slots, self._pool, new, view_len)
+        try:
+            slots, self._pool = decode.refill(self._graphdef, self._state, slots, self._pool, new, view_len)
+        except Exception:  # the pool was donated and the index already updated: start both afresh
+            if self._prefix_index is not None:
+                self._prefix_index = PrefixIndex(self.config.prefix_cache_rows, self.config.max_len)
+                self._pool = None
+            raise
         return slots
 
     def _sharding(self, shape: tuple[int, ...],
@@ -322,6 +334,7 @@ class Sampler:
 
 def _placement(mesh: Mesh | None, rules: Rules, shape: tuple[int, ...],
                axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
+    """See `Sampler._sharding`."""
     if mesh is None:
         return None
     axes = axes or ("batch",) + (None,) * (len(shape) - 1)
@@ -329,7 +342,7 @@ def _placement(mesh: Mesh | None, rules: Rules, shape: tuple[int, ...],
 
 
 @functools.cache
-def _on_device(init: Callable, config, rows: int, length: int, mesh: Mesh | None,
+def _on_device(init: Callable, config: ModelConfig, rows: int, length: int, mesh: Mesh | None,
                rules: Rules) -> Callable[[], decode.Slots | KVCache]:
     """`init(config, rows, length)` made on device by one compiled program (one per shape, shared
     by every sampler), already split over the mesh's batch axes (and caches over kv heads): no

@@ -181,7 +181,8 @@ def test_paper_mode_killed_at_five_points_resumes_to_the_same_records_and_report
     assert results["round1/ppm"]["trained"], "no PPM pairs: the mid-PPM kill point would not be reached"
     assert set(results["round1/evaluate"]["accuracy"]) >= {"greedy", "mcts"}
     chunks = [json.loads(line) for line in open(clean / "round1" / "search" / "metrics.jsonl")]
-    assert chunks and all(c["search/prefill_tokens"] > 0 and "search/reused_tokens" in c for c in chunks)
+    # every chunk counts its prompt tokens (none where every prompt was longer than the context)
+    assert all("search/reused_tokens" in c for c in chunks) and sum(c["search/prefill_tokens"] for c in chunks) > 0
     for r in (0, 1, 2):  # the long benchmark problems are counted, not fatal
         assert results[f"round{r}/evaluate"]["accuracy"]["greedy"]["benchmark"] == 0.0
     predictions = clean / "round1" / "eval" / "benchmark" / "greedy" / "predictions.jsonl"

@@ -185,4 +185,6 @@ def test_the_prefix_pool_is_planned_beside_the_slots():
     # 16 pool rows split over the 2 data shards, each row max_len tokens of keys and values.
     assert pooled.kv_cache - plain.kv_cache == 8 * 256 * planner.kv_bytes_per_token(TINY, 1, 4)
     assert "8 prefix-pool rows" in pooled.what
+    # Rows that do not split over the shards lie whole on every device, as the sampler places them.
+    assert phase(15).kv_cache - plain.kv_cache == 15 * 256 * planner.kv_bytes_per_token(TINY, 1, 4)
     assert any("prefix_cache_rows (now 16" in knob for knob in pooled.knobs)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rstar_jax.config import SamplerConfig, SamplingConfig
+from rstar_jax.inference import decode
 from rstar_jax.inference.prefix_cache import Placement, PrefixIndex
 from rstar_jax.inference.sampler import Sampler
 
@@ -83,3 +84,34 @@ def test_reused_prefix_gives_the_same_logprobs(tiny):
 def test_a_pool_smaller_than_the_slots_is_refused(tiny):
     with pytest.raises(ValueError, match="prefix_cache_rows=4"):
         Sampler(tiny[1], tiny[2], dataclasses.replace(CONFIG, prefix_cache_rows=4))
+
+
+def test_a_refill_mixing_a_long_new_prompt_with_a_deep_reused_one_samples_the_same(tiny):
+    """The prefill stays as wide as the longest prompt: the reused prompt gives up what would not
+    fit beside the new one's suffix, and nothing sampled changes."""
+    _, model, tokenizer = tiny
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8)
+    deep, long = "the quick brown fox jumps over the lazy dog " * 3, "hello world, héllo wörld 1234567890 " * 4
+    plain = Sampler(model, tokenizer, CONFIG)
+    pooled = Sampler(model, tokenizer, dataclasses.replace(CONFIG, prefix_cache_rows=8))
+    for sampler in (plain, pooled):
+        sampler.sample([deep], 1, sampling, seed=1)
+    prompts = [deep + "and so on", long]
+    got, expected = pooled.sample(prompts, 2, sampling, seed=2), plain.sample(prompts, 2, sampling, seed=2)
+    assert [[c.token_ids for c in cs] for cs in got] == [[c.token_ids for c in cs] for cs in expected]
+
+
+def test_a_failed_refill_starts_the_pool_afresh(tiny, monkeypatch):
+    _, model, tokenizer = tiny
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8)
+    pooled = Sampler(model, tokenizer, dataclasses.replace(CONFIG, prefix_cache_rows=8))
+    pooled.sample(["the quick brown fox"], 1, sampling)
+    real = decode.refill
+    monkeypatch.setattr(decode, "refill", lambda *args: (_ for _ in ()).throw(MemoryError("out of memory")))
+    with pytest.raises(MemoryError):
+        pooled.sample(["the quick brown fox jumps"], 1, sampling)
+    assert pooled._pool is None and not pooled._prefix_index.lengths.any()
+    monkeypatch.setattr(decode, "refill", real)
+    expected = Sampler(model, tokenizer, CONFIG).sample(["the quick brown fox jumps"], 2, sampling, seed=3)
+    got = pooled.sample(["the quick brown fox jumps"], 2, sampling, seed=3)
+    assert [c.token_ids for c in got[0]] == [c.token_ids for c in expected[0]]
