@@ -96,17 +96,16 @@ def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, pool: KVCache
     dtype = slots.cache.k[0].dtype
     if pool is None:
         cache = init_cache(model.config, p, view_len, dtype).replace(index_b=new.start_p)
-    else:  # each prompt's pool row, its first start_p tokens valid
+    else:  # each prompt's pool row; a stored prompt has no padding, so its first start_p slots are valid
         shared = min(view_len, pool.max_len)  # pool slots the prefill can see, and store
 
         def take(axes, layer):  # the source rows' first `shared` slots, as `view_len` slots
             length = axes.index("length")
             return _resize(_resize(layer, length, shared)[new.source_p], length, view_len)
 
-        valid = _resize(pool.valid_bs[new.source_p], 1, view_len)
         cache = KVCache(k=tuple(take(K_AXES, k) for k in pool.k),
                         v=tuple(take(V_AXES, v) for v in pool.v),
-                        valid_bs=valid & (jnp.arange(view_len) < new.start_p[:, None]),
+                        valid_bs=jnp.arange(view_len) < new.start_p[:, None],
                         index_b=new.start_p)
     positions_pt = new.start_p[:, None] + jnp.arange(t, dtype=jnp.int32)
     _, cache = model.hidden_states(new.tokens_pt, positions_pt, attention_mask_bt=new.mask_pt,
@@ -116,12 +115,10 @@ def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, pool: KVCache
             at = (new.dest_p,) + tuple(slice(None, shared if a == "length" else None) for a in axes[1:])
             return old.at[at].set(_resize(layer, axes.index("length"), shared), mode="drop")
 
-        # Slots past `shared` keep stale keys and values; the row's valid mask hides them.
-        pool = KVCache(k=tuple(store(K_AXES, *layers) for layers in zip(pool.k, cache.k)),
-                       v=tuple(store(V_AXES, *layers) for layers in zip(pool.v, cache.v)),
-                       valid_bs=pool.valid_bs.at[new.dest_p].set(
-                           _resize(cache.valid_bs, 1, pool.max_len), mode="drop"),
-                       index_b=pool.index_b)
+        # Which slots of a row hold its prompt is the host index's to know (a prefix of them), so
+        # the pool's valid_bs and index_b stay as made; slots past a prompt keep stale values.
+        pool = pool.replace(k=tuple(store(K_AXES, *layers) for layers in zip(pool.k, cache.k)),
+                            v=tuple(store(V_AXES, *layers) for layers in zip(pool.v, cache.v)))
     old = slots.cache
     n = min(view_len, old.max_len)  # a row's tokens all lie below its position (< old.max_len)
     valid_rs = _resize(cache.valid_bs[new.prompt_r], 1, old.max_len)

@@ -132,13 +132,11 @@ class Sampler:
             for i in (ids if isinstance(ids, (tuple, list)) else (ids,)))
         self._token_texts: list[str] | None = None
         self._finish_tables: dict[tuple[str, ...], jax.Array] = {}
-        slots = 1 << (config.max_batch.bit_length() - 1)
-        if config.prefix_cache_rows and config.prefix_cache_rows < slots:
+        self._max_slots = 1 << (config.max_batch.bit_length() - 1)  # max_batch, as a power of two
+        if config.prefix_cache_rows and config.prefix_cache_rows < self._max_slots:
             raise ValueError(f"SamplerConfig.prefix_cache_rows={config.prefix_cache_rows}: need 0 (off) or "
-                             f">= max_batch rounded down to a power of two ({slots})")
-        self._prefix_index = (PrefixIndex(config.prefix_cache_rows, config.max_len)
-                              if config.prefix_cache_rows else None)
-        self._pool: KVCache | None = None  # made on the first refill
+                             f">= max_batch rounded down to a power of two ({self._max_slots})")
+        self._empty_pool()
         self.counts = {"prefill_tokens": 0, "reused_tokens": 0}
 
     def sample(self, prompts: Sequence[str], num_samples: int = 1, sampling: SamplingConfig = SamplingConfig(),
@@ -199,7 +197,7 @@ class Sampler:
             (i, j) for i in range(len(prompt_ids)) if budgets[i] for j in range(num_samples))
         if not queue:
             return {}
-        num_slots = min(bucket(len(queue)), 1 << (cfg.max_batch.bit_length() - 1))
+        num_slots = min(bucket(len(queue)), self._max_slots)
         prefill_len = bucket(max(len(prompt_ids[i]) for i, _ in queue) - 1, cfg.min_prompt_bucket)
         max_len = bucket(prefill_len + max(budgets))
         slots = self._new_slots(num_slots, max_len)
@@ -307,11 +305,15 @@ class Sampler:
         try:
             slots, self._pool = decode.refill(self._graphdef, self._state, slots, self._pool, new, view_len)
         except Exception:  # the pool was donated and the index already updated: start both afresh
-            if self._prefix_index is not None:
-                self._prefix_index = PrefixIndex(self.config.prefix_cache_rows, self.config.max_len)
-                self._pool = None
+            self._empty_pool()
             raise
         return slots
+
+    def _empty_pool(self) -> None:
+        """No prefix kept: a fresh index, the device pool made on the next refill (none when off)."""
+        rows = self.config.prefix_cache_rows
+        self._prefix_index = PrefixIndex(rows, self.config.max_len) if rows else None
+        self._pool: KVCache | None = None
 
     def _sharding(self, shape: tuple[int, ...],
                   axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
