@@ -448,6 +448,10 @@ class EvolveConfig:
     # The PPM of round r trains (and is measured) on the pairs of rounds r - n + 1 .. r; 1: its own
     # round's, as the paper.
     ppm_pair_rounds: int = 1
+    # Round r searches shard (r - 1) mod n of every training set (problem i is in shard i mod n), so
+    # with n > 1 each round meets problems no earlier round searched, as the paper's rounds draw on
+    # a large unlabeled pool; 1: every round searches every training problem.
+    train_shards: int = 1
     search_chunk: int = 64  # problems per resumable search write
     exec_workers: int = 4
     exec_timeout_s: float = 30.0  # per program, as the original's interpreter

@@ -31,3 +31,12 @@ def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> l
     seed = records.read_sft(seed_file)
     return ([sf.sft_prompt(r.query) + r.response for r in seed]
             + [p.question for problems in problem_sets.values() for p in problems])
+
+
+def round_problems(train_sets: dict[str, list[Problem]], shards: int, round_index: int
+                   ) -> dict[str, list[Problem]]:
+    """The training problems round `round_index` (1-based) searches: shard (round - 1) mod `shards`
+    of every set, where problem i of a set is in shard i mod `shards`, so each shard keeps the
+    sets' mix (a set with fewer problems than `shards` sits out the rounds its shard is empty)."""
+    shard = (round_index - 1) % shards
+    return {name: problems[shard::shards] for name, problems in train_sets.items() if problems[shard::shards]}

@@ -39,7 +39,7 @@ from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evolve.evaluate import evaluate_round
 from rstar_jax.evolve.extract import PPM_HELDOUT, PPM_TRAIN, extract_round
 from rstar_jax.evolve.models import init_policy, train_policy, train_reward_model, train_tokenizer
-from rstar_jax.evolve.problems import tokenizer_texts, write_curriculum
+from rstar_jax.evolve.problems import round_problems, tokenizer_texts, write_curriculum
 from rstar_jax.evolve.report import round_rows, write_report
 from rstar_jax.evolve.runner import Manifest
 from rstar_jax.evolve.search import search_stage
@@ -77,6 +77,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         config, curriculum = with_seed(config, curriculum, seed)
     if config.round_base not in ROUND_BASES:
         raise ValueError(f"evolve: round_base {config.round_base!r} is not one of {ROUND_BASES}")
+    if config.train_shards < 1:
+        raise ValueError(f"evolve: train_shards must be at least 1, got {config.train_shards}")
     initialize_distributed()
     is_main = jax.process_index() == 0
     manifest = Manifest.load(workdir)
@@ -115,12 +117,13 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             log.warning("round %d: no PPM from an earlier round; searching terminal-guided", r)
             rc = dataclasses.replace(rc, search=dataclasses.replace(rc.search, use_ppm=False))
         round_dir = os.path.join(workdir, f"round{r}")
+        round_sets = round_problems(train_sets, config.train_shards, r)
         manifest.run(f"round{r}/search", lambda: search_stage(
-            round_dir, train_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
+            round_dir, round_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
             config.seed + 10 * r))
         earlier = [os.path.join(workdir, f"round{k}") for k in range(max(1, r - config.ppm_pair_rounds + 1), r)]
         manifest.run(f"round{r}/extract", lambda: extract_round(
-            round_dir, train_sets, config, seed_file, earlier) if is_main else None)
+            round_dir, round_sets, config, seed_file, earlier) if is_main else None)
         sft_file, pairs_file = os.path.join(round_dir, "sft.json"), os.path.join(round_dir, PPM_TRAIN)
         policy = model_of(manifest.run(f"round{r}/policy", lambda: fine_tune(
             f"round {r} policy", sft_file, len(records.read_sft(sft_file)), policy, lambda: train_policy(

@@ -48,6 +48,29 @@ def test_round_base_picks_what_each_round_fine_tunes(tmp_path, monkeypatch, roun
     assert stages.bases == bases
 
 
+def test_each_round_searches_its_own_shard_of_the_training_problems(tmp_path, monkeypatch):
+    """train_shards = 3: the three rounds search disjoint thirds of every set, which together are
+    the whole set."""
+    from rstar_jax.config import CurriculumConfig
+
+    StandInStages(monkeypatch, str(tmp_path))
+    searched = []
+    search_stage = run.search_stage
+    monkeypatch.setattr(run, "search_stage", lambda round_dir, sets, *args: (
+        searched.append({name: [p.index for p in problems] for name, problems in sets.items()}),
+        search_stage(round_dir, sets, *args))[1])
+    config = EvolveConfig(rounds=(ROUND,) * 3, train_shards=3)
+    curriculum = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=2, train_per_level=6,
+                                  test_per_level=1)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    assert searched == [{"level1": [k, k + 3], "level2": [k, k + 3]} for k in range(3)]
+
+
+def test_train_shards_below_one_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="train_shards must be at least 1, got 0"):
+        run.evolve(str(tmp_path), config=EvolveConfig(train_shards=0))
+
+
 def test_unknown_round_base_is_refused(tmp_path):
     with pytest.raises(ValueError, match="round_base 'latest' is not one of"):
         run.evolve(str(tmp_path), config=EvolveConfig(round_base="latest"))
