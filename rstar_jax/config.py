@@ -189,12 +189,22 @@ class CurriculumConfig:
 
     levels: tuple[int, ...] = (1, 2, 3, 4)  # the generator knows 1-6
     seed_levels: tuple[int, ...] = (1, 2, 3)  # levels whose worked solutions form the seed set
-    seed_per_level: int = 1500
+    seed_per_level: int | tuple[int, ...] = 1500  # or one count per seed level (a sparse seed)
     train_per_level: int = 32
     test_per_level: int = 100
     seed_seed: int = 0  # each split draws from its own seed
     train_seed: int = 1
     test_seed: int = 2
+    # Numbered stories: the question's sentences are labelled "(1) ... (2) ..." and each worked step's
+    # comment carries its sentence's label ("# (2) She buys 3 more apples."), so a step copies its
+    # sentence by label and the solution ends where the question has no next label.
+    numbered: bool = False
+    # Operand ranges (the opening count and the added / subtracted amounts) times this factor:
+    # wider ranges make a wrong program's answer rarely equal the right one by luck.
+    operand_scale: int = 1
+    # The operations a story draws from (data/curriculum.py OPERATIONS). Without the inverse pairs
+    # (divide, half against multiply, twice), a program that skips steps rarely lands on the answer.
+    operations: tuple[str, ...] = ("add", "subtract", "multiply", "divide", "twice", "half", "fewer", "more")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from rstar_jax.config import CurriculumConfig
 from rstar_jax import steps as sf
@@ -67,32 +68,36 @@ class _Op:
 _Proposal = tuple[tuple[str, ...], int, str, bool] | None
 
 
-def _operand(rng: random.Random, level: int) -> int:
-    return rng.randint(2, 5 + 5 * level)
+def _span(level: int, scale: int) -> int:
+    return scale * (5 + 5 * level)
 
 
-def _add(rng, v, level) -> _Proposal:
-    n = _operand(rng, level)
+def _operand(rng: random.Random, level: int, scale: int = 1) -> int:
+    return rng.randint(2, _span(level, scale))
+
+
+def _add(rng, v, level, scale) -> _Proposal:
+    n = _operand(rng, level, scale)
     return ((f"{{who}} buys {n} more {{obj}}.", f"{{who}} finds {n} more {{obj}}.",
              f"{{other}} gives {{who}} {n} more {{obj}}."), v + n, f"{{var}} + {n}", False)
 
 
-def _subtract(rng, v, level) -> _Proposal:
+def _subtract(rng, v, level, scale) -> _Proposal:
     if v < 3:
         return None
-    n = rng.randint(2, min(v - 1, 5 + 5 * level))
+    n = rng.randint(2, min(v - 1, _span(level, scale)))
     return ((f"{{who}} gives {n} {{obj}} to {{other}}.", f"{{who}} loses {n} {{obj}}.",
              f"{{who}} uses {n} of the {{obj}}."), v - n, f"{{var}} - {n}", False)
 
 
-def _multiply(rng, v, level) -> _Proposal:
+def _multiply(rng, v, level, scale) -> _Proposal:
     n = rng.randint(3, 3 + level // 2)
     return ((f"{{who}} ends up with {n} times as many {{obj}} as before.",
              f"{{who}} multiplies the {{obj}} by {n}."), v * n, f"{{var}} * {n}",
             False)
 
 
-def _divide(rng, v, level) -> _Proposal:
+def _divide(rng, v, level, scale) -> _Proposal:
     divisors = [n for n in range(3, 7) if v % n == 0 and v // n >= 1]
     if not divisors:
         return None
@@ -102,41 +107,43 @@ def _divide(rng, v, level) -> _Proposal:
             v // n, f"{{var}} // {n}", False)
 
 
-def _twice(rng, v, level) -> _Proposal:
+def _twice(rng, v, level, scale) -> _Proposal:
     return (("{who} doubles the {obj}.", "{other} has twice as many {obj} as {who}."),
             v * 2, "{var} * 2", None)
 
 
-def _half(rng, v, level) -> _Proposal:
+def _half(rng, v, level, scale) -> _Proposal:
     if v % 2:
         return None
     return (("{who} gives away half of the {obj}.", "{other} has half as many {obj} as {who}."),
             v // 2, "{var} // 2", None)
 
 
-def _fewer(rng, v, level) -> _Proposal:
+def _fewer(rng, v, level, scale) -> _Proposal:
     if v < 3:
         return None
-    n = rng.randint(2, min(v - 1, 5 + 5 * level))
+    n = rng.randint(2, min(v - 1, _span(level, scale)))
     return ((f"{{other}} has {n} fewer {{obj}} than {{who}}.",), v - n, f"{{var}} - {n}", True)
 
 
-def _more(rng, v, level) -> _Proposal:
-    n = _operand(rng, level)
+def _more(rng, v, level, scale) -> _Proposal:
+    n = _operand(rng, level, scale)
     return ((f"{{other}} has {n} more {{obj}} than {{who}}.",), v + n, f"{{var}} + {n}", True)
 
 
 # The last field of a proposal says whether the story's subject moves to {other}: True always,
 # False never, None when the chosen template mentions {other} as the one who has the new count.
-_OPERATIONS: tuple[Callable[[random.Random, int, int], _Proposal], ...] = (
-    _add, _subtract, _multiply, _divide, _twice, _half, _fewer, _more,
-)
+OPERATIONS: dict[str, Callable[[random.Random, int, int, int], _Proposal]] = {
+    "add": _add, "subtract": _subtract, "multiply": _multiply, "divide": _divide, "twice": _twice,
+    "half": _half, "fewer": _fewer, "more": _more,
+}
 
 
-def _pick_operation(rng: random.Random, value: int, level: int, subject: str, obj: str) -> _Op:
-    """Draws a feasible operation and fills one of its phrasings."""
-    while True:
-        proposal = rng.choice(_OPERATIONS)(rng, value, level)
+def _pick_operation(rng: random.Random, value: int, level: int, subject: str, obj: str,
+                    scale: int = 1, operations: tuple[str, ...] = tuple(OPERATIONS)) -> _Op:
+    """Draws a feasible operation among `operations` and fills one of its phrasings."""
+    for _ in range(1000):
+        proposal = OPERATIONS[rng.choice(operations)](rng, value, level, scale)
         if proposal is None or proposal[1] > MAX_VALUE:
             continue
         templates, new_value, code, moves = proposal
@@ -146,6 +153,7 @@ def _pick_operation(rng: random.Random, value: int, level: int, subject: str, ob
             moves = template.startswith("{other} has")
         sentence = template.format(who=subject, other=other, obj=obj)
         return _Op(sentence, code, new_value, other if moves else subject)
+    raise ValueError(f"operations {operations}: none can continue a story at count {value}")
 
 
 def _variable(obj: str) -> str:
@@ -161,35 +169,49 @@ def render_solution(steps: Iterable[tuple[str, str]], var: str, answer: int) -> 
     return tuple(texts)
 
 
-def generate_problem(rng: random.Random, level: int) -> Problem:
-    """A problem with `level` operations after the opening sentence; the solution is attached."""
+def generate_problem(rng: random.Random, level: int, *, numbered: bool = False,
+                     operand_scale: int = 1, operations: tuple[str, ...] = tuple(OPERATIONS)) -> Problem:
+    """A problem with `level` operations after the opening sentence; the solution is attached.
+
+    `numbered` labels the story's sentences "(1) ", "(2) ", ... and each step's comment with its
+    sentence's label; `operand_scale` widens the opening count's and the amounts' ranges;
+    `operations` names the operations a story may use (keys of OPERATIONS).
+    """
     who, obj = rng.choice(NAMES), rng.choice(OBJECTS)
     var = _variable(obj)
-    value = rng.randint(2, 10 * level)
+    value = rng.randint(2, operand_scale * 10 * level)
     sentences = [f"{who} has {value} {obj}."]
     steps = [(sentences[0], f"{var} = {value}")]
     for _ in range(level):
-        op = _pick_operation(rng, value, level, who, obj)
+        op = _pick_operation(rng, value, level, who, obj, operand_scale, operations)
         sentences.append(op.sentence)
         steps.append((op.sentence, f"{var} = {op.code.format(var=var)}"))
         value, who = op.value, op.subject
+    if numbered:
+        sentences = [f"({k}) {s}" for k, s in enumerate(sentences, start=1)]
+        steps = [(s, code) for s, (_, code) in zip(sentences, steps)]
     question = " ".join(sentences) + " " + rng.choice(QUESTIONS).format(obj=obj, who=who)
     return Problem(question, value, level, render_solution(steps, var, value))
 
 
-def generate_split(seed: int, levels: Iterable[int], per_level: int,
-                   exclude: frozenset[str] = frozenset(), with_solution: bool = False
-                   ) -> list[Problem]:
-    """`per_level` distinct problems per level from one seed, skipping questions in `exclude`."""
+def generate_split(seed: int, levels: Iterable[int], per_level: int | tuple[int, ...],
+                   exclude: frozenset[str] = frozenset(), with_solution: bool = False,
+                   **style: Any) -> list[Problem]:
+    """`per_level` distinct problems per level (or one count per level) from one seed, skipping
+    questions in `exclude`; `style` goes to generate_problem."""
     rng = random.Random(seed)
     problems, seen = [], set(exclude)
-    for level in levels:
+    levels = tuple(levels)
+    counts = (per_level,) * len(levels) if isinstance(per_level, int) else tuple(per_level)
+    if len(counts) != len(levels):
+        raise ValueError(f"generate_split: {len(counts)} counts for {len(levels)} levels")
+    for level, per_level in zip(levels, counts):
         count = attempts = 0
         while count < per_level:
             attempts += 1
             if attempts > 100 * per_level:
                 raise ValueError(f"level {level}: cannot draw {per_level} distinct problems")
-            problem = generate_problem(rng, level)
+            problem = generate_problem(rng, level, **style)
             if problem.question in seen:
                 continue
             seen.add(problem.question)
@@ -200,10 +222,15 @@ def generate_split(seed: int, levels: Iterable[int], per_level: int,
 
 def make_curriculum(config: CurriculumConfig) -> Curriculum:
     """Seed, train and test splits from separate seeds; test questions never appear in the others."""
-    test = generate_split(config.test_seed, config.levels, config.test_per_level)
+    unknown = set(config.operations) - set(OPERATIONS)
+    if unknown or not config.operations:
+        raise ValueError(f"curriculum operations {config.operations}: give some of {tuple(OPERATIONS)}")
+    fmt = {"numbered": config.numbered, "operand_scale": config.operand_scale,
+           "operations": tuple(config.operations)}
+    test = generate_split(config.test_seed, config.levels, config.test_per_level, **fmt)
     held_out = frozenset(p.question for p in test)
     seed = generate_split(config.seed_seed, config.seed_levels, config.seed_per_level,
-                          exclude=held_out, with_solution=True)
+                          exclude=held_out, with_solution=True, **fmt)
     train = generate_split(config.train_seed, config.levels, config.train_per_level,
-                           exclude=held_out)
+                           exclude=held_out, **fmt)
     return Curriculum(seed=seed, train=train, test=test)

@@ -1,0 +1,78 @@
+"""The curriculum's numbered-story option (CurriculumConfig.numbered), wider operands
+(operand_scale), a chosen set of operations and per-level seed counts; the defaults draw exactly
+the problems they did."""
+
+import dataclasses
+import random
+import re
+
+import pytest
+
+from rstar_jax.config import CurriculumConfig
+from rstar_jax.data.curriculum import generate_problem, make_curriculum
+
+from test_curriculum import run_solution
+
+SMALL = CurriculumConfig(levels=(1, 2, 3, 4, 5), seed_per_level=20, train_per_level=10, test_per_level=10)
+
+
+@pytest.mark.parametrize("level", [1, 3, 5])
+def test_numbered_labels_sentences_and_step_comments(level):
+    rng = random.Random(level)
+    for _ in range(20):
+        problem = generate_problem(rng, level, numbered=True)
+        labels = re.findall(r"\((\d+)\) ", problem.question)
+        assert labels == [str(k) for k in range(1, level + 2)]
+        comments = [re.search(r"# \((\d+)\) (.*)\n", step) for step in problem.solution[:-2]]
+        assert [m.group(1) for m in comments] == labels
+        for m in comments:  # each step's comment is its labelled sentence, as the question has it
+            assert f"({m.group(1)}) {m.group(2)}" in problem.question
+        assert run_solution(problem.response) == str(problem.answer)
+
+
+def test_numbering_and_scale_do_not_change_the_numbers_drawn():
+    plain = generate_problem(random.Random(3), 4)
+    numbered = generate_problem(random.Random(3), 4, numbered=True)
+    assert numbered.answer == plain.answer
+    assert re.sub(r"\(\d+\) ", "", numbered.question) == plain.question
+
+
+def test_operand_scale_widens_the_ranges():
+    def biggest(scale):
+        rng = random.Random(0)
+        return max(int(n) for _ in range(200)
+                   for n in re.findall(r"\d+", generate_problem(rng, 2, operand_scale=scale).question))
+    assert biggest(1) <= 20 < biggest(3)
+
+
+def test_operations_limit_what_stories_do():
+    """Without the halving and dividing operations no story has them; every solution still runs."""
+    ops = ("add", "subtract", "multiply", "twice", "fewer", "more")
+    rng = random.Random(0)
+    for _ in range(100):
+        problem = generate_problem(rng, 4, operations=ops)
+        assert "//" not in problem.response
+        assert run_solution(problem.response) == str(problem.answer)
+    only_add = generate_problem(random.Random(1), 3, operations=("add",))
+    assert only_add.response.count(" + ") == 3
+
+
+@pytest.mark.parametrize("operations", [(), ("add", "square")])
+def test_unknown_or_no_operations_are_refused(operations):
+    with pytest.raises(ValueError, match="curriculum operations"):
+        make_curriculum(dataclasses.replace(SMALL, operations=operations))
+
+
+def test_defaults_unchanged():
+    base = make_curriculum(SMALL)
+    default_ops = ("add", "subtract", "multiply", "divide", "twice", "half", "fewer", "more")
+    assert make_curriculum(dataclasses.replace(SMALL, numbered=False, operand_scale=1,
+                                               operations=default_ops)) == base
+    assert not any("(1)" in p.question for p in base.test)
+
+
+def test_per_level_seed_counts():
+    cur = make_curriculum(dataclasses.replace(SMALL, seed_levels=(1, 2, 3), seed_per_level=(5, 3, 1)))
+    assert [sum(p.level == lv for p in cur.seed) for lv in (1, 2, 3)] == [5, 3, 1]
+    with pytest.raises(ValueError):
+        make_curriculum(dataclasses.replace(SMALL, seed_levels=(1, 2), seed_per_level=(5, 3, 1)))
