@@ -190,7 +190,7 @@ class CurriculumConfig:
     levels: tuple[int, ...] = (1, 2, 3, 4)  # the generator knows 1-6
     seed_levels: tuple[int, ...] = (1, 2, 3)  # levels whose worked solutions form the seed set
     seed_per_level: int | tuple[int, ...] = 1500  # or one count per seed level (a sparse seed)
-    train_per_level: int = 32
+    train_per_level: int | tuple[int, ...] = 32  # or one count per level
     test_per_level: int = 100
     seed_seed: int = 0  # each split draws from its own seed
     train_seed: int = 1

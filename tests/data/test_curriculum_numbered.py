@@ -1,5 +1,5 @@
 """The curriculum's numbered-story option (CurriculumConfig.numbered), wider operands
-(operand_scale), a chosen set of operations and per-level seed counts; the defaults draw exactly
+(operand_scale), a chosen set of operations and per-level seed and training counts; the defaults draw exactly
 the problems they did."""
 
 import dataclasses
@@ -71,8 +71,10 @@ def test_defaults_unchanged():
     assert not any("(1)" in p.question for p in base.test)
 
 
-def test_per_level_seed_counts():
-    cur = make_curriculum(dataclasses.replace(SMALL, seed_levels=(1, 2, 3), seed_per_level=(5, 3, 1)))
+def test_per_level_seed_and_training_counts():
+    cur = make_curriculum(dataclasses.replace(SMALL, seed_levels=(1, 2, 3), seed_per_level=(5, 3, 1),
+                                              train_per_level=(1, 2, 3, 4, 5)))
     assert [sum(p.level == lv for p in cur.seed) for lv in (1, 2, 3)] == [5, 3, 1]
+    assert [sum(p.level == lv for p in cur.train) for lv in (1, 2, 3, 4, 5)] == [1, 2, 3, 4, 5]
     with pytest.raises(ValueError):
         make_curriculum(dataclasses.replace(SMALL, seed_levels=(1, 2), seed_per_level=(5, 3, 1)))
