@@ -205,6 +205,10 @@ class CurriculumConfig:
     # The operations a story draws from (data/curriculum.py OPERATIONS). Without the inverse pairs
     # (divide, half against multiply, twice), a program that skips steps rarely lands on the answer.
     operations: tuple[str, ...] = ("add", "subtract", "multiply", "divide", "twice", "half", "fewer", "more")
+    # How often the seed's stories use each of `operations` (one weight each; empty: uniform, as
+    # train and test always are). Rare weights make a seed that shows some operations only a few
+    # times: a base model that has seen little of them, whose search must find how they are solved.
+    seed_operation_weights: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

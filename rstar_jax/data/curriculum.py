@@ -140,10 +140,13 @@ OPERATIONS: dict[str, Callable[[random.Random, int, int, int], _Proposal]] = {
 
 
 def _pick_operation(rng: random.Random, value: int, level: int, subject: str, obj: str,
-                    scale: int = 1, operations: tuple[str, ...] = tuple(OPERATIONS)) -> _Op:
-    """Draws a feasible operation among `operations` and fills one of its phrasings."""
+                    scale: int = 1, operations: tuple[str, ...] = tuple(OPERATIONS),
+                    weights: tuple[float, ...] = ()) -> _Op:
+    """Draws a feasible operation among `operations` (uniformly, or by `weights`) and fills one of
+    its phrasings."""
     for _ in range(1000):
-        proposal = OPERATIONS[rng.choice(operations)](rng, value, level, scale)
+        name = rng.choices(operations, weights)[0] if weights else rng.choice(operations)
+        proposal = OPERATIONS[name](rng, value, level, scale)
         if proposal is None or proposal[1] > MAX_VALUE:
             continue
         templates, new_value, code, moves = proposal
@@ -170,12 +173,14 @@ def render_solution(steps: Iterable[tuple[str, str]], var: str, answer: int) -> 
 
 
 def generate_problem(rng: random.Random, level: int, *, numbered: bool = False,
-                     operand_scale: int = 1, operations: tuple[str, ...] = tuple(OPERATIONS)) -> Problem:
+                     operand_scale: int = 1, operations: tuple[str, ...] = tuple(OPERATIONS),
+                     weights: tuple[float, ...] = ()) -> Problem:
     """A problem with `level` operations after the opening sentence; the solution is attached.
 
     `numbered` labels the story's sentences "(1) ", "(2) ", ... and each step's comment with its
     sentence's label; `operand_scale` widens the opening count's and the amounts' ranges;
-    `operations` names the operations a story may use (keys of OPERATIONS).
+    `operations` names the operations a story may use (keys of OPERATIONS), drawn uniformly or
+    with one weight per operation.
     """
     who, obj = rng.choice(NAMES), rng.choice(OBJECTS)
     var = _variable(obj)
@@ -183,7 +188,7 @@ def generate_problem(rng: random.Random, level: int, *, numbered: bool = False,
     sentences = [f"{who} has {value} {obj}."]
     steps = [(sentences[0], f"{var} = {value}")]
     for _ in range(level):
-        op = _pick_operation(rng, value, level, who, obj, operand_scale, operations)
+        op = _pick_operation(rng, value, level, who, obj, operand_scale, operations, weights)
         sentences.append(op.sentence)
         steps.append((op.sentence, f"{var} = {op.code.format(var=var)}"))
         value, who = op.value, op.subject
@@ -225,12 +230,16 @@ def make_curriculum(config: CurriculumConfig) -> Curriculum:
     unknown = set(config.operations) - set(OPERATIONS)
     if unknown or not config.operations:
         raise ValueError(f"curriculum operations {config.operations}: give some of {tuple(OPERATIONS)}")
+    weights = tuple(config.seed_operation_weights)
+    if weights and (len(weights) != len(config.operations) or min(weights) < 0 or not sum(weights)):
+        raise ValueError(f"curriculum seed_operation_weights {weights}: give one weight >= 0 per "
+                         f"operation of {config.operations}, not all 0")
     fmt = {"numbered": config.numbered, "operand_scale": config.operand_scale,
            "operations": tuple(config.operations)}
     test = generate_split(config.test_seed, config.levels, config.test_per_level, **fmt)
     held_out = frozenset(p.question for p in test)
     seed = generate_split(config.seed_seed, config.seed_levels, config.seed_per_level,
-                          exclude=held_out, with_solution=True, **fmt)
+                          exclude=held_out, with_solution=True, weights=weights, **fmt)
     train = generate_split(config.train_seed, config.levels, config.train_per_level,
                            exclude=held_out, **fmt)
     return Curriculum(seed=seed, train=train, test=test)

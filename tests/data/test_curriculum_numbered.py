@@ -1,5 +1,6 @@
 """The curriculum's numbered-story option (CurriculumConfig.numbered), wider operands
-(operand_scale), a chosen set of operations and per-level seed and training counts; the defaults draw exactly
+(operand_scale), a chosen set of operations, the seed's operation weights and per-level seed and
+training counts; the defaults draw exactly
 the problems they did."""
 
 import dataclasses
@@ -61,6 +62,24 @@ def test_operations_limit_what_stories_do():
 def test_unknown_or_no_operations_are_refused(operations):
     with pytest.raises(ValueError, match="curriculum operations"):
         make_curriculum(dataclasses.replace(SMALL, operations=operations))
+
+
+def test_seed_operation_weights_shape_only_the_seed():
+    """Weights (1, 0): the seed's stories only add; training and test problems still subtract too."""
+    cur = make_curriculum(dataclasses.replace(SMALL, operations=("add", "subtract"),
+                                              seed_operation_weights=(1.0, 0.0)))
+    assert all(" - " not in p.response for p in cur.seed)
+    drawn = [make_curriculum(dataclasses.replace(SMALL, operations=("add", "subtract"))).train,
+             cur.train, cur.test]
+    subtracting = re.compile(r"loses \d+|uses \d+ of|gives \d+ \w+ to")
+    assert drawn[0] == drawn[1] and any(subtracting.search(p.question) for p in cur.train + cur.test)
+
+
+@pytest.mark.parametrize("weights", [(1.0,), (1.0, -1.0), (0.0, 0.0)])
+def test_bad_seed_operation_weights_are_refused(weights):
+    with pytest.raises(ValueError, match="seed_operation_weights"):
+        make_curriculum(dataclasses.replace(SMALL, operations=("add", "subtract"),
+                                            seed_operation_weights=weights))
 
 
 def test_defaults_unchanged():
