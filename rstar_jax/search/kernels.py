@@ -59,6 +59,8 @@ def _select_one(tree: Tree, start_l, c: float, puct: bool, virtual_loss: float):
     (N += 1, W -= virtual_loss) for the later slots only; the tree's statistics are untouched.
     """
 
+    several = start_l.shape[0] > 1  # one slot takes no leaf before it and adds no virtual loss
+
     def descend(carry, start):
         visit, wsum, taken, terminal = carry
 
@@ -68,11 +70,11 @@ def _select_one(tree: Tree, start_l, c: float, puct: bool, virtual_loss: float):
             safe = jnp.maximum(kids, 0)
             has = kids != NO_NODE
             open_ = has & ~terminal[safe]
-            avail = open_ & ~taken[safe]
+            avail = open_ & ~taken[safe] if several else open_
             scores = jnp.where(avail, _child_scores(tree, node, visit, wsum, c, puct), -jnp.inf)
             expanded = has[0]
             done = ~expanded | terminal[node] | ~avail.any()
-            leaf = jnp.where(~expanded & ~terminal[node] & ~taken[node], node, NO_NODE)
+            leaf = jnp.where(~expanded & ~terminal[node] & (~taken[node] if several else True), node, NO_NODE)
             # A node whose children are all terminal becomes terminal (spec §3.2).
             exhausted = expanded & ~terminal[node] & ~open_.any()
             nxt = jnp.where(done, node, kids[jnp.argmax(scores)])  # argmax: first index on ties
@@ -81,12 +83,12 @@ def _select_one(tree: Tree, start_l, c: float, puct: bool, virtual_loss: float):
         init = (jnp.maximum(start, 0), jnp.int32(NO_NODE), False, start == NO_NODE)
         node, leaf, exhausted, _ = lax.while_loop(lambda s: ~s[3], body, init)
         terminal = terminal.at[node].set(terminal[node] | exhausted)
-        if start_l.shape[0] > 1:
+        if several:
             visit, wsum, _ = _add_along_path(
                 tree.parent, visit, wsum, tree.value, leaf, (leaf != NO_NODE).astype(jnp.int32),
                 jnp.where(leaf != NO_NODE, -virtual_loss, 0.0), 0.0,
             )
-        taken = taken.at[jnp.maximum(leaf, 0)].set(taken[jnp.maximum(leaf, 0)] | (leaf != NO_NODE))
+            taken = taken.at[jnp.maximum(leaf, 0)].set(taken[jnp.maximum(leaf, 0)] | (leaf != NO_NODE))
         return (visit, wsum, taken, terminal), leaf
 
     init = (tree.visit_count, tree.value_sum, jnp.zeros_like(tree.terminal), tree.terminal)
