@@ -407,7 +407,7 @@ class Targets:
     None / False: not checked. The library expects nothing; an experiment states its own goals
     (experiments/tiny_cpu.gin)."""
 
-    coverage_rises: bool = False  # coverage of the training problems rises every round
+    coverage_rises: bool = False  # coverage of the training problems a round searched rises every round
     greedy_rise: float | None = None  # points of mean greedy pass@1 from round 0 to the last round
     hardest_sets: int = 2  # the test sets with the lowest round-0 greedy pass@1 that ...
     hardest_rise: float | None = None  # ... must each rise this many points by the last round

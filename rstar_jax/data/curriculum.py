@@ -4,8 +4,12 @@ A problem tells a short story about one quantity (a person's apples, marbles, ..
 `level` operations, then asks for the final count. The generator knows every intermediate value,
 so it can render a worked solution in rStar's step format: one code step per sentence, the
 sentence as a comment, and a running variable named after the object (`apples = apples + 3`),
-which generalises to longer stories than a seed set shows better than numbered variables would.
+which generalises to longer stories than a seed set shows better than one variable per step.
 Only the seed split exposes solutions; train and test are question + answer, like real data.
+
+Story options (CurriculumConfig): sentences labelled "(1) ", "(2) ", ... (numbered), wider
+operand ranges (operand_scale), the operations stories draw from (operations), and how often the
+seed's stories use each of them (seed_operation_weights: train and test always draw evenly).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True)
 class Curriculum:
-    seed: list[Problem]  # worked solutions (lower levels only)
+    seed: list[Problem]  # worked solutions (the seed levels only)
     train: list[Problem]  # question + answer only
     test: list[Problem]  # question + answer only, disjoint from seed and train
 
@@ -139,12 +143,15 @@ OPERATIONS: dict[str, Callable[[random.Random, int, int, int], _Proposal]] = {
 }
 
 
+_DRAWS = 1000  # an operation draw gives up after this many infeasible proposals in a row
+
+
 def _pick_operation(rng: random.Random, value: int, level: int, subject: str, obj: str,
                     scale: int = 1, operations: tuple[str, ...] = tuple(OPERATIONS),
                     weights: tuple[float, ...] = ()) -> _Op:
     """Draws a feasible operation among `operations` (uniformly, or by `weights`) and fills one of
     its phrasings."""
-    for _ in range(1000):
+    for _ in range(_DRAWS):
         name = rng.choices(operations, weights)[0] if weights else rng.choice(operations)
         proposal = OPERATIONS[name](rng, value, level, scale)
         if proposal is None or proposal[1] > MAX_VALUE:
@@ -156,7 +163,8 @@ def _pick_operation(rng: random.Random, value: int, level: int, subject: str, ob
             moves = template.startswith("{other} has")
         sentence = template.format(who=subject, other=other, obj=obj)
         return _Op(sentence, code, new_value, other if moves else subject)
-    raise ValueError(f"operations {operations}: none can continue a story at count {value}")
+    raise ValueError(f"operations {operations} (weights {weights or 'even'}): none could continue a story "
+                     f"at count {value} in {_DRAWS} draws")
 
 
 def _variable(obj: str) -> str:
@@ -201,22 +209,22 @@ def generate_problem(rng: random.Random, level: int, *, numbered: bool = False,
 
 def generate_split(seed: int, levels: Iterable[int], per_level: int | tuple[int, ...],
                    exclude: frozenset[str] = frozenset(), with_solution: bool = False,
-                   **style: Any) -> list[Problem]:
+                   **story: Any) -> list[Problem]:
     """`per_level` distinct problems per level (or one count per level) from one seed, skipping
-    questions in `exclude`; `style` goes to generate_problem."""
+    questions in `exclude`; `story` (the story options) goes to generate_problem."""
     rng = random.Random(seed)
     problems, seen = [], set(exclude)
     levels = tuple(levels)
     counts = (per_level,) * len(levels) if isinstance(per_level, int) else tuple(per_level)
     if len(counts) != len(levels):
         raise ValueError(f"generate_split: {len(counts)} counts for {len(levels)} levels")
-    for level, per_level in zip(levels, counts):
+    for level, wanted in zip(levels, counts):
         count = attempts = 0
-        while count < per_level:
+        while count < wanted:
             attempts += 1
-            if attempts > 100 * per_level:
-                raise ValueError(f"level {level}: cannot draw {per_level} distinct problems")
-            problem = generate_problem(rng, level, **style)
+            if attempts > 100 * wanted:
+                raise ValueError(f"level {level}: cannot draw {wanted} distinct problems")
+            problem = generate_problem(rng, level, **story)
             if problem.question in seen:
                 continue
             seen.add(problem.question)
@@ -234,12 +242,12 @@ def make_curriculum(config: CurriculumConfig) -> Curriculum:
     if weights and (len(weights) != len(config.operations) or min(weights) < 0 or not sum(weights)):
         raise ValueError(f"curriculum seed_operation_weights {weights}: give one weight >= 0 per "
                          f"operation of {config.operations}, not all 0")
-    fmt = {"numbered": config.numbered, "operand_scale": config.operand_scale,
-           "operations": tuple(config.operations)}
-    test = generate_split(config.test_seed, config.levels, config.test_per_level, **fmt)
+    story = {"numbered": config.numbered, "operand_scale": config.operand_scale,
+             "operations": tuple(config.operations)}
+    test = generate_split(config.test_seed, config.levels, config.test_per_level, **story)
     held_out = frozenset(p.question for p in test)
     seed = generate_split(config.seed_seed, config.seed_levels, config.seed_per_level,
-                          exclude=held_out, with_solution=True, weights=weights, **fmt)
+                          exclude=held_out, with_solution=True, weights=weights, **story)
     train = generate_split(config.train_seed, config.levels, config.train_per_level,
-                           exclude=held_out, **fmt)
+                           exclude=held_out, **story)
     return Curriculum(seed=seed, train=train, test=test)

@@ -1,5 +1,5 @@
-"""A run's problems on the synthetic curriculum: the seed set and per-level problem files, and the
-texts the from-scratch tokenizer learns from."""
+"""A run's problems: the synthetic curriculum's seed set and per-level problem files, the texts the
+from-scratch tokenizer learns from, and the share of the training problems each round searches."""
 
 from __future__ import annotations
 

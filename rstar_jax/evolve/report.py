@@ -219,7 +219,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) 
     checked = targets(rows, goals)
     if checked:
         lines += ["", "Targets:", ""] + [t.markdown() for t in checked]
-    lines += ["", "Coverage of the training problems per set (%):", ""]
+    lines += ["", "Coverage of the training problems each round searched, per set (%):", ""]
     for row in rows:
         if row["coverage"]:
             lines.append(f"- round {row['round']}: " + ", ".join(

@@ -96,6 +96,10 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         train_dir, test_dir = os.path.join(problems_dir, "train"), os.path.join(problems_dir, "test")
         seed_file = os.path.join(problems_dir, "seed.json")
     train_sets, test_sets = load_problem_sets(train_dir), load_problem_sets(test_dir)
+    largest = max(len(problems) for problems in train_sets.values())
+    if config.train_shards > largest:
+        raise ValueError(f"evolve: train_shards {config.train_shards} is more than the largest training "
+                         f"set's {largest} problems (some rounds would search none)")
 
     if base_model:
         base = policy = base_model

@@ -61,6 +61,9 @@ def _select_one(tree: Tree, start_l, c: float, puct: bool, virtual_loss: float):
 
     several = start_l.shape[0] > 1  # one slot takes no leaf before it and adds no virtual loss
 
+    def untaken(taken, ids):
+        return ~taken[ids] if several else True
+
     def descend(carry, start):
         visit, wsum, taken, terminal = carry
 
@@ -70,11 +73,11 @@ def _select_one(tree: Tree, start_l, c: float, puct: bool, virtual_loss: float):
             safe = jnp.maximum(kids, 0)
             has = kids != NO_NODE
             open_ = has & ~terminal[safe]
-            avail = open_ & ~taken[safe] if several else open_
+            avail = open_ & untaken(taken, safe)
             scores = jnp.where(avail, _child_scores(tree, node, visit, wsum, c, puct), -jnp.inf)
             expanded = has[0]
             done = ~expanded | terminal[node] | ~avail.any()
-            leaf = jnp.where(~expanded & ~terminal[node] & (~taken[node] if several else True), node, NO_NODE)
+            leaf = jnp.where(~expanded & ~terminal[node] & untaken(taken, node), node, NO_NODE)
             # A node whose children are all terminal becomes terminal (spec §3.2).
             exhausted = expanded & ~terminal[node] & ~open_.any()
             nxt = jnp.where(done, node, kids[jnp.argmax(scores)])  # argmax: first index on ties

@@ -1,4 +1,5 @@
-"""`evolve` itself: what each round fine-tunes, the default gin file, the run's one seed.
+"""`evolve` itself: what each round fine-tunes, which training problems each round searches
+(train_shards), the default gin file, the run's one seed.
 """
 
 import os
@@ -48,22 +49,39 @@ def test_round_base_picks_what_each_round_fine_tunes(tmp_path, monkeypatch, roun
     assert stages.bases == bases
 
 
-def test_each_round_searches_its_own_shard_of_the_training_problems(tmp_path, monkeypatch):
-    """train_shards = 3: the three rounds search disjoint thirds of every set, which together are
-    the whole set."""
+def test_each_round_searches_and_extracts_its_own_shard(tmp_path, monkeypatch):
+    """train_shards = 3 over five rounds: rounds 1-3 search disjoint thirds of every set (together
+    the whole set), rounds 4-5 start over; extraction (and so coverage) sees the same problems, and
+    a set too small for a shard sits that round out."""
     from rstar_jax.config import CurriculumConfig
+    from rstar_jax.evolve import extract
 
     StandInStages(monkeypatch, str(tmp_path))
-    searched = []
-    search_stage = run.search_stage
+    searched, extracted = [], []
+
+    def indices(sets):
+        return {name: [p.index for p in problems] for name, problems in sets.items()}
+
+    search_stage, extract_round = run.search_stage, extract.extract_round
     monkeypatch.setattr(run, "search_stage", lambda round_dir, sets, *args: (
-        searched.append({name: [p.index for p in problems] for name, problems in sets.items()}),
-        search_stage(round_dir, sets, *args))[1])
-    config = EvolveConfig(rounds=(ROUND,) * 3, train_shards=3)
-    curriculum = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=2, train_per_level=6,
-                                  test_per_level=1)
+        searched.append(indices(sets)), search_stage(round_dir, sets, *args))[1])
+    monkeypatch.setattr(run, "extract_round", lambda round_dir, sets, *args: (
+        extracted.append(indices(sets)), extract_round(round_dir, sets, *args))[1])
+    config = EvolveConfig(rounds=(ROUND,) * 5, train_shards=3)
+    curriculum = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=2,
+                                  train_per_level=(6, 2), test_per_level=1)
     run.evolve(str(tmp_path), config=config, curriculum=curriculum)
-    assert searched == [{"level1": [k, k + 3], "level2": [k, k + 3]} for k in range(3)]
+    shards = [{"level1": [0, 3], "level2": [0]}, {"level1": [1, 4], "level2": [1]}, {"level1": [2, 5]}]
+    assert searched == extracted == shards + shards[:2]
+
+
+def test_train_shards_must_fit_the_training_sets(tmp_path):
+    from rstar_jax.config import CurriculumConfig
+
+    curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=3,
+                                  test_per_level=1)
+    with pytest.raises(ValueError, match="train_shards 4 is more than the largest training set's 3"):
+        run.evolve(str(tmp_path), config=EvolveConfig(train_shards=4), curriculum=curriculum)
 
 
 def test_train_shards_below_one_are_refused(tmp_path):

@@ -1,9 +1,9 @@
-"""The curriculum's numbered-story option (CurriculumConfig.numbered), wider operands
-(operand_scale), a chosen set of operations, the seed's operation weights and per-level seed and
-training counts; the defaults draw exactly
-the problems they did."""
+"""The curriculum's story options: numbered sentences, wider operands (operand_scale), a chosen set
+of operations, the seed's operation weights, per-level seed and training counts; the defaults draw
+exactly the problems they drew before the options existed."""
 
 import dataclasses
+import hashlib
 import random
 import re
 
@@ -31,7 +31,7 @@ def test_numbered_labels_sentences_and_step_comments(level):
         assert run_solution(problem.response) == str(problem.answer)
 
 
-def test_numbering_and_scale_do_not_change_the_numbers_drawn():
+def test_numbering_does_not_change_the_numbers_drawn():
     plain = generate_problem(random.Random(3), 4)
     numbered = generate_problem(random.Random(3), 4, numbered=True)
     assert numbered.answer == plain.answer
@@ -82,12 +82,22 @@ def test_bad_seed_operation_weights_are_refused(weights):
                                             seed_operation_weights=weights))
 
 
-def test_defaults_unchanged():
-    base = make_curriculum(SMALL)
-    default_ops = ("add", "subtract", "multiply", "divide", "twice", "half", "fewer", "more")
-    assert make_curriculum(dataclasses.replace(SMALL, numbered=False, operand_scale=1,
-                                               operations=default_ops)) == base
-    assert not any("(1)" in p.question for p in base.test)
+def test_impossible_weights_fail_with_one_clear_error():
+    """Weights that leave only subtracting cannot continue a story at count 2: the error says so."""
+    config = dataclasses.replace(SMALL, levels=(6,), seed_levels=(6,), operations=("add", "subtract"),
+                                 seed_operation_weights=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"weights \(0.0, 1.0\)\): none could continue a story"):
+        make_curriculum(config)
+
+
+def test_defaults_draw_what_they_drew_before_the_options():
+    """A digest of every split's problems, taken with the curriculum before the story options
+    (commit e40fee7): the defaults must keep drawing exactly these."""
+    digest, cur = hashlib.sha256(), make_curriculum(SMALL)
+    for split in (cur.seed, cur.train, cur.test):
+        for p in split:
+            digest.update(repr((p.question, p.answer, p.level, p.solution)).encode())
+    assert digest.hexdigest()[:16] == "7e0546fdeae52f89"
 
 
 def test_per_level_seed_and_training_counts():
