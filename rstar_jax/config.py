@@ -462,6 +462,10 @@ class EvolveConfig:
     # The PPM of round r trains (and is measured) on the pairs of rounds r - n + 1 .. r; 1: its own
     # round's, as the paper.
     ppm_pair_rounds: int = 1
+    # The policy of round r trains on the search's SFT records of rounds r - n + 1 .. r (and the
+    # seed replay); 1: its own round's, as the paper. With train_shards the earlier rounds'
+    # records are of other problems, so the SFT set grows as the paper's pool of solved problems.
+    sft_rounds: int = 1
     # Round r searches shard (r - 1) mod n of every training set (problem i is in shard i mod n), so
     # with n > 1 each round meets problems no earlier round searched, as the paper's rounds draw on
     # a large unlabeled pool; 1: every round searches every training problem.

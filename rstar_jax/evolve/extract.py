@@ -16,6 +16,7 @@ from rstar_jax.evolve.search import read_pass
 
 
 PPM_TRAIN, PPM_HELDOUT = "ppm_train.json", "ppm_heldout_pool.json"  # what the round's PPM sees
+SFT_OWN, SFT_TRAIN = "sft_search.json", "sft.json"  # the round's search records; what its policy sees
 
 
 def is_held_out(problem_set: str, index: int | str, fraction: float) -> bool:
@@ -25,12 +26,15 @@ def is_held_out(problem_set: str, index: int | str, fraction: float) -> bool:
 
 
 def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: EvolveConfig,
-                  seed_file: str | None, earlier_rounds: Sequence[str] = ()) -> dict[str, Any]:
+                  seed_file: str | None, earlier_rounds: Sequence[str] = (),
+                  sft_rounds: Sequence[str] = ()) -> dict[str, Any]:
     """SFT records, PPM pairs (train / held out by problem) and coverage per set from all passes' trees.
 
     The round's own pairs go to ppm.json / ppm_heldout.json; with the pairs of `earlier_rounds`
-    (round directories) they form the PPM's training and held-out pools. Each file is written
-    under a temporary name and renamed; a killed extract leaves no half file, and runs again."""
+    (round directories) they form the PPM's training and held-out pools. The round's own SFT
+    records go to sft_search.json; with those of `sft_rounds` and the seed replay they form the
+    policy's sft.json. Each file is written under a temporary name and renamed; a killed extract
+    leaves no half file, and runs again."""
     for name in os.listdir(round_dir):  # a killed extract's temporary files; every record file is rewritten
         if ".json.tmp." in name:
             os.remove(os.path.join(round_dir, name))
@@ -40,9 +44,10 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
         for t in read_pass(os.path.join(search_dir, k)):
             by_problem.setdefault((t.set, t.index), []).append(t.tree)
     flt = records.PairFilter(config.min_step_margin, config.min_edit_distance)
-    sft = records.read_sft(seed_file) if seed_file and config.seed_replay else []
-    if 0 <= config.seed_replay < len(sft):
-        sft = random.Random(config.seed).sample(sft, config.seed_replay)
+    replay = records.read_sft(seed_file) if seed_file and config.seed_replay else []
+    if 0 <= config.seed_replay < len(replay):
+        replay = random.Random(config.seed).sample(replay, config.seed_replay)
+    sft: list[records.SFTRecord] = []  # this round's search records
     pairs: dict[bool, list[records.PreferencePair]] = {False: [], True: []}  # held out -> pairs
     coverage, steps = {}, {}
     for name, problems in train_sets.items():
@@ -62,7 +67,9 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
         steps[name] = records.step_counts(outcomes)
     train, heldout = pairs[False], pairs[True]
     random.Random(0).shuffle(train)
-    records.write_records(os.path.join(round_dir, "sft.json"), sft)
+    records.write_records(os.path.join(round_dir, SFT_OWN), sft)
+    sft = replay + [r for d in sft_rounds for r in records.read_sft(os.path.join(d, SFT_OWN))] + sft
+    records.write_records(os.path.join(round_dir, SFT_TRAIN), sft)
     records.write_records(os.path.join(round_dir, "ppm_heldout.json"), heldout)
     records.write_records(os.path.join(round_dir, "ppm.json"), train)
     pools = {}

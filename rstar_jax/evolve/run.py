@@ -37,7 +37,7 @@ from rstar_jax.config import CurriculumConfig, EvolveConfig
 from rstar_jax.data import records
 from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evolve.evaluate import evaluate_round
-from rstar_jax.evolve.extract import PPM_HELDOUT, PPM_TRAIN, extract_round
+from rstar_jax.evolve.extract import PPM_HELDOUT, PPM_TRAIN, SFT_TRAIN, extract_round
 from rstar_jax.evolve.models import init_policy, train_policy, train_reward_model, train_tokenizer
 from rstar_jax.evolve.problems import round_problems, tokenizer_texts, write_curriculum
 from rstar_jax.evolve.report import round_rows, write_report
@@ -77,8 +77,9 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         config, curriculum = with_seed(config, curriculum, seed)
     if config.round_base not in ROUND_BASES:
         raise ValueError(f"evolve: round_base {config.round_base!r} is not one of {ROUND_BASES}")
-    if config.train_shards < 1:
-        raise ValueError(f"evolve: train_shards must be at least 1, got {config.train_shards}")
+    for name in ("train_shards", "sft_rounds", "ppm_pair_rounds"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"evolve: {name} must be at least 1, got {getattr(config, name)}")
     initialize_distributed()
     is_main = jax.process_index() == 0
     manifest = Manifest.load(workdir)
@@ -125,10 +126,10 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         manifest.run(f"round{r}/search", lambda: search_stage(
             round_dir, round_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
             config.seed + 10 * r))
-        earlier = [os.path.join(workdir, f"round{k}") for k in range(max(1, r - config.ppm_pair_rounds + 1), r)]
         manifest.run(f"round{r}/extract", lambda: extract_round(
-            round_dir, round_sets, config, seed_file, earlier) if is_main else None)
-        sft_file, pairs_file = os.path.join(round_dir, "sft.json"), os.path.join(round_dir, PPM_TRAIN)
+            round_dir, round_sets, config, seed_file, earlier_rounds(workdir, r, config.ppm_pair_rounds),
+            earlier_rounds(workdir, r, config.sft_rounds)) if is_main else None)
+        sft_file, pairs_file = os.path.join(round_dir, SFT_TRAIN), os.path.join(round_dir, PPM_TRAIN)
         policy = model_of(manifest.run(f"round{r}/policy", lambda: fine_tune(
             f"round {r} policy", sft_file, len(records.read_sft(sft_file)), policy, lambda: train_policy(
                 os.path.join(round_dir, "policy"), base, sft_file, config, config.policy_train))))
@@ -145,6 +146,11 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         print(markdown)
     # Only process 0 extracts: the other processes' manifests hold no extraction results to report.
     return round_rows(manifest, len(config.rounds)) if is_main else []
+
+
+def earlier_rounds(workdir: str, r: int, n: int) -> list[str]:
+    """The directories of the n - 1 rounds before round r (those that exist: round 1 and up)."""
+    return [os.path.join(workdir, f"round{k}") for k in range(max(1, r - n + 1), r)]
 
 
 def fine_tune(what: str, records_file: str, count: int, previous: str | None,

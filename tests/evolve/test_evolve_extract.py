@@ -53,3 +53,24 @@ def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):
                 == records.read_pairs(str(rounds[0] / own)) + records.read_pairs(str(rounds[1] / own)))
     assert results[1]["ppm_train_pairs"] == results[0]["ppm_pairs"] + results[1]["ppm_pairs"]
     assert results[1]["ppm_heldout_pool_pairs"] == results[0]["ppm_heldout_pairs"] + results[1]["ppm_heldout_pairs"]
+
+
+def test_the_sft_set_joins_the_search_records_of_earlier_rounds(tmp_path):
+    """sft_rounds: round 2's sft.json is the seed replay, round 1's search records, then its own;
+    each round keeps its own records apart (sft_search.json), so the pool never counts one twice."""
+    sets = {"level1": problems(6)}
+    seed_file = tmp_path / "seed.json"
+    records.write_records(str(seed_file), [records.SFTRecord("q", "seed response")])
+    rounds = [tmp_path / "round1", tmp_path / "round2"]
+    own = []
+    for k, round_dir in enumerate(rounds):
+        evolve_search.search_round(str(round_dir), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+                                   StandInSearch(), seed=k, chunk=4)
+        extract.extract_round(str(round_dir), sets, EvolveConfig(), str(seed_file), (),
+                              [str(d) for d in rounds[:k]])
+        own.append(records.read_sft(str(round_dir / extract.SFT_OWN)))
+    assert own[0] and own[1]
+    replay = [records.SFTRecord("q", "seed response")]
+    assert records.read_sft(str(rounds[0] / extract.SFT_TRAIN)) == replay + own[0]
+    assert records.read_sft(str(rounds[1] / extract.SFT_TRAIN)) == replay + own[0] + own[1]
+

@@ -75,6 +75,22 @@ def test_each_round_searches_and_extracts_its_own_shard(tmp_path, monkeypatch):
     assert searched == extracted == shards + shards[:2]
 
 
+def test_sft_rounds_pool_the_search_records_of_the_last_rounds(tmp_path, monkeypatch):
+    """sft_rounds = 2: round 3's policy trains on rounds 2 and 3's search records (and the replay)."""
+    from rstar_jax.config import CurriculumConfig
+    from rstar_jax.data import records
+    from rstar_jax.evolve import extract
+
+    StandInStages(monkeypatch, str(tmp_path))
+    config = EvolveConfig(rounds=(ROUND,) * 3, sft_rounds=2, seed_replay=1, train_shards=3)
+    curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=6,
+                                  test_per_level=1)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    own = [records.read_sft(str(tmp_path / f"round{r}" / extract.SFT_OWN)) for r in (1, 2, 3)]
+    pooled = records.read_sft(str(tmp_path / "round3" / extract.SFT_TRAIN))
+    assert own[1] and own[2] and pooled[1:] == own[1] + own[2]
+
+
 def test_train_shards_must_fit_the_training_sets(tmp_path):
     from rstar_jax.config import CurriculumConfig
 
@@ -84,9 +100,10 @@ def test_train_shards_must_fit_the_training_sets(tmp_path):
         run.evolve(str(tmp_path), config=EvolveConfig(train_shards=4), curriculum=curriculum)
 
 
-def test_train_shards_below_one_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="train_shards must be at least 1, got 0"):
-        run.evolve(str(tmp_path), config=EvolveConfig(train_shards=0))
+@pytest.mark.parametrize("name", ["train_shards", "sft_rounds", "ppm_pair_rounds"])
+def test_round_counts_below_one_are_refused(tmp_path, name):
+    with pytest.raises(ValueError, match=f"{name} must be at least 1, got 0"):
+        run.evolve(str(tmp_path), config=EvolveConfig(**{name: 0}))
 
 
 def test_unknown_round_base_is_refused(tmp_path):
