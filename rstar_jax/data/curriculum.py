@@ -76,7 +76,7 @@ def _span(level: int, scale: int) -> int:
     return scale * (5 + 5 * level)
 
 
-def _operand(rng: random.Random, level: int, scale: int = 1) -> int:
+def _operand(rng: random.Random, level: int, scale: int) -> int:
     return rng.randint(2, _span(level, scale))
 
 
@@ -147,8 +147,7 @@ _DRAWS = 1000  # an operation draw gives up after this many infeasible proposals
 
 
 def _pick_operation(rng: random.Random, value: int, level: int, subject: str, obj: str,
-                    scale: int = 1, operations: tuple[str, ...] = tuple(OPERATIONS),
-                    weights: tuple[float, ...] = ()) -> _Op:
+                    scale: int, operations: tuple[str, ...], weights: tuple[float, ...]) -> _Op:
     """Draws a feasible operation among `operations` (uniformly, or by `weights`) and fills one of
     its phrasings."""
     for _ in range(_DRAWS):

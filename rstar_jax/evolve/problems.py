@@ -39,4 +39,5 @@ def round_problems(train_sets: dict[str, list[Problem]], shards: int, round_inde
     of every set, where problem i of a set is in shard i mod `shards`, so each shard keeps the
     sets' mix (a set with fewer problems than `shards` sits out the rounds its shard is empty)."""
     shard = (round_index - 1) % shards
-    return {name: problems[shard::shards] for name, problems in train_sets.items() if problems[shard::shards]}
+    shares = {name: problems[shard::shards] for name, problems in train_sets.items()}
+    return {name: share for name, share in shares.items() if share}
