@@ -39,7 +39,7 @@ from rstar_jax.parallel.mesh import make_mesh
 from rstar_jax.parallel.rules import TRAIN_RULES
 from rstar_jax.training import data
 from rstar_jax.training.loop import init_state, jit_train_step
-from rstar_jax.training.optim import learning_rate_schedule, optimizer
+from rstar_jax.training.optim import optimizer
 from rstar_jax.models.ppm import ProcessRewardModel
 from rstar_jax.training.ppm import ppm_loss_fn
 from rstar_jax.training.sft import sft_loss_fn
@@ -106,7 +106,7 @@ def ppm_batch(config: ModelConfig, batch: int, length: int) -> dict[str, np.ndar
 
 def ours(config: ModelConfig, host: dict[str, np.ndarray], steps: int, task: str = "sft") -> float:
     """The train loop's own jitted step, data parallel over the CPU devices (one on an accelerator)."""
-    tx = optimizer(TRAIN, total_steps=1000)
+    tx = optimizer(TRAIN)
     devices = jax.devices() if jax.default_backend() == "cpu" else jax.devices()[:1]
     mesh = make_mesh(MeshConfig(), devices)
     model = Decoder(config, rngs=nnx.Rngs(0))
@@ -114,12 +114,12 @@ def ours(config: ModelConfig, host: dict[str, np.ndarray], steps: int, task: str
         model = ProcessRewardModel(config, rngs=nnx.Rngs(1), backbone=model)
     graphdef, state, shardings = init_state(model, tx, mesh, TRAIN_RULES)
     loss_fn = ppm_loss_fn if task == "ppm" else sft_loss_fn
-    step_fn = jit_train_step(graphdef, shardings, loss_fn, tx, learning_rate_schedule(TRAIN, 1000))
+    step_fn = jit_train_step(graphdef, shardings, loss_fn, tx)
     batch = sharding.global_batch({k: v[None] for k, v in host.items()}, mesh, TRAIN_RULES, 1)  # one micro-batch
 
     def step():
         nonlocal state
-        state, metrics = step_fn(state, batch)
+        state, metrics = step_fn(state, batch, np.float32(TRAIN.learning_rate))
         jax.block_until_ready(metrics)
 
     return time_steps(step, steps)

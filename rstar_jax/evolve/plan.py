@@ -151,7 +151,7 @@ def num_params(model: ModelConfig) -> int:
 def optimizer_bytes(model: ModelConfig, mesh: jax.sharding.AbstractMesh, config: TrainConfig) -> int:
     """AdamW state of fp32 master weights, sharded like the parameters it mirrors (as the train loop does)."""
     params = abstract_params(model, "float32")
-    opt_state = jax.eval_shape(optimizer(config, total_steps=1).init, params)
+    opt_state = jax.eval_shape(optimizer(config).init, params)
     shardings = sharding.like_params(opt_state, params, sharding.state_shardings(params, mesh, TRAIN_RULES), mesh)
     return _shard_bytes(opt_state, shardings, model)
 

@@ -34,7 +34,7 @@ from rstar_jax.shapes import bucket
 from rstar_jax.training import data
 from rstar_jax.training.checkpoint import Checkpoints
 from rstar_jax.training.metrics import MetricsWriter
-from rstar_jax.training.optim import learning_rate_schedule, optimizer
+from rstar_jax.training.optim import learning_rate_schedule, optimizer, with_learning_rate
 
 Batch = dict[str, jax.Array]
 # (model, micro-batch, train) -> (loss sum, count, extra sums); the loop reports loss = sum / count
@@ -67,10 +67,11 @@ def _sums(graphdef: nnx.GraphDef, loss_fn: LossFn, params: nnx.State, rest: nnx.
     return loss, (count, extras, nnx.state(model, nnx.Not(nnx.Param)))
 
 
-def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef, loss_fn: LossFn,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
+def train_step(state: TrainState, batch: Batch, learning_rate: jax.Array, *, graphdef: nnx.GraphDef,
+               loss_fn: LossFn, tx: optax.GradientTransformation,
                param_shardings: nnx.State) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step over a [accum, micro, ...] batch; gradients are exact batch means."""
+    """One optimizer step at `learning_rate` (`optim.optimizer`'s tx) over a [accum, micro, ...]
+    batch; gradients are exact batch means."""
     grad_fn = jax.value_and_grad(functools.partial(_sums, graphdef, loss_fn), has_aux=True)
     first = jax.tree.map(lambda x: x[0], batch)
     _, (count0, extras0, _) = jax.eval_shape(lambda: _sums(graphdef, loss_fn, state.params, state.rest, first, True))
@@ -86,9 +87,9 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef, loss_
     (grads, rest, loss, count, extras), _ = jax.lax.scan(micro, init, batch)
     denom = jnp.maximum(count, 1)
     grads = jax.tree.map(lambda g: g / denom, grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(grads, with_learning_rate(state.opt_state, learning_rate), state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss / denom, "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step),
+    metrics = {"loss": loss / denom, "grad_norm": optax.global_norm(grads), "learning_rate": learning_rate,
                **{name: value / denom for name, value in extras.items()}}
     return TrainState(state.step + 1, params, opt_state, rest), metrics
 
@@ -113,13 +114,13 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, mesh: Mesh,
 
 
 def jit_train_step(graphdef: nnx.GraphDef, state_shardings: TrainState, loss_fn: LossFn,
-                   tx: optax.GradientTransformation, schedule: optax.Schedule):
+                   tx: optax.GradientTransformation):
     """`train_step` jitted with the state donated and laid out by `state_shardings` in and out."""
     replicated = NamedSharding(state_shardings.step.mesh, PartitionSpec())
-    step = functools.partial(train_step, graphdef=graphdef, loss_fn=loss_fn, tx=tx, schedule=schedule,
+    step = functools.partial(train_step, graphdef=graphdef, loss_fn=loss_fn, tx=tx,
                              param_shardings=state_shardings.params)
-    return jax.jit(step, in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated),
-                   donate_argnums=0)
+    return jax.jit(step, in_shardings=(state_shardings, None, replicated),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
 def _check_batch(config: TrainConfig, mesh: Mesh, rules: Rules) -> int:
@@ -155,7 +156,7 @@ def train(workdir: str, *, model: nnx.Module, task: Task, train_examples: Sequen
     lengths = [data.example_length(e) for e in train_examples]
     per_epoch = len(data.epoch_batches(lengths, config.batch_size, config.seed, 0))
     total_steps = config.max_steps or config.num_epochs * per_epoch
-    tx, schedule = optimizer(config, total_steps), learning_rate_schedule(config, total_steps)
+    tx, schedule = optimizer(config), learning_rate_schedule(config, total_steps)
 
     with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
         graphdef, state, state_shardings = init_state(model, tx, mesh, rules)
@@ -165,7 +166,7 @@ def train(workdir: str, *, model: nnx.Module, task: Task, train_examples: Sequen
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, _ = checkpoints.restore(start, abstract)
 
-        step_fn = jit_train_step(graphdef, state_shardings, task.loss_fn, tx, schedule)
+        step_fn = jit_train_step(graphdef, state_shardings, task.loss_fn, tx)
         replicated = NamedSharding(mesh, PartitionSpec())
         eval_fn = jax.jit(functools.partial(eval_sums, graphdef=graphdef, loss_fn=task.loss_fn),
                           out_shardings=replicated)
@@ -202,7 +203,7 @@ def train(workdir: str, *, model: nnx.Module, task: Task, train_examples: Sequen
         for step in range(start, total_steps):
             epoch, index = divmod(step, per_epoch)
             batch, tokens = make_batch([train_examples[i] for i in order(epoch)[index]], config.grad_accum_steps)
-            state, metrics = step_fn(state, batch)
+            state, metrics = step_fn(state, batch, np.float32(schedule(step)))
             tokens_since += tokens
             done = step + 1
             log = done % config.log_every == 0 or done == total_steps

@@ -1,4 +1,9 @@
-"""AdamW with decoupled weight decay, global-norm clipping and HF-style warmup schedules."""
+"""AdamW with decoupled weight decay, global-norm clipping and HF-style warmup schedules.
+
+The learning rate is a hyperparameter in the optimizer state (`optax.inject_hyperparams`) that the
+loop sets each step from the schedule, so the compiled step does not depend on the run's length:
+trainings of different lengths (a round's policy, its PPM) share one compiled step per shape.
+"""
 
 from __future__ import annotations
 
@@ -26,13 +31,22 @@ def learning_rate_schedule(config: TrainConfig, total_steps: int) -> optax.Sched
     return optax.join_schedules([warmup, decay], [config.warmup_steps])
 
 
-def optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """Clip by global norm, then AdamW; like HF, biases and norm scales (ndim < 2) are not decayed."""
-    adamw = optax.adamw(
-        learning_rate_schedule(config, total_steps),
-        b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
-        weight_decay=config.weight_decay, mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
-    )
-    if config.max_grad_norm <= 0:
-        return adamw
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
+def optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Clip by global norm, then AdamW; like HF, biases and norm scales (ndim < 2) are not decayed.
+    Its state's `hyperparams["learning_rate"]` is the rate of the next update (`with_learning_rate`)."""
+
+    def clipped_adamw(learning_rate):
+        adamw = optax.adamw(
+            learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
+            weight_decay=config.weight_decay, mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
+        )
+        if config.max_grad_norm <= 0:
+            return adamw
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
+
+    return optax.inject_hyperparams(clipped_adamw)(learning_rate=config.learning_rate)
+
+
+def with_learning_rate(opt_state: optax.InjectHyperparamsState, learning_rate: jax.Array) -> optax.InjectHyperparamsState:
+    """`optimizer`'s state with the rate of its next update set to `learning_rate`."""
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": learning_rate})

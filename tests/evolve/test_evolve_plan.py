@@ -127,7 +127,7 @@ on_device0 = lambda tree: sum(x.addressable_shards[0].data.nbytes for x in jax.t
 zeros = lambda tree: jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), tree)
 with nnx.use_eager_sharding(False):
     params = zeros(nnx.state(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))), nnx.Param))
-opt_state = zeros(jax.eval_shape(optimizer(TrainConfig(), 1).init, params))
+opt_state = zeros(jax.eval_shape(optimizer(TrainConfig()).init, params))
 out = []
 for rules in (TRAIN_RULES, DECODE_RULES):
     placed = jax.device_put(params, state_shardings(params, mesh, rules))
