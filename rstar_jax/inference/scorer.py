@@ -99,7 +99,7 @@ class PPMScorer:
             mask[len(batch):, 0] = True  # padding rows score a single pad token
             raw[batch] = jax.device_get(
                 _raw_scores(self._graphdef, self._state, *self._place(tokens, mask)))[: len(batch)]
-        return raw, np.asarray(search_value(raw, self.config.value_scale), np.float32)
+        return raw, search_value(raw, self.config.value_scale)
 
     def _place(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
         if self.mesh is None:

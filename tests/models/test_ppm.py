@@ -59,7 +59,7 @@ def test_dropout_only_when_not_deterministic(ppm):
 
 
 def test_search_value_is_tanh_of_scaled_raw():
-    np.testing.assert_allclose(search_value(jnp.array([0.0, 5.0, -50.0]), 5.0),
+    np.testing.assert_allclose(search_value(np.array([0.0, 5.0, -50.0]), 5.0),
                                np.tanh([0.0, 1.0, -10.0]), rtol=1e-6)
 
 
