@@ -448,6 +448,7 @@ class EvolveConfig:
     # The search methods (MCTS, best-of-n) cost far more per problem than greedy: they run on the
     # first n test problems of each set (0: all), where the report also scores greedy to compare.
     search_eval_problems: int = 0
+    search_eval_from_round: int = 1  # earlier rounds evaluate greedy (and the PPM's accuracy) only
     eval_search: SearchConfig = SearchConfig.evaluation()
     mesh: MeshConfig = MeshConfig()
     sft_per_problem: int = 2  # top-n correct trajectories per problem (spec §4.1)

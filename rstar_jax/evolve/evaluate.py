@@ -31,8 +31,10 @@ MAJORITY = "best_of_n_majority"  # majority vote over best-of-n's samples
 
 
 def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: EvolveConfig,
-                   policy_dir: str, ppm_dir: str | None, heldout_file: str | None) -> dict[str, Any]:
-    """Greedy pass@1 per test set, and the other methods (MCTS) when there is a PPM.
+                   policy_dir: str, ppm_dir: str | None, heldout_file: str | None, *,
+                   search_methods: bool = True) -> dict[str, Any]:
+    """Greedy pass@1 per test set, and the other methods (MCTS) when there is a PPM and
+    `search_methods`.
 
     Greedy runs on every test problem (up to `evaluation.max_problems`); the other methods on the
     first `config.search_eval_problems` of each set. When those are fewer, greedy's score on them
@@ -41,7 +43,7 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
     from rstar_jax.evolve.models import model_stack  # the model stack, only where models run
 
     evaluation = config.evaluation
-    scored = tuple(m for m in evaluation.methods if m != "greedy") if ppm_dir else ()
+    scored = tuple(m for m in evaluation.methods if m != "greedy") if ppm_dir and search_methods else ()
     head = min((n for n in (evaluation.max_problems, config.search_eval_problems) if n > 0), default=0)
     with model_stack(config, policy_dir, ppm_dir) as stack:
         models = Models(policy=stack.policy, executor=stack.executor, ppm=stack.ppm,

@@ -11,7 +11,8 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
              policy (`EvolveConfig.round_base`); exported as an HF directory
     ppm      PPM training from this round's policy; exported as an HF directory
     evaluate greedy pass@1 on the test sets; MCTS policy + PPM on the first
-             `search_eval_problems` of each, and greedy's score there; the PPM's held-out accuracy
+             `search_eval_problems` of each (from round `search_eval_from_round` on), and greedy's
+             score there; the PPM's held-out accuracy
 
 A round whose search solved nothing (no SFT records, or no PPM pairs) trains nothing: its policy
 (or PPM) stage carries the previous one forward with a warning and records "trained": false.
@@ -140,7 +141,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
                 os.path.join(round_dir, "ppm"), policy, pairs_file, config, ppm))))
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
             os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
-            os.path.join(round_dir, PPM_HELDOUT)))
+            os.path.join(round_dir, PPM_HELDOUT), search_methods=r >= config.search_eval_from_round))
         markdown = write_report(workdir, round_rows(manifest, r), config.targets) if is_main else ""
     if is_main:
         print(markdown)

@@ -17,7 +17,7 @@ class StandInStages:
     """evolve()'s model stages replaced by stand-ins that record which base each policy fine-tunes."""
 
     def __init__(self, monkeypatch, workdir):
-        self.workdir, self.bases = workdir, []
+        self.workdir, self.bases, self.search_methods = workdir, [], []
         search = StandInSearch()
         monkeypatch.setattr(run, "train_tokenizer", lambda out, texts, vocab: out)
         monkeypatch.setattr(run, "init_policy", lambda out, tokenizer, config: "init")
@@ -25,8 +25,11 @@ class StandInStages:
         monkeypatch.setattr(run, "train_reward_model", lambda run_dir, *args: run_dir)
         monkeypatch.setattr(run, "search_stage", lambda round_dir, sets, rc, config, policy, ppm, seed:
                             evolve_search.search_round(round_dir, sets, rc, search, seed, config.search_chunk))
-        monkeypatch.setattr(run, "evaluate_round", lambda *args: {
-            "accuracy": {"greedy": {"level1": 50.0}}, "ppm_heldout_accuracy": None})
+        monkeypatch.setattr(run, "evaluate_round", self.evaluate_round)
+
+    def evaluate_round(self, *args, search_methods=None):
+        self.search_methods.append(search_methods)
+        return {"accuracy": {"greedy": {"level1": 50.0}}, "ppm_heldout_accuracy": None}
 
     def train_policy(self, run_dir, base, sft_file, config, train):
         self.bases.append(base if base == "init" else os.path.relpath(base, self.workdir))
@@ -47,6 +50,17 @@ def test_round_base_picks_what_each_round_fine_tunes(tmp_path, monkeypatch, roun
                                   test_per_level=1)
     run.evolve(str(tmp_path), config=config, curriculum=curriculum)
     assert stages.bases == bases
+
+
+def test_search_methods_are_evaluated_from_search_eval_from_round_on(tmp_path, monkeypatch):
+    from rstar_jax.config import CurriculumConfig
+
+    stages = StandInStages(monkeypatch, str(tmp_path))
+    config = EvolveConfig(rounds=(ROUND,) * 4, search_eval_from_round=3)
+    curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=3,
+                                  test_per_level=1)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    assert stages.search_methods == [None, False, False, True, True]  # round 0 has no PPM to search with
 
 
 def test_each_round_searches_and_extracts_its_own_shard(tmp_path, monkeypatch):
