@@ -248,7 +248,7 @@ def test_a_round_without_records_carries_the_previous_models_forward(tmp_path, m
     monkeypatch.setattr(run, "train_policy", lambda run_dir, *args: trained.append(run_dir) or run_dir)
     monkeypatch.setattr(run, "train_reward_model", lambda run_dir, *args: trained.append(run_dir) or run_dir)
     evaluated = []
-    monkeypatch.setattr(run, "evaluate_round", lambda eval_dir, sets, config, policy, ppm, heldout: (
+    monkeypatch.setattr(run, "evaluate_round", lambda eval_dir, sets, config, policy, ppm, heldout, search_methods=True: (
         evaluated.append((os.path.relpath(policy, tmp_path), ppm and os.path.relpath(ppm, tmp_path)))
         or {"accuracy": {"greedy": {"set": 0.0}}, "ppm_heldout_accuracy": None}))
     problems = [{"question": "1 + 0?", "answer": "1"}]
