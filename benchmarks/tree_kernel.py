@@ -1,7 +1,7 @@
 """Tree work alone: our select + expand + backup against mctx's `muzero_policy`, same B and sims.
 
-One simulation = select a leaf in each of the B trees, expand it with K candidates from a fake
-on-device generator (random answers, code errors, PPM values), back up. The whole search runs
+One simulation = select a leaf in each of the B trees, expand it with K fake candidates (random
+answers, code errors, PPM values, drawn before the timed search), back up. The whole search runs
 under one `jax.jit` (a `lax.fori_loop`), as does mctx's with a trivial recurrent function, so both
 numbers are tree bookkeeping only. Simulations fill the tree: sims = (N - 1) // K.
 
@@ -37,19 +37,28 @@ from rstar_jax.search import kernels
 from rstar_jax.search.tree import NodeKind, Tree
 
 
-@functools.partial(jax.jit, static_argnames=("batch", "nodes", "children", "sims"))
-def ours(key, *, batch: int, nodes: int, children: int, sims: int) -> Tree:
+@functools.partial(jax.jit, static_argnames=("batch", "children", "sims"))
+def fake_candidates(key, *, batch: int, children: int, sims: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Every simulation's candidates, drawn before the timed search: kind draws, rewards and PPM
+    values, each float32[sims, B, 1, K]. (Drawn inside the loop, threefry alone took about as
+    long as the tree work at B=16 K=12, which mctx's trivial recurrent function does not pay.)"""
+    k_kind, k_reward, k_ppm = jax.random.split(key, 3)
+    shape = (sims, batch, 1, children)
+    rewards = jnp.where(jax.random.bernoulli(k_reward, 0.5, shape), 1.0, -1.0)
+    return jax.random.uniform(k_kind, shape), rewards, jax.random.uniform(k_ppm, shape, minval=-1, maxval=1)
+
+
+@functools.partial(jax.jit, static_argnames=("nodes",))
+def ours(draws: tuple[jax.Array, jax.Array, jax.Array], *, nodes: int) -> Tree:
+    sims, batch, _, children = draws[0].shape
     roots = jnp.zeros((batch, 1), jnp.int32)
 
     def simulate(i, tree):
-        k_kind, k_reward, k_ppm = jax.random.split(jax.random.fold_in(key, i), 3)
+        u, rewards, ppm = (d[i] for d in draws)
         tree, leaves = kernels.select(tree, roots)
-        u = jax.random.uniform(k_kind, (batch, 1, children))
         step_kind = jnp.where(u < 0.1, NodeKind.ANSWER, NodeKind.STEP).astype(jnp.int8)
         tree, ids, _ = kernels.expand(tree, leaves, jnp.ones_like(u, bool), step_kind, u > 0.9, jnp.ones_like(u),
                                       max_depth=16, errors_threshold=1)
-        rewards = jnp.where(jax.random.bernoulli(k_reward, 0.5, u.shape), 1.0, -1.0)
-        ppm = jax.random.uniform(k_ppm, u.shape, minval=-1, maxval=1)
         return kernels.backup(tree, leaves, ids, rewards, ppm)
 
     return jax.lax.fori_loop(0, sims, simulate, Tree.init(batch, nodes, children))
@@ -143,7 +152,8 @@ def main() -> None:
     rows = []
     for b, n, k in itertools.product(args.batch, args.nodes, args.children):
         sims = (n - 1) // k
-        t_ours = best_time(lambda: ours(key, batch=b, nodes=n, children=k, sims=sims), args.repeats)
+        draws = jax.block_until_ready(fake_candidates(key, batch=b, children=k, sims=sims))
+        t_ours = best_time(lambda: ours(draws, nodes=n), args.repeats)
         rows.append({"B": b, "N": n, "K": k, "sims": sims, "ours_sims_per_s": round(b * sims / t_ours, 1)})
         if mctx is not None:
             t_mctx = best_time(lambda: anchor(key, batch=b, children=k, sims=sims), args.repeats)
