@@ -29,6 +29,7 @@ from flax import nnx, struct
 
 from rstar_jax.config import ModelConfig
 from rstar_jax.inference.sampling import SamplingParams, next_tokens
+from rstar_jax.inference.static_graph import StaticGraph
 from rstar_jax.models.decoder import K_AXES, V_AXES, KVCache, init_cache
 
 
@@ -84,14 +85,14 @@ def _resize(x: jax.Array, axis: int, n: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=(2, 3))
-def refill(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, pool: KVCache | None,
+def refill(graph: StaticGraph, state: nnx.State, slots: Slots, pool: KVCache | None,
            new: Refill, view_len: int) -> tuple[Slots, KVCache | None]:
     """Prefills each new prompt once (past the prefix it reuses from the pool), stores it in the
     pool, and forks its cache rows into the slots that sample from it.
 
     view_len: cache slots of the prefill, >= start_p + T of every prompt.
     """
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graph.graphdef, state)
     p, t = new.tokens_pt.shape
     dtype = slots.cache.k[0].dtype
     if pool is None:
@@ -169,7 +170,7 @@ def _put_prefix(cache: KVCache, prefix: KVCache) -> KVCache:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 7, 8), donate_argnums=2)
-def decode_chunk(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, params: SamplingParams,
+def decode_chunk(graph: StaticGraph, state: nnx.State, slots: Slots, params: SamplingParams,
                  finish_v: jax.Array, retire_b: jax.Array, min_done: jax.Array,
                  num_steps: int, view_len: int) -> tuple[Slots, Chunk]:
     """Up to `num_steps` decode steps of every live slot; stops early once `min_done` rows are done.
@@ -179,7 +180,7 @@ def decode_chunk(graphdef: nnx.GraphDef, state: nnx.State, slots: Slots, params:
     view_len: cache slots the chunk attends over and writes; callers keep it >= index_b +
     num_steps of every live row (rows already done may write past it: clamped, never read).
     """
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graph.graphdef, state)
     batch = slots.done_b.shape[0]
     full = slots.cache
     slots = slots.replace(cache=_prefix(full, view_len), done_b=slots.done_b | retire_b)

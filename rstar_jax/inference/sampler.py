@@ -31,6 +31,7 @@ from rstar_jax.config import ModelConfig, SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
 from rstar_jax.inference.prefix_cache import PrefixIndex
 from rstar_jax.inference.sampling import SamplingParams
+from rstar_jax.inference.static_graph import StaticGraph
 from rstar_jax.inference.text import RowText, finish_table, token_texts
 from rstar_jax.models.decoder import K_AXES, V_AXES, KVCache, init_cache
 from rstar_jax.models.tokenizer import encode
@@ -125,7 +126,8 @@ class Sampler:
         self.tokenizer = tokenizer
         self.config = config
         self.mesh = mesh
-        self._graphdef, self._state = sharding.split_placed(model, mesh, self.rules)
+        graphdef, self._state = sharding.split_placed(model, mesh, self.rules)
+        self._graph = StaticGraph.of(graphdef)
         # The model's config may list several end-of-sequence ids (Llama 3: end of text, turn, call).
         self._eos_ids = frozenset(
             i for ids in (tokenizer.eos_token_id, model.config.eos_token_id) if ids is not None
@@ -248,7 +250,7 @@ class Sampler:
             reach = (max(row.cache_index for row in live.values())
                      + cfg.chunk_tokens * (1 + (pending is not None)))
             slots, chunk = decode.decode_chunk(
-                self._graphdef, self._state, slots, params, finish_v, jnp.asarray(retire),
+                self._graph, self._state, slots, params, finish_v, jnp.asarray(retire),
                 jnp.int32(min_done), cfg.chunk_tokens, min(bucket(reach, per_doubling=4), max_len))
             retire = np.zeros(num_slots, bool)  # a new array: the device may still read the old
             if pending is not None:
@@ -305,7 +307,7 @@ class Sampler:
             budget_r=pad([budgets[i] for i, _ in work], 0),
             seed_key=jax.random.key(seed))
         try:
-            slots, self._pool = decode.refill(self._graphdef, self._state, slots, self._pool, new, view_len)
+            slots, self._pool = decode.refill(self._graph, self._state, slots, self._pool, new, view_len)
         except Exception:  # the pool was donated and the index already updated: start both afresh
             self._empty_pool()
             raise

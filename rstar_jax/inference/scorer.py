@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rstar_jax.config import ScorerConfig
+from rstar_jax.inference.static_graph import StaticGraph
 from rstar_jax.models.ppm import ProcessRewardModel, search_value
 from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
@@ -40,9 +41,9 @@ PROMPT_END = sf.sft_prompt("").split("\n")[-1]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _raw_scores(graphdef: nnx.GraphDef, state: nnx.State, tokens_bt: jax.Array,
+def _raw_scores(graph: StaticGraph, state: nnx.State, tokens_bt: jax.Array,
                 mask_bt: jax.Array) -> jax.Array:
-    ppm = nnx.merge(graphdef, state)
+    ppm = nnx.merge(graph.graphdef, state)
     positions_bt = jnp.broadcast_to(jnp.arange(tokens_bt.shape[1], dtype=jnp.int32),
                                     tokens_bt.shape)
     return ppm(tokens_bt, positions_bt, mask_bt, deterministic=True)
@@ -60,7 +61,8 @@ class PPMScorer:
         self.mesh = mesh
         self.prompt_end = prompt_end
         self.rules = rules
-        self._graphdef, self._state = sharding.split_placed(ppm, mesh, self.rules)
+        graphdef, self._state = sharding.split_placed(ppm, mesh, self.rules)
+        self._graph = StaticGraph.of(graphdef)
         # Ways the rows split over the mesh: batches are padded to a multiple of it.
         self._row_shards = 1 if mesh is None else mesh.size // sharding.batch_sharding(
             mesh, self.rules, 1).shard_shape((mesh.size,))[0]
@@ -98,7 +100,7 @@ class PPMScorer:
                 tokens[row, : len(ids[i])], mask[row, : len(ids[i])] = ids[i], True
             mask[len(batch):, 0] = True  # padding rows score a single pad token
             raw[batch] = jax.device_get(
-                _raw_scores(self._graphdef, self._state, *self._place(tokens, mask)))[: len(batch)]
+                _raw_scores(self._graph, self._state, *self._place(tokens, mask)))[: len(batch)]
         return raw, search_value(raw, self.config.value_scale)
 
     def _place(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:

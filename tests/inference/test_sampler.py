@@ -11,6 +11,7 @@ from flax import nnx
 from rstar_jax.config import SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
 from rstar_jax.inference.sampler import Completion, Sampler
+from rstar_jax.inference.static_graph import StaticGraph
 
 CONFIG = SamplerConfig(max_batch=8, max_len=256, chunk_tokens=8, min_prompt_bucket=16)
 PROMPTS = ["<|user|>:\nWhat is 12 + 30?\n\n<|assistant|>:", "the quick brown fox", "héllo",
@@ -158,7 +159,7 @@ def test_forked_prefix_gives_from_scratch_logits(tiny):
         position_r=pad([], n - 1), stream_r=jnp.zeros((8, 2), jnp.int32), budget_r=pad([], 8),
         seed_key=jax.random.key(0))
     graphdef, state = nnx.split(model)
-    cache = decode.refill(graphdef, state, slots, None, new, 16)[0].cache
+    cache = decode.refill(StaticGraph.of(graphdef), state, slots, None, new, 16)[0].cache
     forward = jax.jit(lambda tokens, positions, cache: nnx.merge(graphdef, state)(
         tokens, positions, cache=cache))
     continuations = np.random.default_rng(0).integers(0, len(tokenizer), (k, steps))
@@ -179,6 +180,19 @@ def test_compiles_are_reused_across_lengths_and_parameters(sampler):
     sizes = decode.decode_chunk._cache_size(), decode.refill._cache_size()
     sampler.sample(["the quick brown", "héllo wörld"], 4,
                    SamplingConfig(temperature=1.0, top_p=0.9, top_k=5, max_new_tokens=30, stop=("x",)), seed=2)
+    assert (decode.decode_chunk._cache_size(), decode.refill._cache_size()) == sizes
+
+
+def test_a_sampler_of_another_model_of_the_same_shape_compiles_nothing(tiny, sampler):
+    """Samplers are made anew for every round's policy: their static graphs hash once, and equal."""
+    prompts, sampling = ["a b c", "hello"], SamplingConfig(temperature=0.7, max_new_tokens=32)
+    first = sampler.sample(prompts, 4, sampling, seed=1)
+    sizes = decode.decode_chunk._cache_size(), decode.refill._cache_size()
+    graphdef, state = nnx.split(tiny[1])
+    twin = nnx.merge(graphdef, jax.tree.map(lambda x: x * 1.5, state))
+    other = Sampler(twin, tiny[2], CONFIG)
+    assert other._graph is sampler._graph  # one instance per structure: calls compare by identity
+    assert other.sample(prompts, 4, sampling, seed=1) != first  # its own weights
     assert (decode.decode_chunk._cache_size(), decode.refill._cache_size()) == sizes
 
 
