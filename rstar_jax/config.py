@@ -432,9 +432,11 @@ class EvolveConfig:
         RoundConfig(SearchConfig(use_ppm=True), (16, 64, 128)),
     )
     # Curriculum runs: the from-scratch policy (vocab_size and special token ids come from the
-    # tokenizer trained on the seed set) and that tokenizer's vocabulary size.
+    # tokenizer trained on the seed set), that tokenizer's vocabulary size, and whether it splits
+    # numbers into digits (as Qwen2's does) or may learn whole numbers as pieces.
     model: ModelConfig = ModelConfig()
     tokenizer_vocab: int = 1000
+    tokenizer_split_digits: bool = True
     seed_train: TrainConfig = TrainConfig()  # round 0 on the seed set (curriculum runs)
     policy_train: TrainConfig = TrainConfig()  # every round's policy SFT
     # What round r's policy fine-tunes: "base", as the paper, the base model every round (on the

@@ -23,10 +23,10 @@ def model_stack(config: EvolveConfig, policy_dir: str, ppm_dir: str | None):
                       parallel=ParallelConfig(mesh=config.mesh))
 
 
-def train_tokenizer(out_dir: str, texts: list[str], vocab_size: int) -> str:
+def train_tokenizer(out_dir: str, texts: list[str], vocab_size: int, split_digits: bool = True) -> str:
     from rstar_jax.models.tokenizer import train_sentencepiece
 
-    train_sentencepiece(texts, vocab_size, out_dir)
+    train_sentencepiece(texts, vocab_size, out_dir, split_digits=split_digits)
     return out_dir
 
 

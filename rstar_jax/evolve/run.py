@@ -107,7 +107,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         base = policy = base_model
     else:
         tokenizer_dir = manifest.run("round0/tokenizer", lambda: train_tokenizer(
-            os.path.join(round0, "tokenizer"), tokenizer_texts(seed_file, train_sets), config.tokenizer_vocab))
+            os.path.join(round0, "tokenizer"), tokenizer_texts(seed_file, train_sets), config.tokenizer_vocab,
+            config.tokenizer_split_digits))
         base = manifest.run("round0/init", lambda: init_policy(os.path.join(round0, "init"), tokenizer_dir, config))
         policy = manifest.run("round0/policy", lambda: train_policy(
             os.path.join(round0, "policy"), base, seed_file, config, config.seed_train))

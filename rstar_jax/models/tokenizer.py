@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -91,21 +92,31 @@ def load_tokenizer(path: str | os.PathLike) -> transformers.PreTrainedTokenizerF
     return tokenizer
 
 
-def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike,
-                        ) -> transformers.PreTrainedTokenizerFast:
+_NUMBER = re.compile(r"[0-9]+")
+_NUMBER_EDGE = "\u241f"  # splits the training text there and is dropped; no text holds it
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike, *,
+                        split_digits: bool = True) -> transformers.PreTrainedTokenizerFast:
     """Trains a byte-fallback SentencePiece BPE of (up to, for a small corpus) `vocab_size` pieces on
     `texts` and saves it in `out_dir` as an HF fast tokenizer (`AutoTokenizer.from_pretrained`
     loads it); returns it loaded from there.
 
     rStar's special tokens are user-defined pieces, so they are atomic from the start. Text is not
     normalised and gets no dummy prefix, so decoding gives back the exact text. Ids 0-3 are
-    <unk>, <s>, </s> and <pad>.
+    <unk>, <s>, </s> and <pad>. `split_digits` keeps every digit its own piece (as Qwen2's
+    tokenizer does); without it frequent numbers become single pieces, each the same piece in every
+    context ("35" in " 35 coins", `x = 35`, `<output>35` and `\\boxed{35}`; the space before a
+    number is a piece of its own), so copying a number is copying one token.
     """
+    if not split_digits:  # no piece may cross a number's edges: " {35}." stays "\u2581{", "35", "}."
+        texts = (_NUMBER.sub(lambda m: f"{_NUMBER_EDGE}{m.group(0)}{_NUMBER_EDGE}", t) for t in texts)
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
-        hard_vocab_limit=False, model_type="bpe", byte_fallback=True, character_coverage=1.0,
-        split_digits=True, user_defined_symbols=list(SPECIAL_TOKENS), normalization_rule_name="identity",
+        pretokenization_delimiter="" if split_digits else _NUMBER_EDGE, hard_vocab_limit=False,
+        model_type="bpe", byte_fallback=True, character_coverage=1.0,
+        split_digits=split_digits, user_defined_symbols=list(SPECIAL_TOKENS), normalization_rule_name="identity",
         remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
         max_sentence_length=1 << 20, unk_id=0, bos_id=1, eos_id=2, pad_id=3, minloglevel=2)
     proto = sentencepiece_model_pb2.ModelProto.FromString(model.getvalue())

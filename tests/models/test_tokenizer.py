@@ -9,7 +9,7 @@ from flax import nnx
 
 from rstar_jax.config import ModelConfig
 from rstar_jax.models.decoder import Decoder
-from rstar_jax.models.tokenizer import load_tokenizer, resize_embeddings
+from rstar_jax.models.tokenizer import load_tokenizer, resize_embeddings, train_sentencepiece
 from rstar_jax import steps as sf
 
 
@@ -37,6 +37,17 @@ def test_step_format_round_trip_is_lossless(spm_dir, step_texts):
     for text in step_texts[-6:] + ["  two  spaces\n\n\ttab, ünïcode ∑ 42"]:
         ids = tokenizer.encode(text, add_special_tokens=False)
         assert tokenizer.decode(ids) == text
+
+
+def test_digits_are_split_unless_numbers_may_be_pieces(tmp_path):
+    corpus = ["Tom has 35 apples.\napples = 35\n<output>35<end_of_output> \\boxed{35}."] * 300
+    split = train_sentencepiece(corpus, vocab_size=400, out_dir=tmp_path / "split")
+    whole = train_sentencepiece(corpus, vocab_size=400, out_dir=tmp_path / "whole", split_digits=False)
+    assert not [p for p in split.get_vocab() if p.lstrip("\u2581").isdigit() and len(p.lstrip("\u2581")) > 1]
+    assert split.tokenize(" 35")[-2:] == ["3", "5"]
+    assert whole.tokenize(" 35") == ["\u2581", "35"]
+    assert whole.tokenize("<output>35<end_of_output>\\boxed{35}.").count("35") == 2  # not "{35}."
+    assert whole.decode(whole.encode(corpus[0], add_special_tokens=False)) == corpus[0]
 
 
 def test_load_tokenizer_adds_tokens_once(spm_dir):
