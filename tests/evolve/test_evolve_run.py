@@ -19,7 +19,7 @@ class StandInStages:
     def __init__(self, monkeypatch, workdir):
         self.workdir, self.bases, self.search_methods = workdir, [], []
         search = StandInSearch()
-        monkeypatch.setattr(run, "train_tokenizer", lambda out, texts, vocab: out)
+        monkeypatch.setattr(run, "train_tokenizer", lambda out, texts, vocab, split_digits: out)
         monkeypatch.setattr(run, "init_policy", lambda out, tokenizer, config: "init")
         monkeypatch.setattr(run, "train_policy", self.train_policy)
         monkeypatch.setattr(run, "train_reward_model", lambda run_dir, *args: run_dir)
