@@ -110,7 +110,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os
     number is a piece of its own), so copying a number is copying one token.
     """
     if not split_digits:  # no piece may cross a number's edges: " {35}." stays "\u2581{", "35", "}."
-        texts = (_NUMBER.sub(lambda m: f"{_NUMBER_EDGE}{m.group(0)}{_NUMBER_EDGE}", t) for t in texts)
+        texts = (_NUMBER.sub(rf"{_NUMBER_EDGE}\g<0>{_NUMBER_EDGE}", t) for t in texts)
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
