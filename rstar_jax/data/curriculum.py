@@ -59,17 +59,21 @@ class Curriculum:
     test: list[Problem]  # question + answer only, disjoint from seed and train
 
 
+_Drawn = tuple[int, int] | None  # (amount n, new count), or None when the operation does not apply
+
+
 @dataclasses.dataclass(frozen=True)
-class _Op:
-    sentence: str  # the story sentence
-    code: str  # the right-hand side of `<var> = ...`
-    value: int  # the count after the operation
-    subject: str  # whose count it is afterwards
+class Operation:
+    """One way a story changes its count: how it draws its amount `n` and the new count from the
+    current count (`draw` gives None when it does not apply, e.g. an odd count cannot be halved),
+    its sentences and code as templates over {who}, {other}, {obj}, {n} and {var}, and whether the
+    story's subject moves to {other} (True always, False never, None when the chosen sentence
+    starts with "{other} has")."""
 
-
-# An operation proposes (sentence templates, new value, code) from the current value, or None
-# when it does not apply (e.g. an odd count cannot be halved).
-_Proposal = tuple[tuple[str, ...], int, str, bool] | None
+    draw: Callable[[random.Random, int, int, int], _Drawn]
+    sentences: tuple[str, ...]
+    code: str
+    moves: bool | None
 
 
 def _span(level: int, scale: int) -> int:
@@ -80,88 +84,88 @@ def _operand(rng: random.Random, level: int, scale: int) -> int:
     return rng.randint(2, _span(level, scale))
 
 
-def _add(rng, v, level, scale) -> _Proposal:
+def _draw_add(rng: random.Random, v: int, level: int, scale: int) -> _Drawn:
     n = _operand(rng, level, scale)
-    return ((f"{{who}} buys {n} more {{obj}}.", f"{{who}} finds {n} more {{obj}}.",
-             f"{{other}} gives {{who}} {n} more {{obj}}."), v + n, f"{{var}} + {n}", False)
+    return n, v + n
 
 
-def _subtract(rng, v, level, scale) -> _Proposal:
+def _draw_subtract(rng: random.Random, v: int, level: int, scale: int) -> _Drawn:
     if v < 3:
         return None
     n = rng.randint(2, min(v - 1, _span(level, scale)))
-    return ((f"{{who}} gives {n} {{obj}} to {{other}}.", f"{{who}} loses {n} {{obj}}.",
-             f"{{who}} uses {n} of the {{obj}}."), v - n, f"{{var}} - {n}", False)
+    return n, v - n
 
 
-def _multiply(rng, v, level, scale) -> _Proposal:
+def _draw_multiply(rng: random.Random, v: int, level: int, scale: int) -> _Drawn:
     n = rng.randint(3, 3 + level // 2)
-    return ((f"{{who}} ends up with {n} times as many {{obj}} as before.",
-             f"{{who}} multiplies the {{obj}} by {n}."), v * n, f"{{var}} * {n}",
-            False)
+    return n, v * n
 
 
-def _divide(rng, v, level, scale) -> _Proposal:
+def _draw_divide(rng: random.Random, v: int, level: int, scale: int) -> _Drawn:
     divisors = [n for n in range(3, 7) if v % n == 0 and v // n >= 1]
     if not divisors:
         return None
     n = rng.choice(divisors)
-    return ((f"{{who}} splits the {{obj}} into {n} equal piles and keeps one pile.",
-             f"{{who}} puts the {{obj}} into {n} equal boxes and keeps one box."),
-            v // n, f"{{var}} // {n}", False)
+    return n, v // n
 
 
-def _twice(rng, v, level, scale) -> _Proposal:
-    return (("{who} doubles the {obj}.", "{other} has twice as many {obj} as {who}."),
-            v * 2, "{var} * 2", None)
+def _draw_twice(rng: random.Random, v: int, level: int, scale: int) -> _Drawn:
+    return 2, v * 2
 
 
-def _half(rng, v, level, scale) -> _Proposal:
-    if v % 2:
-        return None
-    return (("{who} gives away half of the {obj}.", "{other} has half as many {obj} as {who}."),
-            v // 2, "{var} // 2", None)
+def _draw_half(rng: random.Random, v: int, level: int, scale: int) -> _Drawn:
+    return None if v % 2 else (2, v // 2)
 
 
-def _fewer(rng, v, level, scale) -> _Proposal:
-    if v < 3:
-        return None
-    n = rng.randint(2, min(v - 1, _span(level, scale)))
-    return ((f"{{other}} has {n} fewer {{obj}} than {{who}}.",), v - n, f"{{var}} - {n}", True)
-
-
-def _more(rng, v, level, scale) -> _Proposal:
-    n = _operand(rng, level, scale)
-    return ((f"{{other}} has {n} more {{obj}} than {{who}}.",), v + n, f"{{var}} + {n}", True)
-
-
-# The last field of a proposal says whether the story's subject moves to {other}: True always,
-# False never, None when the chosen template mentions {other} as the one who has the new count.
-OPERATIONS: dict[str, Callable[[random.Random, int, int, int], _Proposal]] = {
-    "add": _add, "subtract": _subtract, "multiply": _multiply, "divide": _divide, "twice": _twice,
-    "half": _half, "fewer": _fewer, "more": _more,
+OPERATIONS: dict[str, Operation] = {
+    "add": Operation(_draw_add, ("{who} buys {n} more {obj}.", "{who} finds {n} more {obj}.",
+                                 "{other} gives {who} {n} more {obj}."), "{var} + {n}", False),
+    "subtract": Operation(_draw_subtract, ("{who} gives {n} {obj} to {other}.", "{who} loses {n} {obj}.",
+                                           "{who} uses {n} of the {obj}."), "{var} - {n}", False),
+    "multiply": Operation(_draw_multiply, ("{who} ends up with {n} times as many {obj} as before.",
+                                           "{who} multiplies the {obj} by {n}."), "{var} * {n}", False),
+    "divide": Operation(_draw_divide, ("{who} splits the {obj} into {n} equal piles and keeps one pile.",
+                                       "{who} puts the {obj} into {n} equal boxes and keeps one box."),
+                        "{var} // {n}", False),
+    "twice": Operation(_draw_twice, ("{who} doubles the {obj}.", "{other} has twice as many {obj} as {who}."),
+                       "{var} * 2", None),
+    "half": Operation(_draw_half, ("{who} gives away half of the {obj}.",
+                                   "{other} has half as many {obj} as {who}."), "{var} // 2", None),
+    "fewer": Operation(_draw_subtract, ("{other} has {n} fewer {obj} than {who}.",), "{var} - {n}", True),
+    "more": Operation(_draw_add, ("{other} has {n} more {obj} than {who}.",), "{var} + {n}", True),
 }
+OPENING, OPENING_CODE = "{who} has {n} {obj}.", "{n}"  # a story's first sentence, and its code
 
 
 _DRAWS = 1000  # an operation draw gives up after this many infeasible proposals in a row
 
 
-def _pick_operation(rng: random.Random, value: int, level: int, subject: str, obj: str,
-                    scale: int, operations: tuple[str, ...], weights: tuple[float, ...]) -> _Op:
+@dataclasses.dataclass(frozen=True)
+class _Told:
+    sentence: str  # the story sentence
+    code: str  # the assignment a worked solution writes for it
+    value: int  # the count after the operation
+    subject: str  # whose count it is afterwards
+
+
+def _tell(rng: random.Random, value: int, level: int, subject: str, obj: str, scale: int,
+          operations: tuple[str, ...], weights: tuple[float, ...]) -> _Told:
     """Draws a feasible operation among `operations` (uniformly, or by `weights`) and fills one of
-    its phrasings."""
+    its sentences."""
     for _ in range(_DRAWS):
         name = rng.choices(operations, weights)[0] if weights else rng.choice(operations)
-        proposal = OPERATIONS[name](rng, value, level, scale)
-        if proposal is None or proposal[1] > MAX_VALUE:
+        operation = OPERATIONS[name]
+        drawn = operation.draw(rng, value, level, scale)
+        if drawn is None or drawn[1] > MAX_VALUE:
             continue
-        templates, new_value, code, moves = proposal
-        template = rng.choice(templates)
-        other = rng.choice([n for n in NAMES if n != subject])
-        if moves is None:
-            moves = template.startswith("{other} has")
-        sentence = template.format(who=subject, other=other, obj=obj)
-        return _Op(sentence, code, new_value, other if moves else subject)
+        n, new_value = drawn
+        template = rng.choice(operation.sentences)
+        other = rng.choice([person for person in NAMES if person != subject])
+        moves = template.startswith("{other} has") if operation.moves is None else operation.moves
+        sentence = template.format(who=subject, other=other, obj=obj, n=n)
+        var = _variable(obj)
+        return _Told(sentence, f"{var} = {operation.code.format(var=var, n=n)}", new_value,
+                     other if moves else subject)
     raise ValueError(f"operations {operations} (weights {weights or 'even'}): none could continue a story "
                      f"at count {value} in {_DRAWS} draws")
 
@@ -192,13 +196,13 @@ def generate_problem(rng: random.Random, level: int, *, numbered: bool = False,
     who, obj = rng.choice(NAMES), rng.choice(OBJECTS)
     var = _variable(obj)
     value = rng.randint(2, operand_scale * 10 * level)
-    sentences = [f"{who} has {value} {obj}."]
-    steps = [(sentences[0], f"{var} = {value}")]
+    sentences = [OPENING.format(who=who, n=value, obj=obj)]
+    steps = [(sentences[0], f"{var} = {OPENING_CODE.format(n=value)}")]
     for _ in range(level):
-        op = _pick_operation(rng, value, level, who, obj, operand_scale, operations, weights)
-        sentences.append(op.sentence)
-        steps.append((op.sentence, f"{var} = {op.code.format(var=var)}"))
-        value, who = op.value, op.subject
+        told = _tell(rng, value, level, who, obj, operand_scale, operations, weights)
+        sentences.append(told.sentence)
+        steps.append((told.sentence, told.code))
+        value, who = told.value, told.subject
     if numbered:
         sentences = [f"({k}) {s}" for k, s in enumerate(sentences, start=1)]
         steps = [(s, code) for s, (_, code) in zip(sentences, steps)]
