@@ -10,12 +10,19 @@ Only the seed split exposes solutions; train and test are question + answer, lik
 Story options (CurriculumConfig): sentences labelled "(1) ", "(2) ", ... (numbered), wider
 operand ranges (operand_scale), the operations stories draw from (operations), and how often the
 seed's stories use each of them (seed_operation_weights: train and test always draw evenly).
+
+A question also reads back (`read_story`) into each sentence's operation and the code it asks for,
+so any program written for it can be graded step by step (`grade_steps`, `operation_counts`: the
+evolve report's steps by operation).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
+import re
+import string
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -254,3 +261,74 @@ def make_curriculum(config: CurriculumConfig) -> Curriculum:
     train = generate_split(config.train_seed, config.levels, config.train_per_level,
                            exclude=held_out, **story)
     return Curriculum(seed=seed, train=train, test=test)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a story back: which operation each sentence tells, and whether a program's steps do it.
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class StoryStep:
+    """A sentence of a story read back: its operation ("start" for the opening count, else a key of
+    OPERATIONS) and the assignment a worked solution writes for it."""
+
+    operation: str
+    code: str
+
+
+_FIELDS = {"who": r"[A-Z][a-z]+", "other": r"[A-Z][a-z]+", "obj": r"(?P<obj>[a-z]+)", "n": r"(?P<n>\d+)"}
+
+
+def _sentence_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression for the sentences a template fills ({n} and {obj} captured)."""
+    return re.compile("".join(re.escape(literal) + (_FIELDS[field] if field else "")
+                              for literal, field, _, _ in string.Formatter().parse(template)))
+
+
+_READERS = tuple((name, _sentence_pattern(sentence), code)
+                 for name, sentences, code in (("start", (OPENING,), OPENING_CODE),
+                                               *((k, op.sentences, op.code) for k, op in OPERATIONS.items()))
+                 for sentence in sentences)
+
+
+def read_story(question: str) -> tuple[StoryStep, ...] | None:
+    """The sentences of a curriculum question (numbered or not) in order, each with its operation
+    and code; None when a sentence is not one the curriculum tells (another dataset's question)."""
+    *sentences, _ = re.split(r"(?<=\.) ", question)  # the last piece asks for the count
+    story = []
+    for sentence in sentences:
+        sentence = re.sub(r"^\(\d+\) ", "", sentence)
+        match = next(((name, m, code) for name, pattern, code in _READERS if (m := pattern.fullmatch(sentence))),
+                     None)
+        if match is None:
+            return None
+        name, m, code = match
+        var = _variable(m["obj"])
+        story.append(StoryStep(name, f"{var} = {code.format(var=var, n=m.groupdict().get('n'))}"))
+    return tuple(story) or None
+
+
+_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*\s*=(?!=).*$", re.MULTILINE)
+
+
+def grade_steps(question: str, response: str) -> list[tuple[str, bool]] | None:
+    """(operation, right) for each sentence of a curriculum question: right when the k-th
+    assignment of the response's program is the code sentence k asks for (spaces aside), so a
+    skipped or extra step makes the steps after it wrong; None for another dataset's question."""
+    story = read_story(question)
+    if story is None:
+        return None
+    written = [re.sub(r"\s", "", line) for line in _ASSIGNMENT.findall(sf.extract_program(response))]
+    return [(step.operation, k < len(written) and written[k] == re.sub(r"\s", "", step.code))
+            for k, step in enumerate(story)]
+
+
+def operation_counts(solutions: Iterable[tuple[str, str]]) -> dict[str, list[int]]:
+    """{operation: [right, all]} of `grade_steps` over (question, response) pairs, in the order
+    "start", then OPERATIONS; questions the curriculum does not tell are left out."""
+    counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for question, response in solutions:
+        for operation, right in grade_steps(question, response) or ():
+            counts[operation][0] += right
+            counts[operation][1] += 1
+    return {name: counts[name] for name in ("start", *OPERATIONS) if name in counts}

@@ -11,6 +11,7 @@ from typing import Any
 
 from rstar_jax.config import EvalConfig, EvolveConfig
 from rstar_jax.data import records
+from rstar_jax.data.curriculum import operation_counts
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation.methods import Models
 from rstar_jax.evaluation.reporting import summarize
@@ -71,8 +72,11 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
             problems.setdefault(method, {})[row["set"]] = row["problems"]
     greedy_steps = {name: records.step_counts(("".join(r["candidates"][0]["steps"]), r["candidates"][0]["correct"])
                                               for r in recs) for name, recs in greedy.items()}
+    greedy_operations = {name: operation_counts((r["question"], "".join(r["candidates"][0]["steps"])) for r in recs)
+                         for name, recs in greedy.items()}
     return {"accuracy": accuracy, "problems": problems, "ppm_heldout_accuracy": ppm_accuracy,
-            "ppm_heldout_pairs_scored": len(heldout), "greedy_steps": greedy_steps}
+            "ppm_heldout_pairs_scored": len(heldout), "greedy_steps": greedy_steps,
+            "greedy_operations": greedy_operations}
 
 
 def greedy_on_head(greedy: dict[str, list[dict[str, Any]]], head: int, evaluation: EvalConfig) -> list[dict[str, Any]]:

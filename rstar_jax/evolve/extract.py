@@ -10,6 +10,7 @@ from typing import Any
 
 from rstar_jax.config import EvolveConfig
 from rstar_jax.data import records
+from rstar_jax.data.curriculum import operation_counts
 from rstar_jax.data.problems import Problem
 from rstar_jax.data.trees import SearchedTree
 from rstar_jax.evolve.search import read_pass
@@ -49,22 +50,25 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
         replay = random.Random(config.seed).sample(replay, config.seed_replay)
     sft: list[records.SFTRecord] = []  # this round's search records
     pairs: dict[bool, list[records.PreferencePair]] = {False: [], True: []}  # held out -> pairs
-    coverage, steps = {}, {}
+    coverage, steps, operations = {}, {}, {}
     for name, problems in train_sets.items():
         solved = 0
         outcomes = []  # (response, correct) of every trajectory: the report's step counts
+        own = []  # the set's SFT records
         for p in problems:
             trees = by_problem.get((name, p.index), [])
             if not trees:
                 continue
             solved += any(t.is_solved() for t in trees)
             outcomes += [(a.text, a.is_correct) for t in trees for a in records.attempts(t)]
-            sft += records.sft_records(trees, config.sft_per_problem)
+            own += records.sft_records(trees, config.sft_per_problem)
             held_out = is_held_out(name, p.index, config.ppm_heldout_fraction)
             pairs[held_out] += [pair for t in trees for pair in records.step_pairs(t, flt)]
             pairs[held_out] += records.final_answer_pairs(trees)
         coverage[name] = solved / max(len(problems), 1)
         steps[name] = records.step_counts(outcomes)
+        operations[name] = operation_counts((r.query, r.response) for r in own)
+        sft += own
     train, heldout = pairs[False], pairs[True]
     random.Random(0).shuffle(train)
     records.write_records(os.path.join(round_dir, SFT_OWN), sft)
@@ -81,6 +85,6 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
     return {"coverage": coverage, "coverage_all": covered / max(total, 1), "sft_records": len(sft),
             "ppm_pairs": len(train), "ppm_heldout_pairs": len(heldout),
             "ppm_train_pairs": len(pools[PPM_TRAIN]), "ppm_heldout_pool_pairs": len(pools[PPM_HELDOUT]),
-            "search_steps": steps}
+            "search_steps": steps, "sft_operations": operations}
 
 

@@ -31,7 +31,7 @@ def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
             "sft_records": extract.get("sft_records"), "ppm_pairs": extract.get("ppm_pairs"),
             "ppm_train_pairs": extract.get("ppm_train_pairs"),
             "ppm_heldout_pool_pairs": extract.get("ppm_heldout_pool_pairs"),
-            "search_steps": extract.get("search_steps"),
+            "search_steps": extract.get("search_steps"), "sft_operations": extract.get("sft_operations"),
             "not_trained": {stage: result.get("reason") for stage in ("policy", "ppm")
                             if isinstance(result := manifest.stages.get(f"round{r}/{stage}", {}).get("result"), dict)
                             and not result.get("trained", True)},
@@ -184,14 +184,23 @@ def _set_order(name: str) -> tuple[int, str]:
     return len(name), name  # level2 before level10
 
 
-def _format_step_counts(by_set: dict[str, dict[str, list[int]]]) -> str:
+def _format_counts(by_set: dict[str, dict[str, list[int]]]) -> str:
     return "; ".join(f"{name} " + ", ".join(f"{n}: {c}/{a}" for n, (c, a) in counts.items())
                      for name, counts in sorted(by_set.items(), key=lambda kv: _set_order(kv[0])) if counts)
 
 
+def _counts_section(rows: Sequence[dict[str, Any]], title: str, sources: tuple[tuple[str, str], ...]) -> list[str]:
+    """A report section of [correct, all] counts per set: one line per round and (label, row key)
+    in `sources` that counted anything; no section when none did."""
+    found = [f"- round {row['round']} {label}: {_format_counts(row[key])}" for row in rows
+             for label, key in sources if any((row.get(key) or {}).values())]
+    return ["", title, ""] + found if found else []
+
+
 def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) -> str:
     """Coverage, records, PPM accuracy and test accuracy (with 95% intervals) per round, the
-    targets, coverage per set, code steps per solution, then time per stage."""
+    targets, coverage per set, code steps per solution, steps by operation (curriculum stories),
+    then time per stage."""
     sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m}, key=_set_order)
     searched = [m for m in ("mcts", "best_of_n", MAJORITY) if any(row["accuracy"].get(m) for row in rows)]
     names = {"mcts": "MCTS", "best_of_n": "best-of-n", MAJORITY: "majority"}
@@ -224,11 +233,13 @@ def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) 
         if row["coverage"]:
             lines.append(f"- round {row['round']}: " + ", ".join(
                 f"{s} {100 * v:.1f}" for s, v in sorted(row["coverage"].items(), key=lambda kv: _set_order(kv[0]))))
-    steps = [f"- round {row['round']} {what}: {_format_step_counts(row[key])}" for row in rows
-             for what, key in (("search trajectories", "search_steps"), ("greedy on the test split", "greedy_steps"))
-             if any((row.get(key) or {}).values())]
-    if steps:
-        lines += ["", "Solutions by code steps, as steps: correct/all:", ""] + steps
+    test_split = ("greedy on the test split", "greedy_steps")
+    lines += _counts_section(rows, "Solutions by code steps, as steps: correct/all:",
+                             (("search trajectories", "search_steps"), test_split))
+    lines += _counts_section(
+        rows, "Steps of curriculum stories by the operation their sentence tells, as operation: right/all "
+        "(a program's k-th assignment against the code of the story's k-th sentence):",
+        (("SFT records of the search", "sft_operations"), ("greedy on the test split", "greedy_operations")))
     lines += ["", "Seconds per stage:", ""]
     for row in rows:
         lines.append(f"- round {row['round']}: " + ", ".join(f"{k} {v:.0f}" for k, v in row["seconds"].items()))

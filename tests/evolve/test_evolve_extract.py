@@ -1,6 +1,7 @@
 """Extraction: SFT records, PPM pairs held out by problem, coverage, and pools across rounds.
 """
 
+import dataclasses
 
 import pytest
 
@@ -37,6 +38,19 @@ def test_extract_writes_records_and_coverage(tmp_path):
     assert not any(pair.prompt.split("\n")[1] in held_questions for pair in train)
     assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
     assert records.read_pairs(str(tmp_path / extract.PPM_TRAIN)) == train  # round 1: the pool is its own pairs
+    assert result["sft_operations"] == {"level1": {}, "level2": {}}  # no curriculum story to read
+
+
+def test_the_sft_records_steps_are_counted_by_operation(tmp_path):
+    """On curriculum stories each set's SFT records are graded step by step: the stand-in's one step
+    (`x = <index>`) is the story's opening done wrong, and its add step is missing."""
+    story = "(1) Mia has 3 apples. (2) Mia buys 2 more apples. How many apples does Mia have now?"
+    sets = {"level1": [dataclasses.replace(p, question=story) for p in problems(6)]}
+    evolve_search.search_round(str(tmp_path), sets, RoundConfig(SearchConfig(num_rollouts=4), ()),
+                               StandInSearch(), seed=0, chunk=4)
+    result = extract.extract_round(str(tmp_path), sets, EvolveConfig(), None)
+    assert result["sft_records"] == 2  # problems 0 and 3, one right answer each
+    assert result["sft_operations"] == {"level1": {"start": [0, 2], "add": [0, 2]}}
 
 
 def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):

@@ -22,12 +22,14 @@ def test_report_files(tmp_path):
     manifest.run("round1/extract", lambda: {"coverage": {"level1": 0.5, "level2": 0.25}, "coverage_all": 0.4,
                                             "sft_records": 12, "ppm_pairs": 30, "ppm_heldout_pairs": 2,
                                             "ppm_train_pairs": 50, "ppm_heldout_pool_pairs": 4,
-                                            "search_steps": {"level2": {"3": [1, 5]}, "level1": {"2": [4, 4]}}})
+                                            "search_steps": {"level2": {"3": [1, 5]}, "level1": {"2": [4, 4]}},
+                                            "sft_operations": {"level1": {"start": [4, 4], "fewer": [3, 4]}}})
     manifest.run("round1/evaluate", lambda: {
         "accuracy": {"greedy": {"level1": 70.0, "level2": 20.0}, "mcts": {"level1": 80.0, "level2": 30.0}},
         "problems": {"greedy": {"level1": 100, "level2": 100}, "mcts": {"level1": 100, "level2": 100}},
         "ppm_heldout_accuracy": 0.75, "ppm_heldout_pairs_scored": 4,
-        "greedy_steps": {"level1": {"2": [7, 9], "3": [0, 1]}}})
+        "greedy_steps": {"level1": {"2": [7, 9], "3": [0, 1]}},
+        "greedy_operations": {"level2": {"start": [9, 10], "more": [2, 5]}, "level1": {}}})
     manifest.run("round1/ppm", lambda: {"model": None, "trained": False, "records": 0, "reason": "no pairs"})
     rows = evolve_report.round_rows(manifest, 4)
     assert [r["round"] for r in rows] == [0, 1]
@@ -35,6 +37,9 @@ def test_report_files(tmp_path):
     assert "- round 1 search trajectories: level1 2: 4/4; level2 3: 1/5\n" in markdown
     assert "- round 1 greedy on the test split: level1 2: 7/9, 3: 0/1\n" in markdown
     assert "code steps" not in evolve_report.report_markdown(rows[:1])  # nothing counted, no section
+    assert "- round 1 SFT records of the search: level1 start: 4/4, fewer: 3/4\n" in markdown
+    assert "- round 1 greedy on the test split: level2 start: 9/10, more: 2/5\n" in markdown
+    assert "by the operation" not in evolve_report.report_markdown(rows[:1])
     assert "- round 1: no ppm trained, the previous one carried forward (no pairs)\n" in markdown
     # accuracy with its 95% Wilson interval: 70/100 -> 60-78; the mean pools both sets' 200 problems
     assert ("| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 (60-78) | 20.0 (13-29) | 45.0 (38-52) | 55.0 (48-62) "

@@ -1,0 +1,56 @@
+"""Reading a story back: every sentence's operation and code, and a program's steps graded
+against them (the report's steps by operation)."""
+
+import random
+import re
+
+import pytest
+
+from rstar_jax import steps as sf
+from rstar_jax.data.curriculum import OPERATIONS, generate_problem, grade_steps, operation_counts, read_story
+
+
+def assignments(response: str) -> list[str]:
+    return [line for line in sf.extract_program(response).splitlines() if " = " in line]
+
+
+@pytest.mark.parametrize("numbered", [True, False])
+def test_every_sentence_reads_back_as_the_code_its_worked_solution_writes(numbered):
+    rng = random.Random(0)
+    seen = set()
+    for level in range(1, 7):
+        for _ in range(60):
+            problem = generate_problem(rng, level, numbered=numbered, operand_scale=rng.choice((1, 3)))
+            story = read_story(problem.question)
+            assert [step.code for step in story] == assignments(problem.response)
+            assert story[0].operation == "start" and len(story) == level + 1
+            seen.update(step.operation for step in story[1:])
+    assert seen == set(OPERATIONS)  # every phrasing of every operation was read
+
+
+def test_a_program_is_graded_step_by_step():
+    rng = random.Random(3)
+    problem = generate_problem(rng, 4, numbered=True, operations=("add", "subtract", "fewer"))
+    operations = [step.operation for step in read_story(problem.question)]
+    assert grade_steps(problem.question, problem.response) == [(op, True) for op in operations]
+    codes = assignments(problem.response)
+    flipped = problem.response.replace(codes[2], codes[2].replace("+", "#").replace("-", "+").replace("#", "-"))
+    assert [right for _, right in grade_steps(problem.question, flipped)] == [True, True, False, True, True]
+    skipped = problem.response.replace(codes[1] + "\n", "")  # the steps after a skipped one are off by one
+    assert [right for _, right in grade_steps(problem.question, skipped)] == [True, False, False, False, False]
+    spaced = problem.response.replace(" = ", "=").replace(" + ", "+").replace(" - ", "-")
+    assert all(right for _, right in grade_steps(problem.question, spaced))
+    assert [right for _, right in grade_steps(problem.question, "no program")] == [False] * 5
+
+
+def test_other_questions_are_not_read_and_counts_follow_the_operations_order():
+    assert read_story("Natalia sold clips to 48 of her friends in April. How many clips did she sell?") is None
+    assert read_story("What is 2 + 3?") is None
+    rng = random.Random(1)
+    problems = [generate_problem(rng, 2, operations=("more", "add")) for _ in range(5)]
+    counts = operation_counts([(p.question, p.response) for p in problems]
+                              + [("What is 2 + 3?", "<code>\nx = 5\n<end_of_code>")])
+    assert list(counts) == [name for name in ("start", "add", "more") if name in counts]
+    assert counts["start"] == [5, 5] and sum(all_ for _, all_ in counts.values()) == 15
+    assert all(right == all_ for right, all_ in counts.values())
+    assert re.fullmatch(r"\w+ = \w+ \+ \d+", read_story(problems[0].question)[1].code)
