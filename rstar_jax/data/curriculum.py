@@ -269,9 +269,11 @@ def make_curriculum(config: CurriculumConfig) -> Curriculum:
 
 @dataclasses.dataclass(frozen=True)
 class StoryStep:
-    """A sentence of a story read back: its operation ("start" for the opening count, else a key of
-    OPERATIONS) and the assignment a worked solution writes for it."""
+    """A sentence of a story read back: the sentence as the question tells it (label included), its
+    operation ("start" for the opening count, else a key of OPERATIONS) and the assignment a worked
+    solution writes for it (under the comment `# <sentence>`)."""
 
+    sentence: str
     operation: str
     code: str
 
@@ -297,38 +299,52 @@ def read_story(question: str) -> tuple[StoryStep, ...] | None:
     *sentences, _ = re.split(r"(?<=\.) ", question)  # the last piece asks for the count
     story = []
     for sentence in sentences:
-        sentence = re.sub(r"^\(\d+\) ", "", sentence)
-        match = next(((name, m, code) for name, pattern, code in _READERS if (m := pattern.fullmatch(sentence))),
-                     None)
+        told = re.sub(r"^\(\d+\) ", "", sentence)
+        match = next(((name, m, code) for name, pattern, code in _READERS if (m := pattern.fullmatch(told))), None)
         if match is None:
             return None
         name, m, code = match
         var = _variable(m["obj"])
-        story.append(StoryStep(name, f"{var} = {code.format(var=var, n=m.groupdict().get('n'))}"))
+        story.append(StoryStep(sentence, name, f"{var} = {code.format(var=var, n=m.groupdict().get('n'))}"))
     return tuple(story) or None
 
 
-_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*\s*=(?!=).*$", re.MULTILINE)
+@dataclasses.dataclass(frozen=True)
+class StepGrade:
+    """One sentence's step in a program: `right` when the program's k-th assignment is the code
+    sentence k asks for (spaces aside), `copied` when the comment line just above that assignment
+    is the sentence. A skipped or extra step puts the steps after it off by one: wrong."""
+
+    operation: str
+    copied: bool
+    right: bool
 
 
-def grade_steps(question: str, response: str) -> list[tuple[str, bool]] | None:
-    """(operation, right) for each sentence of a curriculum question: right when the k-th
-    assignment of the response's program is the code sentence k asks for (spaces aside), so a
-    skipped or extra step makes the steps after it wrong; None for another dataset's question."""
+_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*\s*=(?!=)")
+
+
+def grade_steps(question: str, response: str) -> list[StepGrade] | None:
+    """A `StepGrade` for each sentence of a curriculum question; None for another dataset's."""
     story = read_story(question)
     if story is None:
         return None
-    written = [re.sub(r"\s", "", line) for line in _ASSIGNMENT.findall(sf.extract_program(response))]
-    return [(step.operation, k < len(written) and written[k] == re.sub(r"\s", "", step.code))
+    lines = sf.extract_program(response).splitlines()
+    written = [(lines[i - 1] if i else "", re.sub(r"\s", "", line))  # (the line above, the assignment)
+               for i, line in enumerate(lines) if _ASSIGNMENT.match(line)]
+    return [StepGrade(step.operation, k < len(written) and written[k][0] == f"# {step.sentence}",
+                      k < len(written) and written[k][1] == re.sub(r"\s", "", step.code))
             for k, step in enumerate(story)]
 
 
-def operation_counts(solutions: Iterable[tuple[str, str]]) -> dict[str, list[int]]:
-    """{operation: [right, all]} of `grade_steps` over (question, response) pairs, in the order
-    "start", then OPERATIONS; questions the curriculum does not tell are left out."""
+def operation_counts(solutions: Iterable[tuple[str, str]], part: str = "right") -> dict[str, list[int]]:
+    """{operation: [steps whose `part` ("right" or "copied") holds, all steps]} of `grade_steps`
+    over (question, response) pairs, in the order "start", then OPERATIONS; questions the
+    curriculum does not tell are left out."""
+    if part not in ("right", "copied"):
+        raise ValueError(f"operation_counts: part {part!r} is not 'right' or 'copied'")
     counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for question, response in solutions:
-        for operation, right in grade_steps(question, response) or ():
-            counts[operation][0] += right
-            counts[operation][1] += 1
+        for grade in grade_steps(question, response) or ():
+            counts[grade.operation][0] += getattr(grade, part)
+            counts[grade.operation][1] += 1
     return {name: counts[name] for name in ("start", *OPERATIONS) if name in counts}

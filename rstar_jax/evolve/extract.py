@@ -50,7 +50,7 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
         replay = random.Random(config.seed).sample(replay, config.seed_replay)
     sft: list[records.SFTRecord] = []  # this round's search records
     pairs: dict[bool, list[records.PreferencePair]] = {False: [], True: []}  # held out -> pairs
-    coverage, steps, operations = {}, {}, {}
+    coverage, steps, operations, comments = {}, {}, {}, {}
     for name, problems in train_sets.items():
         solved = 0
         outcomes = []  # (response, correct) of every trajectory: the report's step counts
@@ -67,7 +67,8 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
             pairs[held_out] += records.final_answer_pairs(trees)
         coverage[name] = solved / max(len(problems), 1)
         steps[name] = records.step_counts(outcomes)
-        operations[name] = operation_counts((r.query, r.response) for r in own)
+        solutions = [(r.query, r.response) for r in own]
+        operations[name], comments[name] = operation_counts(solutions), operation_counts(solutions, "copied")
         sft += own
     train, heldout = pairs[False], pairs[True]
     random.Random(0).shuffle(train)
@@ -85,6 +86,6 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
     return {"coverage": coverage, "coverage_all": covered / max(total, 1), "sft_records": len(sft),
             "ppm_pairs": len(train), "ppm_heldout_pairs": len(heldout),
             "ppm_train_pairs": len(pools[PPM_TRAIN]), "ppm_heldout_pool_pairs": len(pools[PPM_HELDOUT]),
-            "search_steps": steps, "sft_operations": operations}
+            "search_steps": steps, "sft_operations": operations, "sft_comments": comments}
 
 

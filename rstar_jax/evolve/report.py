@@ -32,6 +32,7 @@ def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
             "ppm_train_pairs": extract.get("ppm_train_pairs"),
             "ppm_heldout_pool_pairs": extract.get("ppm_heldout_pool_pairs"),
             "search_steps": extract.get("search_steps"), "sft_operations": extract.get("sft_operations"),
+            "sft_comments": extract.get("sft_comments"),
             "not_trained": {stage: result.get("reason") for stage in ("policy", "ppm")
                             if isinstance(result := manifest.stages.get(f"round{r}/{stage}", {}).get("result"), dict)
                             and not result.get("trained", True)},
@@ -240,6 +241,10 @@ def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) 
         rows, "Steps of curriculum stories by the operation their sentence tells, as operation: right/all "
         "(a program's k-th assignment against the code of the story's k-th sentence):",
         (("SFT records of the search", "sft_operations"), ("greedy on the test split", "greedy_operations")))
+    lines += _counts_section(
+        rows, "The same steps, as operation: copied/all (the comment above the k-th assignment is the "
+        "story's k-th sentence):",
+        (("SFT records of the search", "sft_comments"), ("greedy on the test split", "greedy_comments")))
     lines += ["", "Seconds per stage:", ""]
     for row in rows:
         lines.append(f"- round {row['round']}: " + ", ".join(f"{k} {v:.0f}" for k, v in row["seconds"].items()))

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from rstar_jax import steps as sf
-from rstar_jax.data.curriculum import OPERATIONS, generate_problem, grade_steps, operation_counts, read_story
+from rstar_jax.data.curriculum import (OPERATIONS, StepGrade, generate_problem, grade_steps, operation_counts,
+                                      read_story)
 
 
 def assignments(response: str) -> list[str]:
@@ -28,19 +29,36 @@ def test_every_sentence_reads_back_as_the_code_its_worked_solution_writes(number
     assert seen == set(OPERATIONS)  # every phrasing of every operation was read
 
 
+def rights(question, response):
+    return [grade.right for grade in grade_steps(question, response)]
+
+
 def test_a_program_is_graded_step_by_step():
     rng = random.Random(3)
     problem = generate_problem(rng, 4, numbered=True, operations=("add", "subtract", "fewer"))
-    operations = [step.operation for step in read_story(problem.question)]
-    assert grade_steps(problem.question, problem.response) == [(op, True) for op in operations]
+    story = read_story(problem.question)
+    assert all(step.sentence in problem.question and step.sentence.startswith(f"({k}) ")
+               for k, step in enumerate(story, start=1))
+    assert grade_steps(problem.question, problem.response) == [StepGrade(step.operation, True, True) for step in story]
     codes = assignments(problem.response)
     flipped = problem.response.replace(codes[2], codes[2].replace("+", "#").replace("-", "+").replace("#", "-"))
-    assert [right for _, right in grade_steps(problem.question, flipped)] == [True, True, False, True, True]
+    assert rights(problem.question, flipped) == [True, True, False, True, True]
     skipped = problem.response.replace(codes[1] + "\n", "")  # the steps after a skipped one are off by one
-    assert [right for _, right in grade_steps(problem.question, skipped)] == [True, False, False, False, False]
+    assert rights(problem.question, skipped) == [True, False, False, False, False]
     spaced = problem.response.replace(" = ", "=").replace(" + ", "+").replace(" - ", "-")
-    assert all(right for _, right in grade_steps(problem.question, spaced))
-    assert [right for _, right in grade_steps(problem.question, "no program")] == [False] * 5
+    assert all(rights(problem.question, spaced))
+    assert rights(problem.question, "no program") == [False] * 5
+
+
+def test_a_comment_is_copied_when_it_is_the_sentence():
+    rng = random.Random(4)
+    problem = generate_problem(rng, 3, numbered=True)
+    story = read_story(problem.question)
+    miscopied = problem.response.replace(story[2].sentence, story[2].sentence.replace("(3) ", "(3)  "))
+    assert [g.copied for g in grade_steps(problem.question, miscopied)] == [True, True, False, True]
+    assert all(rights(problem.question, miscopied))  # the code under it is still the sentence's
+    unlabelled = generate_problem(random.Random(4), 3)
+    assert all(g.copied and g.right for g in grade_steps(unlabelled.question, unlabelled.response))
 
 
 def test_other_questions_are_not_read_and_counts_follow_the_operations_order():
@@ -53,4 +71,7 @@ def test_other_questions_are_not_read_and_counts_follow_the_operations_order():
     assert list(counts) == [name for name in ("start", "add", "more") if name in counts]
     assert counts["start"] == [5, 5] and sum(all_ for _, all_ in counts.values()) == 15
     assert all(right == all_ for right, all_ in counts.values())
+    assert operation_counts([(p.question, p.response) for p in problems], "copied") == counts
+    with pytest.raises(ValueError, match="part 'wrong'"):
+        operation_counts([], "wrong")
     assert re.fullmatch(r"\w+ = \w+ \+ \d+", read_story(problems[0].question)[1].code)

@@ -38,7 +38,7 @@ def test_extract_writes_records_and_coverage(tmp_path):
     assert not any(pair.prompt.split("\n")[1] in held_questions for pair in train)
     assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
     assert records.read_pairs(str(tmp_path / extract.PPM_TRAIN)) == train  # round 1: the pool is its own pairs
-    assert result["sft_operations"] == {"level1": {}, "level2": {}}  # no curriculum story to read
+    assert result["sft_operations"] == result["sft_comments"] == {"level1": {}, "level2": {}}  # no story to read
 
 
 def test_the_sft_records_steps_are_counted_by_operation(tmp_path):
@@ -50,7 +50,7 @@ def test_the_sft_records_steps_are_counted_by_operation(tmp_path):
                                StandInSearch(), seed=0, chunk=4)
     result = extract.extract_round(str(tmp_path), sets, EvolveConfig(), None)
     assert result["sft_records"] == 2  # problems 0 and 3, one right answer each
-    assert result["sft_operations"] == {"level1": {"start": [0, 2], "add": [0, 2]}}
+    assert result["sft_operations"] == result["sft_comments"] == {"level1": {"start": [0, 2], "add": [0, 2]}}
 
 
 def test_the_ppm_pools_join_the_pairs_of_earlier_rounds(tmp_path):

@@ -23,7 +23,8 @@ def test_report_files(tmp_path):
                                             "sft_records": 12, "ppm_pairs": 30, "ppm_heldout_pairs": 2,
                                             "ppm_train_pairs": 50, "ppm_heldout_pool_pairs": 4,
                                             "search_steps": {"level2": {"3": [1, 5]}, "level1": {"2": [4, 4]}},
-                                            "sft_operations": {"level1": {"start": [4, 4], "fewer": [3, 4]}}})
+                                            "sft_operations": {"level1": {"start": [4, 4], "fewer": [3, 4]}},
+                                            "sft_comments": {"level1": {"start": [4, 4], "fewer": [2, 4]}}})
     manifest.run("round1/evaluate", lambda: {
         "accuracy": {"greedy": {"level1": 70.0, "level2": 20.0}, "mcts": {"level1": 80.0, "level2": 30.0}},
         "problems": {"greedy": {"level1": 100, "level2": 100}, "mcts": {"level1": 100, "level2": 100}},
@@ -39,6 +40,7 @@ def test_report_files(tmp_path):
     assert "code steps" not in evolve_report.report_markdown(rows[:1])  # nothing counted, no section
     assert "- round 1 SFT records of the search: level1 start: 4/4, fewer: 3/4\n" in markdown
     assert "- round 1 greedy on the test split: level2 start: 9/10, more: 2/5\n" in markdown
+    assert "copied/all" in markdown and "- round 1 SFT records of the search: level1 start: 4/4, fewer: 2/4\n" in markdown
     assert "by the operation" not in evolve_report.report_markdown(rows[:1])
     assert "- round 1: no ppm trained, the previous one carried forward (no pairs)\n" in markdown
     # accuracy with its 95% Wilson interval: 70/100 -> 60-78; the mean pools both sets' 200 problems
