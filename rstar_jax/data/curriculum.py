@@ -24,7 +24,7 @@ import random
 import re
 import string
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from rstar_jax.config import CurriculumConfig
 from rstar_jax import steps as sf
@@ -336,15 +336,23 @@ def grade_steps(question: str, response: str) -> list[StepGrade] | None:
             for k, step in enumerate(story)]
 
 
-def operation_counts(solutions: Iterable[tuple[str, str]], part: str = "right") -> dict[str, list[int]]:
-    """{operation: [steps whose `part` ("right" or "copied") holds, all steps]} of `grade_steps`
-    over (question, response) pairs, in the order "start", then OPERATIONS; questions the
-    curriculum does not tell are left out."""
-    if part not in ("right", "copied"):
-        raise ValueError(f"operation_counts: part {part!r} is not 'right' or 'copied'")
-    counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+class OperationCounts(NamedTuple):
+    """{operation: [steps, all steps]} in the order "start", then OPERATIONS: the steps whose code
+    is right, and those whose comment is copied."""
+
+    right: dict[str, list[int]]
+    copied: dict[str, list[int]]
+
+
+def operation_counts(solutions: Iterable[tuple[str, str]]) -> OperationCounts:
+    """`grade_steps` tallied per operation over (question, response) pairs, in one pass; questions
+    the curriculum does not tell are left out."""
+    right: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    copied: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for question, response in solutions:
         for grade in grade_steps(question, response) or ():
-            counts[grade.operation][0] += getattr(grade, part)
-            counts[grade.operation][1] += 1
-    return {name: counts[name] for name in ("start", *OPERATIONS) if name in counts}
+            for counts, holds in ((right, grade.right), (copied, grade.copied)):
+                counts[grade.operation][0] += holds
+                counts[grade.operation][1] += 1
+    order = [name for name in ("start", *OPERATIONS) if name in right]
+    return OperationCounts({name: right[name] for name in order}, {name: copied[name] for name in order})

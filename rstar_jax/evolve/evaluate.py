@@ -72,12 +72,12 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
             problems.setdefault(method, {})[row["set"]] = row["problems"]
     greedy_steps = {name: records.step_counts(("".join(r["candidates"][0]["steps"]), r["candidates"][0]["correct"])
                                               for r in recs) for name, recs in greedy.items()}
-    solutions = {name: [(r["question"], "".join(r["candidates"][0]["steps"])) for r in recs]
-                 for name, recs in greedy.items()}
+    graded = {name: operation_counts((r["question"], "".join(r["candidates"][0]["steps"])) for r in recs)
+              for name, recs in greedy.items()}
     return {"accuracy": accuracy, "problems": problems, "ppm_heldout_accuracy": ppm_accuracy,
             "ppm_heldout_pairs_scored": len(heldout), "greedy_steps": greedy_steps,
-            "greedy_operations": {name: operation_counts(s) for name, s in solutions.items()},
-            "greedy_comments": {name: operation_counts(s, "copied") for name, s in solutions.items()}}
+            "greedy_operations": {name: counts.right for name, counts in graded.items()},
+            "greedy_comments": {name: counts.copied for name, counts in graded.items()}}
 
 
 def greedy_on_head(greedy: dict[str, list[dict[str, Any]]], head: int, evaluation: EvalConfig) -> list[dict[str, Any]]:

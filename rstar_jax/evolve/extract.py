@@ -67,8 +67,7 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
             pairs[held_out] += records.final_answer_pairs(trees)
         coverage[name] = solved / max(len(problems), 1)
         steps[name] = records.step_counts(outcomes)
-        solutions = [(r.query, r.response) for r in own]
-        operations[name], comments[name] = operation_counts(solutions), operation_counts(solutions, "copied")
+        operations[name], comments[name] = operation_counts((r.query, r.response) for r in own)
         sft += own
     train, heldout = pairs[False], pairs[True]
     random.Random(0).shuffle(train)

@@ -234,9 +234,8 @@ def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) 
         if row["coverage"]:
             lines.append(f"- round {row['round']}: " + ", ".join(
                 f"{s} {100 * v:.1f}" for s, v in sorted(row["coverage"].items(), key=lambda kv: _set_order(kv[0]))))
-    test_split = ("greedy on the test split", "greedy_steps")
     lines += _counts_section(rows, "Solutions by code steps, as steps: correct/all:",
-                             (("search trajectories", "search_steps"), test_split))
+                             (("search trajectories", "search_steps"), ("greedy on the test split", "greedy_steps")))
     lines += _counts_section(
         rows, "Steps of curriculum stories by the operation their sentence tells, as operation: right/all "
         "(a program's k-th assignment against the code of the story's k-th sentence):",

@@ -66,12 +66,13 @@ def test_other_questions_are_not_read_and_counts_follow_the_operations_order():
     assert read_story("What is 2 + 3?") is None
     rng = random.Random(1)
     problems = [generate_problem(rng, 2, operations=("more", "add")) for _ in range(5)]
-    counts = operation_counts([(p.question, p.response) for p in problems]
-                              + [("What is 2 + 3?", "<code>\nx = 5\n<end_of_code>")])
+    counts, copied = operation_counts([(p.question, p.response) for p in problems]
+                                      + [("What is 2 + 3?", "<code>\nx = 5\n<end_of_code>")])
     assert list(counts) == [name for name in ("start", "add", "more") if name in counts]
     assert counts["start"] == [5, 5] and sum(all_ for _, all_ in counts.values()) == 15
     assert all(right == all_ for right, all_ in counts.values())
-    assert operation_counts([(p.question, p.response) for p in problems], "copied") == counts
-    with pytest.raises(ValueError, match="part 'wrong'"):
-        operation_counts([], "wrong")
+    assert copied == counts  # worked solutions copy every sentence
+    miscopied = [(p.question, p.response.replace("# ", "#  ", 1)) for p in problems]  # the opening's comment
+    graded = operation_counts(miscopied)
+    assert graded.copied["start"] == [0, 5] and graded.right == counts
     assert re.fullmatch(r"\w+ = \w+ \+ \d+", read_story(problems[0].question)[1].code)
