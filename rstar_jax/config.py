@@ -438,9 +438,14 @@ class EvolveConfig:
     tokenizer_vocab: int = 1000
     tokenizer_split_digits: bool = True
     seed_train: TrainConfig = TrainConfig()  # round 0 on the seed set (curriculum runs)
+    # Curriculum runs: before the seed set, round 0 may train the from-scratch policy to recite the
+    # training questions' sentences by label (`curriculum.recital`; no answers, no code), the
+    # copying a pretrained base model brings; None: no recital stage.
+    recital_train: TrainConfig | None = None
     policy_train: TrainConfig = TrainConfig()  # every round's policy SFT
     # What round r's policy fine-tunes: "base", as the paper, the base model every round (on the
-    # curriculum the bootstrap policy plays that part); "init": the curriculum's random init;
+    # curriculum the bootstrap policy plays that part); "init": the curriculum's from-scratch model
+    # (after its recital, when there is one);
     # "previous": round r-1's policy, so training compounds over rounds.
     round_base: str = "base"
     ppm_train: TrainConfig = TrainConfig()

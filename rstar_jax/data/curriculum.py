@@ -13,7 +13,8 @@ seed's stories use each of them (seed_operation_weights: train and test always d
 
 A question also reads back (`read_story`) into each sentence's operation and the code it asks for,
 so any program written for it can be graded step by step (`grade_steps`, `operation_counts`: the
-evolve report's steps by operation).
+evolve report's steps by operation), and recited sentence by sentence (`recital`: what a
+from-scratch policy can practise copying on before it sees a worked solution).
 """
 
 from __future__ import annotations
@@ -307,6 +308,18 @@ def read_story(question: str) -> tuple[StoryStep, ...] | None:
         var = _variable(m["obj"])
         story.append(StoryStep(sentence, name, f"{var} = {code.format(var=var, n=m.groupdict().get('n'))}"))
     return tuple(story) or None
+
+
+def recital(question: str, rng: random.Random) -> str | None:
+    """The story's sentences in a random order, one per line as a worked solution's comments write
+    them (`# (3) Tom loses 4 apples.`): the answer to "which sentence has this label?" for every
+    label, with no operation's code in it. None for a question the curriculum does not tell."""
+    story = read_story(question)
+    if story is None:
+        return None
+    lines = [f"# {step.sentence}" for step in story]
+    rng.shuffle(lines)
+    return "\n" + "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 from rstar_jax.config import EvolveConfig, ParallelConfig, TrainConfig
 from rstar_jax.data import records
@@ -44,6 +45,19 @@ def init_policy(out_dir: str, tokenizer_dir: str, config: EvolveConfig) -> str:
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     save_hf(Decoder(model_config, rngs=nnx.Rngs(config.seed)), tokenizer, out_dir)
     return out_dir
+
+
+def train_recital(run_dir: str, init: str, recitals: list[records.SFTRecord], config: EvolveConfig) -> str:
+    """The from-scratch policy trained on plain-text recitals (`problems.recital_records`) with
+    `config.recital_train`; written to and resumed from `run_dir`."""
+    from rstar_jax.training.sft import train_sft
+
+    if not recitals:
+        raise ValueError("recital stage: no training question is a curriculum story (nothing to recite)")
+    recital_file = os.path.join(run_dir, "recitals.json")
+    records.write_records(recital_file, recitals)
+    return train_sft(run_dir, base_model=init, train_file=recital_file, config=config.recital_train,
+                     mesh=config.mesh, chat=False)
 
 
 def train_policy(run_dir: str, base_model: str, sft_file: str, config: EvolveConfig, train: TrainConfig) -> str:

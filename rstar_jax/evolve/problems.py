@@ -1,14 +1,16 @@
 """A run's problems: the synthetic curriculum's seed set and per-level problem files, the texts the
-from-scratch tokenizer learns from, and the share of the training problems each round searches."""
+from-scratch tokenizer learns from, the recitals its policy may practise copying on, and the share
+of the training problems each round searches."""
 
 from __future__ import annotations
 
 import os
+import random
 
 from rstar_jax import steps as sf
 from rstar_jax.config import CurriculumConfig
 from rstar_jax.data import records
-from rstar_jax.data.curriculum import make_curriculum
+from rstar_jax.data.curriculum import make_curriculum, recital
 from rstar_jax.data.problems import Problem
 from rstar_jax.data.records import write_json_atomic
 
@@ -31,6 +33,14 @@ def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> l
     seed = records.read_sft(seed_file)
     return ([sf.sft_prompt(r.query) + r.response for r in seed]
             + [p.question for problems in problem_sets.values() for p in problems])
+
+
+def recital_records(problem_sets: dict[str, list[Problem]], seed: int) -> list[records.SFTRecord]:
+    """Plain-text records (question, its sentences recited in a random order) for every training
+    question the curriculum tells; the order of each is drawn from `seed`."""
+    rng = random.Random(seed)
+    recited = ((p.question, recital(p.question, rng)) for problems in problem_sets.values() for p in problems)
+    return [records.SFTRecord(question, text) for question, text in recited if text is not None]
 
 
 def round_problems(train_sets: dict[str, list[Problem]], shards: int, round_index: int

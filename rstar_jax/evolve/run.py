@@ -1,7 +1,8 @@
 """`rstar-jax evolve`: rStar-Math's rounds of self-evolution as resumable stages (spec §1).
 
 Round 0 makes the bootstrap policy: on the synthetic curriculum (the CPU default) a tokenizer and
-a from-scratch model fine-tuned on the seed set's worked solutions; with `base_model` an HF model
+a from-scratch model fine-tuned on the seed set's worked solutions (after practising to recite the
+training questions' sentences, with `EvolveConfig.recital_train`); with `base_model` an HF model
 that round 1 prompts few-shot. Every round r >= 1 then runs
 
     search   MCTS over the training problems with the round r-1 policy (and PPM when the round's
@@ -39,8 +40,8 @@ from rstar_jax.data import records
 from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evolve.evaluate import evaluate_round
 from rstar_jax.evolve.extract import PPM_HELDOUT, PPM_TRAIN, SFT_TRAIN, extract_round
-from rstar_jax.evolve.models import init_policy, train_policy, train_reward_model, train_tokenizer
-from rstar_jax.evolve.problems import round_problems, tokenizer_texts, write_curriculum
+from rstar_jax.evolve.models import init_policy, train_policy, train_recital, train_reward_model, train_tokenizer
+from rstar_jax.evolve.problems import recital_records, round_problems, tokenizer_texts, write_curriculum
 from rstar_jax.evolve.report import round_rows, write_report
 from rstar_jax.evolve.runner import Manifest
 from rstar_jax.evolve.search import search_stage
@@ -110,6 +111,9 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             os.path.join(round0, "tokenizer"), tokenizer_texts(seed_file, train_sets), config.tokenizer_vocab,
             config.tokenizer_split_digits))
         base = manifest.run("round0/init", lambda: init_policy(os.path.join(round0, "init"), tokenizer_dir, config))
+        if config.recital_train is not None:
+            base = manifest.run("round0/recital", lambda: train_recital(
+                os.path.join(round0, "recital"), base, recital_records(train_sets, config.seed), config))
         policy = manifest.run("round0/policy", lambda: train_policy(
             os.path.join(round0, "policy"), base, seed_file, config, config.seed_train))
         if config.round_base != "init":

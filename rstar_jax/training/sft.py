@@ -33,8 +33,9 @@ SFT = Task(loss_fn=sft_loss_fn, collate=data.collate_sft)
 
 
 def train_sft(workdir: str, *, base_model: str, train_file: str, config: TrainConfig = TrainConfig(),
-              mesh: MeshConfig = MeshConfig()) -> str:
-    """Fine-tunes the HF model directory `base_model` on the SFT records in `train_file`.
+              mesh: MeshConfig = MeshConfig(), chat: bool = True) -> str:
+    """Fine-tunes the HF model directory `base_model` on the SFT records in `train_file` (without
+    `chat`, on each record's query as a plain-text prompt and its response, `data.encode_sft`).
 
     The run lives in `workdir` (checkpoints, metrics.jsonl, TensorBoard) and resumes there if
     started again. Returns the exported HF directory, `workdir/hf`.
@@ -45,7 +46,7 @@ def train_sft(workdir: str, *, base_model: str, train_file: str, config: TrainCo
     if not records:
         raise ValueError(f"{train_file}: no SFT records to train on")
     model, tokenizer = load_for_training(base_model, config, device_mesh)
-    examples = data.encode_sft(records, tokenizer, config.max_length, config.train_on_outputs)
+    examples = data.encode_sft(records, tokenizer, config.max_length, config.train_on_outputs, chat)
     train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)
     model = train(workdir, model=model, task=SFT, train_examples=[examples[i] for i in train_idx],
                   eval_examples=[examples[i] for i in eval_idx], config=config, mesh=device_mesh)
