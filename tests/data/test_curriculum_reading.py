@@ -8,7 +8,7 @@ import pytest
 
 from rstar_jax import steps as sf
 from rstar_jax.data.curriculum import (OPERATIONS, StepGrade, generate_problem, grade_steps, operation_counts,
-                                      read_story)
+                                      read_story, recital)
 
 
 def assignments(response: str) -> list[str]:
@@ -76,3 +76,17 @@ def test_other_questions_are_not_read_and_counts_follow_the_operations_order():
     graded = operation_counts(miscopied)
     assert graded.copied["start"] == [0, 5] and graded.right == counts
     assert re.fullmatch(r"\w+ = \w+ \+ \d+", read_story(problems[0].question)[1].code)
+
+
+def test_a_recital_is_every_sentence_once_as_a_solution_comments_it_in_a_drawn_order():
+    rng = random.Random(2)
+    orders = set()
+    for _ in range(20):
+        problem = generate_problem(rng, 4, numbered=True)
+        text = recital(problem.question, rng)
+        comments = [line for line in problem.response.splitlines() if line.startswith("# (")]
+        assert text.startswith("\n") and sorted(text[1:].split("\n")) == sorted(comments)
+        assert all(line in problem.question for line in (c[2:] for c in comments))
+        orders.add(tuple(line[3] for line in text[1:].split("\n")))  # the labels' order
+    assert len(orders) > 10  # a drawn order, not the story's
+    assert recital("What is 2 + 3?", rng) is None

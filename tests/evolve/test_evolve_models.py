@@ -39,3 +39,29 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     records.write_records(str(tmp_path / "none.json"), [])
     assert models.train_reward_model(str(tmp_path / "ppm2"), policy, str(tmp_path / "none.json"),
                                      config, "previous/ppm") == "previous/ppm"
+
+
+def test_the_recital_stage_trains_the_init_on_plain_text_and_needs_recitals(tmp_path):
+    """The recital stage with a real (tiny) model: plain-text SFT from the init, exported as HF."""
+    from rstar_jax.config import ModelConfig, TrainConfig
+    from rstar_jax.evolve.problems import recital_records
+    from rstar_jax.data.problems import Problem
+
+    sets = {"level1": [Problem(i, f"(1) Tom has {i + 2} apples. (2) Tom buys {i} more apples. "
+                                 "How many apples does Tom have now?", str(2 * i + 2), "level1")
+                       for i in range(4)]}
+    recitals = recital_records(sets, seed=0)
+    assert len(recitals) == 4
+    tokenizer = models.train_tokenizer(str(tmp_path / "tokenizer"),
+                                       [r.query + r.response for r in recitals] * 8, 400)
+    config = EvolveConfig(model=ModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1,
+                                            tie_word_embeddings=True),
+                          recital_train=TrainConfig(learning_rate=1e-3, batch_size=2, max_steps=2, max_length=128,
+                                                    compute_dtype="float32", checkpoint_every=2))
+    init = models.init_policy(str(tmp_path / "init"), tokenizer, config)
+    recited = models.train_recital(str(tmp_path / "recital"), init, recitals, config)
+    assert os.path.exists(os.path.join(recited, "model.safetensors"))
+    assert len(records.read_sft(str(tmp_path / "recital" / "recitals.json"))) == 4
+    with pytest.raises(ValueError, match="nothing to recite"):
+        models.train_recital(str(tmp_path / "none"), init, [], config)

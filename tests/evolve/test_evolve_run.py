@@ -52,6 +52,30 @@ def test_round_base_picks_what_each_round_fine_tunes(tmp_path, monkeypatch, roun
     assert stages.bases == bases
 
 
+def test_a_recital_stage_trains_before_the_seed_set_on_the_training_questions(tmp_path, monkeypatch):
+    from rstar_jax.config import CurriculumConfig, TrainConfig
+
+    stages = StandInStages(monkeypatch, str(tmp_path))
+    recited = []
+
+    def train_recital(run_dir, init, recitals, config):
+        recited.append((init, recitals))
+        return run_dir
+
+    monkeypatch.setattr(run, "train_recital", train_recital)
+    config = EvolveConfig(rounds=(ROUND,), recital_train=TrainConfig(), round_base="init")
+    curriculum = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=2, train_per_level=3,
+                                  test_per_level=1, numbered=True)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    assert stages.bases == ["round0/recital", "round0/recital"]  # the bootstrap, and "init" rounds
+    (init, recitals), = recited
+    questions = [p.question for problems in load_problem_sets(str(tmp_path / "problems" / "train")).values()
+                 for p in problems]
+    assert init == "init" and sorted(r.query for r in recitals) == sorted(questions)
+    assert all(line[2:] in r.query for r in recitals for line in r.response.strip().split("\n"))
+    assert "round0/recital" in run.Manifest.load(str(tmp_path)).stages
+
+
 def test_search_methods_are_evaluated_from_search_eval_from_round_on(tmp_path, monkeypatch):
     from rstar_jax.config import CurriculumConfig
 

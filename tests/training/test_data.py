@@ -29,6 +29,17 @@ def test_sft_example_is_prompt_response_eos_with_loss_on_response_and_eos(policy
     assert batch["mask"][0].sum() == n and not batch["mask"][1].any() and not batch["weights"][1].any()
 
 
+def test_plain_text_examples_take_the_query_as_their_prompt(policy_dir):
+    from rstar_jax.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(policy_dir)
+    record = SFTRecord("(1) Tom has 3 apples.", "\n# (1) Tom has 3 apples.")
+    (example,) = data.encode_sft([record], tokenizer, max_length=512, chat=False)
+    assert tokenizer.decode(example.ids[:example.prompt_len], skip_special_tokens=True) == record.query
+    assert tokenizer.decode(example.ids[example.prompt_len:-1]) == record.response
+    assert sf.USER not in tokenizer.decode(example.ids)
+
+
 def test_interpreter_output_can_carry_no_loss(policy_dir):
     from rstar_jax.models.tokenizer import load_tokenizer
 
