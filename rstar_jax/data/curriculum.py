@@ -182,9 +182,15 @@ def _variable(obj: str) -> str:
     return obj  # plural nouns are valid Python identifiers
 
 
+def comment_line(sentence: str) -> str:
+    """The comment line a worked solution writes above a sentence's code (what recitals recite and
+    grading compares)."""
+    return f"# {sentence}"
+
+
 def render_solution(steps: Iterable[tuple[str, str]], var: str, answer: int) -> tuple[str, ...]:
     """rStar step texts for (comment, code) pairs, the print step with its output, and the answer."""
-    texts = [sf.render_code_step(f"# {comment}\n{code}", first=i == 0)
+    texts = [sf.render_code_step(f"{comment_line(comment)}\n{code}", first=i == 0)
              for i, (comment, code) in enumerate(steps)]
     texts.append(sf.render_last_code_step(f"# Now print the final answer\nprint({var})", str(answer)))
     texts.append(sf.render_answer_step(f"From the result, the answer is \\boxed{{{answer}}}."))
@@ -317,7 +323,7 @@ def recital(question: str, rng: random.Random) -> str | None:
     story = read_story(question)
     if story is None:
         return None
-    lines = [f"# {step.sentence}" for step in story]
+    lines = [comment_line(step.sentence) for step in story]
     rng.shuffle(lines)
     return "\n" + "\n".join(lines)
 
@@ -344,7 +350,7 @@ def grade_steps(question: str, response: str) -> list[StepGrade] | None:
     lines = sf.extract_program(response).splitlines()
     written = [(lines[i - 1] if i else "", re.sub(r"\s", "", line))  # (the line above, the assignment)
                for i, line in enumerate(lines) if _ASSIGNMENT.match(line)]
-    return [StepGrade(step.operation, k < len(written) and written[k][0] == f"# {step.sentence}",
+    return [StepGrade(step.operation, k < len(written) and written[k][0] == comment_line(step.sentence),
                       k < len(written) and written[k][1] == re.sub(r"\s", "", step.code))
             for k, step in enumerate(story)]
 
