@@ -442,6 +442,9 @@ class EvolveConfig:
     # training questions' sentences by label (`curriculum.recital`; no answers, no code), the
     # copying a pretrained base model brings; None: no recital stage.
     recital_train: TrainConfig | None = None
+    # Every round's policy also recites the curriculum questions that round searched (plain text
+    # beside its SFT records), so its fine-tuning keeps the copying the recital stage taught.
+    recite_in_rounds: bool = False
     policy_train: TrainConfig = TrainConfig()  # every round's policy SFT
     # What round r's policy fine-tunes: "base", as the paper, the base model every round (on the
     # curriculum the bootstrap policy plays that part); "init": the curriculum's from-scratch model

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 
 from rstar_jax.config import EvolveConfig, ParallelConfig, TrainConfig
 from rstar_jax.data import records
@@ -50,20 +51,23 @@ def init_policy(out_dir: str, tokenizer_dir: str, config: EvolveConfig) -> str:
 def train_recital(run_dir: str, init: str, recitals: list[records.SFTRecord], config: EvolveConfig) -> str:
     """The from-scratch policy trained on plain-text recitals (`problems.recital_records`) with
     `config.recital_train`; written to and resumed from `run_dir`."""
-    from rstar_jax.training.sft import train_sft
-
     if not recitals:
         raise ValueError("recital stage: no training question is a curriculum story (nothing to recite)")
-    recital_file = os.path.join(run_dir, "recitals.json")
-    records.write_records(recital_file, recitals)
-    return train_sft(run_dir, base_model=init, train_file=recital_file, config=config.recital_train,
-                     mesh=config.mesh, chat=False)
+    return train_policy(run_dir, init, None, config, config.recital_train, recitals)
 
 
-def train_policy(run_dir: str, base_model: str, sft_file: str, config: EvolveConfig, train: TrainConfig) -> str:
+def train_policy(run_dir: str, base_model: str, sft_file: str | None, config: EvolveConfig, train: TrainConfig,
+                 recitals: Sequence[records.SFTRecord] = ()) -> str:
+    """`base_model` fine-tuned on the SFT records of `sft_file` and the plain-text `recitals` (kept
+    as `run_dir`/recitals.json) with `train`; written to and resumed from `run_dir`."""
     from rstar_jax.training.sft import train_sft
 
-    return train_sft(run_dir, base_model=base_model, train_file=sft_file, config=train, mesh=config.mesh)
+    recital_file = None
+    if recitals:
+        recital_file = os.path.join(run_dir, "recitals.json")
+        records.write_records(recital_file, recitals)
+    return train_sft(run_dir, base_model=base_model, train_file=sft_file, plain_file=recital_file, config=train,
+                     mesh=config.mesh)
 
 
 def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: EvolveConfig,

@@ -8,7 +8,8 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
     search   MCTS over the training problems with the round r-1 policy (and PPM when the round's
              search uses one), then again with new seeds over problems still unsolved
     extract  SFT records and PPM pairs from the trees (spec §4), coverage per problem set
-    policy   SFT on this round's records, from the base model, the random init or round r-1's
+    policy   SFT on this round's records (and with `EvolveConfig.recite_in_rounds`, recitals of
+             the questions it searched), from the base model, the random init or round r-1's
              policy (`EvolveConfig.round_base`); exported as an HF directory
     ppm      PPM training from this round's policy; exported as an HF directory
     evaluate greedy pass@1 on the test sets; MCTS policy + PPM on the first
@@ -136,9 +137,10 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             round_dir, round_sets, config, seed_file, earlier_rounds(workdir, r, config.ppm_pair_rounds),
             earlier_rounds(workdir, r, config.sft_rounds)) if is_main else None)
         sft_file, pairs_file = os.path.join(round_dir, SFT_TRAIN), os.path.join(round_dir, PPM_TRAIN)
+        recitals = recital_records(round_sets, config.seed + r) if config.recite_in_rounds else []
         policy = model_of(manifest.run(f"round{r}/policy", lambda: fine_tune(
             f"round {r} policy", sft_file, len(records.read_sft(sft_file)), policy, lambda: train_policy(
-                os.path.join(round_dir, "policy"), base, sft_file, config, config.policy_train))))
+                os.path.join(round_dir, "policy"), base, sft_file, config, config.policy_train, recitals))))
         if config.round_base == "previous":
             base = policy
         ppm = model_of(manifest.run(f"round{r}/ppm", lambda: fine_tune(

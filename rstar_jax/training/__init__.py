@@ -2,7 +2,8 @@
 
 Entry points, one call per run; a call in a workdir that already holds checkpoints resumes there:
 
-    train_sft(workdir, *, base_model, train_file, config=TrainConfig(), mesh=MeshConfig()) -> HF dir
+    train_sft(workdir, *, base_model, train_file=None, plain_file=None, config=TrainConfig(),
+              mesh=MeshConfig()) -> HF dir
     train_ppm(workdir, *, policy_model, train_file, config=TrainConfig(), mesh=MeshConfig(),
               ppm_config=PPMConfig()) -> PPM dir (HF backbone + value_head.safetensors)
 

@@ -32,21 +32,23 @@ def sft_loss_fn(model: Decoder, batch: Batch, train: bool) -> tuple[jax.Array, j
 SFT = Task(loss_fn=sft_loss_fn, collate=data.collate_sft)
 
 
-def train_sft(workdir: str, *, base_model: str, train_file: str, config: TrainConfig = TrainConfig(),
-              mesh: MeshConfig = MeshConfig(), chat: bool = True) -> str:
-    """Fine-tunes the HF model directory `base_model` on the SFT records in `train_file` (without
-    `chat`, on each record's query as a plain-text prompt and its response, `data.encode_sft`).
+def train_sft(workdir: str, *, base_model: str, train_file: str | None = None, plain_file: str | None = None,
+              config: TrainConfig = TrainConfig(), mesh: MeshConfig = MeshConfig()) -> str:
+    """Fine-tunes the HF model directory `base_model` on the SFT records in `train_file`, each a chat
+    turn (`sft_prompt(query)`, then the response), and on those in `plain_file`, each a plain-text
+    prompt (the query as it stands) continued by its response (`data.encode_sft`).
 
     The run lives in `workdir` (checkpoints, metrics.jsonl, TensorBoard) and resumes there if
     started again. Returns the exported HF directory, `workdir/hf`.
     """
     initialize_distributed()
     device_mesh = make_mesh(mesh)
-    records = read_sft(train_file)
-    if not records:
-        raise ValueError(f"{train_file}: no SFT records to train on")
+    sources = [(read_sft(path), chat) for path, chat in ((train_file, True), (plain_file, False)) if path]
+    if not any(records for records, _ in sources):
+        raise ValueError(f"train_sft: no SFT records to train on (train_file {train_file}, plain_file {plain_file})")
     model, tokenizer = load_for_training(base_model, config, device_mesh)
-    examples = data.encode_sft(records, tokenizer, config.max_length, config.train_on_outputs, chat)
+    examples = [example for records, chat in sources
+                for example in data.encode_sft(records, tokenizer, config.max_length, config.train_on_outputs, chat)]
     train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)
     model = train(workdir, model=model, task=SFT, train_examples=[examples[i] for i in train_idx],
                   eval_examples=[examples[i] for i in eval_idx], config=config, mesh=device_mesh)

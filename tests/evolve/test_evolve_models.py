@@ -65,3 +65,13 @@ def test_the_recital_stage_trains_the_init_on_plain_text_and_needs_recitals(tmp_
     assert len(records.read_sft(str(tmp_path / "recital" / "recitals.json"))) == 4
     with pytest.raises(ValueError, match="nothing to recite"):
         models.train_recital(str(tmp_path / "none"), init, [], config)
+
+    # a round's policy: chat SFT records and plain-text recitals in one run
+    sft_file = str(tmp_path / "sft.json")
+    records.write_records(sft_file, [records.SFTRecord(p.question, f"x = {p.answer}\n") for p in sets["level1"]])
+    policy = models.train_policy(str(tmp_path / "round1"), recited, sft_file, config, config.recital_train,
+                                 recitals[:2])
+    assert os.path.exists(os.path.join(policy, "model.safetensors"))
+    assert records.read_sft(str(tmp_path / "round1" / "recitals.json")) == recitals[:2]
+    with pytest.raises(ValueError, match="no SFT records"):
+        models.train_policy(str(tmp_path / "empty"), recited, None, config, config.recital_train)

@@ -17,7 +17,7 @@ class StandInStages:
     """evolve()'s model stages replaced by stand-ins that record which base each policy fine-tunes."""
 
     def __init__(self, monkeypatch, workdir):
-        self.workdir, self.bases, self.search_methods = workdir, [], []
+        self.workdir, self.bases, self.search_methods, self.recited = workdir, [], [], []
         search = StandInSearch()
         monkeypatch.setattr(run, "train_tokenizer", lambda out, texts, vocab, split_digits: out)
         monkeypatch.setattr(run, "init_policy", lambda out, tokenizer, config: "init")
@@ -31,8 +31,9 @@ class StandInStages:
         self.search_methods.append(search_methods)
         return {"accuracy": {"greedy": {"level1": 50.0}}, "ppm_heldout_accuracy": None}
 
-    def train_policy(self, run_dir, base, sft_file, config, train):
+    def train_policy(self, run_dir, base, sft_file, config, train, recitals=()):
         self.bases.append(base if base == "init" else os.path.relpath(base, self.workdir))
+        self.recited.append(sorted(r.query for r in recitals))
         return run_dir
 
 
@@ -74,6 +75,22 @@ def test_a_recital_stage_trains_before_the_seed_set_on_the_training_questions(tm
     assert init == "init" and sorted(r.query for r in recitals) == sorted(questions)
     assert all(line[2:] in r.query for r in recitals for line in r.response.strip().split("\n"))
     assert "round0/recital" in run.Manifest.load(str(tmp_path)).stages
+
+
+@pytest.mark.parametrize("recite_in_rounds", [False, True])
+def test_recite_in_rounds_gives_each_round_policy_the_questions_it_searched(tmp_path, monkeypatch,
+                                                                            recite_in_rounds):
+    from rstar_jax.config import CurriculumConfig
+
+    stages = StandInStages(monkeypatch, str(tmp_path))
+    config = EvolveConfig(rounds=(ROUND,) * 2, train_shards=2, recite_in_rounds=recite_in_rounds)
+    curriculum = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=2, train_per_level=4,
+                                  test_per_level=1, numbered=True)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    train_sets = load_problem_sets(str(tmp_path / "problems" / "train"))
+    searched = [sorted(p.question for problems in run.round_problems(train_sets, 2, r).values() for p in problems)
+                for r in (1, 2)]
+    assert stages.recited == [[]] + (searched if recite_in_rounds else [[], []])  # round 0 recites nothing
 
 
 def test_search_methods_are_evaluated_from_search_eval_from_round_on(tmp_path, monkeypatch):
