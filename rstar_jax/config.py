@@ -443,7 +443,8 @@ class EvolveConfig:
     # copying a pretrained base model brings; None: no recital stage.
     recital_train: TrainConfig | None = None
     # Every round's policy also recites the curriculum questions that round searched (plain text
-    # beside its SFT records), so its fine-tuning keeps the copying the recital stage taught.
+    # beside its SFT records), meant to keep the copying the recital stage taught; on the CPU default
+    # it kept less of it (docs/results/cpu_default_search_teaches.md, "A recital stage").
     recite_in_rounds: bool = False
     policy_train: TrainConfig = TrainConfig()  # every round's policy SFT
     # What round r's policy fine-tunes: "base", as the paper, the base model every round (on the
