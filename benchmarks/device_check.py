@@ -49,7 +49,7 @@ class Shapes:
 
 FULL = Shapes(models=("1.5b", "7b"), batches=(64, 256), prompt=128, new=128, layers=0, dtype="bfloat16",
               train_model="1.5b", train_batch=4, train_length=2048, score_batch=64, score_length=2048,
-              tree=("--batch", "16", "256", "--nodes", "4096", "--children", "8", "--repeats", "2"))
+              tree=("--repeats", "2"))  # tree_kernel.py's whole default grid
 TINY = Shapes(models=("tiny",), batches=(2, 4), prompt=8, new=8, layers=0, dtype="float32",
               train_model="tiny", train_batch=2, train_length=32, score_batch=4, score_length=32,
               tree=("--batch", "2", "--nodes", "64", "--children", "4", "--repeats", "1"))
@@ -58,8 +58,9 @@ TINY = Shapes(models=("tiny",), batches=(2, 4), prompt=8, new=8, layers=0, dtype
 def run_json(args: list[str], timeout_s: float, env: dict[str, str] | None = None) -> dict:
     """The last JSON line a benchmark script prints; {"error": ...} when it fails."""
     try:
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=max(timeout_s, 1), env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                             timeout=max(timeout_s, 1), env={**os.environ, "PYTHONPATH": path, **(env or {})})
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s:.0f} s"}
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -147,16 +148,22 @@ def main() -> None:
     if args.phase == "score":
         return score_phase_main(args.model, shapes)
 
-    import jax
-
-    backend, device = jax.default_backend(), str(jax.devices()[0].device_kind)
+    # This process never opens the device: it would hold memory (90% of it, preallocated) that
+    # the steps' own processes need.
     start = time.perf_counter()
+    found = run_json(["-c", "import jax, json; print(json.dumps({'backend': jax.default_backend(), "
+                            "'device': str(jax.devices()[0].device_kind)}))"], 120)
+    if "error" in found:
+        raise SystemExit(f"device_check: no JAX device: {found['error']}")
+    backend, device = found["backend"], found["device"]
     left = lambda: args.budget_s - (time.perf_counter() - start)
     steps: dict[str, dict] = {}
 
     def step(name: str, argv: list[str], env: dict[str, str] | None = None) -> dict:
         steps[name] = run_json(argv, left(), env) if left() > 5 else {"error": "skipped: out of time"}
-        print(f"device_check: {name} done at {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        # Each step's result as it lands: a check cut short by its lease still reports what ran.
+        print(f"device_check: {name} done at {time.perf_counter() - start:.0f} s: {json.dumps(steps[name])}",
+              file=sys.stderr, flush=True)
         return steps[name]
 
     common = ["--prompt", str(shapes.prompt), "--new", str(shapes.new), "--modes", "greedy", "--repeats", "1",

@@ -9,8 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${DEVICE_CHECK_INSTALL:-0}" == 1 ]]; then
-  timeout 120 python -m pip install -q vllm mctx >&2 || echo "device_check: vllm / mctx not installed" >&2
+  timeout 120 python3 -m pip install -q vllm mctx >&2 || echo "device_check: vllm / mctx not installed" >&2
 fi
 # JAX may take most of the device (as launch/gpu.sh); each step runs in its own process.
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
-exec timeout 480 python benchmarks/device_check.py "$@"
+exec timeout 480 python3 benchmarks/device_check.py "$@"
