@@ -181,9 +181,12 @@ def layer_activation_bytes(config: ModelConfig, rows: int, q_len: int, kv_len: i
         per_token = 4 * d + (2 * h + 2 * hkv) * dh / tensor + 4 * f / tensor
     else:  # residual, normed input, q/k/v, context; gate and up
         per_token = 3 * d + (2 * h + 2 * hkv) * dh / tensor + 2 * f / tensor
-    scores = rows * heads * q_len * kv_len * 2 * dtype_bytes  # logits and probabilities
+    norm = tokens * d * 4  # the RMS norm works on a float32 copy of the hidden state
+    # The attention's logits are float32 whatever the compute dtype (softmax precision), beside the
+    # probabilities in the compute dtype.
+    scores = rows * heads * q_len * kv_len * (4 + dtype_bytes)
     mask = rows * q_len * kv_len  # bool
-    return int(tokens * per_token * dtype_bytes + scores + mask)
+    return int(tokens * per_token * dtype_bytes + norm + scores + mask)
 
 
 def kv_bytes_per_token(config: ModelConfig, tensor: int, dtype_bytes: int) -> int:
