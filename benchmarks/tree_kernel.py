@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--search", action="store_true", help="kernel share of a tiny-model MCTS instead")
     parser.add_argument("--problems", type=int, default=32)
+    parser.add_argument("--trace", default="", help="also write a profiler trace (Perfetto JSON) of one more "
+                                                     "search of each side per grid point under this folder")
     args = parser.parse_args()
     if args.search:
         print(json.dumps(search_share(args.problems)))
@@ -158,6 +160,11 @@ def main() -> None:
         if mctx is not None:
             t_mctx = best_time(lambda: anchor(key, batch=b, children=k, sims=sims), args.repeats)
             rows[-1].update(mctx_sims_per_s=round(b * sims / t_mctx, 1), ratio=round(t_mctx / t_ours, 3))
+        if args.trace:  # compiled and warm by now: the trace holds one search's kernels and gaps only
+            with jax.profiler.trace(f"{args.trace}/B{b}_N{n}_K{k}", create_perfetto_trace=True):
+                jax.block_until_ready(ours(draws, nodes=n))
+                if mctx is not None:
+                    jax.block_until_ready(anchor(key, batch=b, children=k, sims=sims))
     print(json.dumps({"benchmark": "tree_kernel", "device": str(jax.devices()[0].device_kind),
                       "anchor": f"mctx {mctx.__version__} muzero_policy" if mctx else "mctx not installed",
                       "results": rows}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -29,8 +30,14 @@ CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("levels_per_check", [1, 3], ids=["check_every_level", "check_every_3_levels"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_kernels_match_reference(name):
+def test_kernels_match_reference(name, levels_per_check, monkeypatch, request):
+    # An accelerator's walks test their exit condition every few levels (kernels.LEVELS_PER_CHECK);
+    # here the CPU walks that way too, and the trees must not change.
+    monkeypatch.setitem(kernels.LEVELS_PER_CHECK, "cpu", levels_per_check)
+    jax.clear_caches()  # the kernels read LEVELS_PER_CHECK when they are traced
+    request.addfinalizer(jax.clear_caches)
     config, num_trees, capacity = CONFIGS[name]
     tree = run_fake_kernels(num_trees, config, seed=7, capacity=capacity)
     ref = run_reference(num_trees, config, seed=7, capacity=capacity)
