@@ -12,6 +12,9 @@ ppm, sample and score phases. Steps run in order of importance within `--budget_
 it is reported as skipped. `--tiny`: the same steps with tiny shapes, for a CPU smoke test.
 
     bash benchmarks/device_check.sh [--tiny]
+
+On a device image without rstar_jax installed, put the checkout (and any packages carried in) on
+PYTHONPATH; the steps' processes inherit it: `PYTHONPATH=$PWD bash benchmarks/device_check.sh`.
 """
 
 from __future__ import annotations
@@ -152,7 +155,8 @@ def main() -> None:
     # the steps' own processes need.
     start = time.perf_counter()
     found = run_json(["-c", "import jax, json; print(json.dumps({'backend': jax.default_backend(), "
-                            "'device': str(jax.devices()[0].device_kind)}))"], 120)
+                            "'device': str(jax.devices()[0].device_kind)}))"], 120,
+                     env={"XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
     if "error" in found:
         raise SystemExit(f"device_check: no JAX device: {found['error']}")
     backend, device = found["backend"], found["device"]

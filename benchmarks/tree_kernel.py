@@ -8,7 +8,8 @@ numbers are tree bookkeeping only. Simulations fill the tree: sims = (N - 1) // 
     pip install mctx   # the anchor; not a dependency of rstar_jax
     python benchmarks/tree_kernel.py [--batch 16 256] [--nodes 256 4096] [--children 4 12]
 
-Prints one JSON line: per (B, N, K) our simulations/s, mctx's, and ours / mctx.
+Prints one JSON line: per (B, N, K) our simulations/s, mctx's, and ours / mctx. `--trace DIR`
+also writes a profiler trace (Perfetto JSON) of one more search of each side per grid point.
 
     python benchmarks/tree_kernel.py --search [--problems 32]
 

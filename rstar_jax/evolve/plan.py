@@ -171,7 +171,8 @@ def layer_activation_bytes(config: ModelConfig, rows: int, q_len: int, kv_len: i
     """Activations of one decoder layer over `rows` x `q_len` tokens attending to `kv_len` slots.
 
     Forward only: the live tensors at the layer's peak. With `backward`: what autodiff keeps for
-    the backward pass (inputs of every matmul, the attention probabilities).
+    the backward pass (inputs of every matmul, the attention probabilities). Both count the
+    attention's float32 logits and the RMS norm's float32 copy of the hidden state.
     """
     d, f = config.hidden_size, config.intermediate_size
     h, hkv, dh = config.num_attention_heads, config.num_key_value_heads, config.resolved_head_dim

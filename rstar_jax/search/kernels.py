@@ -15,25 +15,25 @@ from jax import lax
 
 from rstar_jax.search.tree import INVALID_KINDS, NO_NODE, NodeKind, Tree
 
-# Levels a walk down or up the trees takes between two tests of its exit condition, by platform.
-# On a GPU each test is a copy to the host and a wait, which costs more than a level's own kernels:
-# 4 levels per test took the tree benchmark on an H200 from 0.26-0.59x mctx to 0.73-1.08x (2 levels:
-# 0.57-0.94x; docs/performance.md). On a CPU the test is free and the levels walked past the end are
-# not (1 level: 5-15% faster there).
-LEVELS_PER_CHECK = {"cpu": 1, "default": 4}
+# Levels a walk down or up the trees takes between two tests of its exit condition, by platform
+# (read when a kernel is traced). On a GPU each test is a copy to the host and a wait that cost
+# more than the level's own kernels (docs/performance.md, "Tree kernels on the H200"); elsewhere
+# the test is cheap (a CPU) or stays on the device (a TPU), and levels walked past the end are not.
+LEVELS_PER_CHECK = {"cuda": 4, "rocm": 4, "default": 1}
 
 
 def _walk(cond, body, init):
-    """`lax.while_loop(cond, body, init)` that tests `cond` every LEVELS_PER_CHECK levels; a level
-    walked past the end leaves the state as it was."""
+    """`lax.while_loop(cond, body, init)` that tests `cond` every LEVELS_PER_CHECK[platform] levels;
+    a level walked past the end leaves the state as it was."""
 
     def walk(levels_per_check: int, state):
         def levels(state):
-            for _ in range(levels_per_check):
+            state = body(state)  # the loop only enters while `cond` holds
+            for _ in range(levels_per_check - 1):
                 state = jax.tree.map(functools.partial(jnp.where, cond(state)), body(state), state)
             return state
 
-        return lax.while_loop(cond, body if levels_per_check == 1 else levels, state)
+        return lax.while_loop(cond, levels, state)
 
     branches = {platform: functools.partial(walk, n) for platform, n in LEVELS_PER_CHECK.items()}
     return lax.platform_dependent(init, **branches)

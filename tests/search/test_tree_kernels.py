@@ -33,9 +33,10 @@ CONFIGS = {
 @pytest.mark.parametrize("levels_per_check", [1, 3], ids=["check_every_level", "check_every_3_levels"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_kernels_match_reference(name, levels_per_check, monkeypatch, request):
-    # An accelerator's walks test their exit condition every few levels (kernels.LEVELS_PER_CHECK);
-    # here the CPU walks that way too, and the trees must not change.
-    monkeypatch.setitem(kernels.LEVELS_PER_CHECK, "cpu", levels_per_check)
+    # A GPU's walks test their exit condition every few levels (kernels.LEVELS_PER_CHECK); here
+    # every platform walks that way, and the trees must not change.
+    for platform in kernels.LEVELS_PER_CHECK:
+        monkeypatch.setitem(kernels.LEVELS_PER_CHECK, platform, levels_per_check)
     jax.clear_caches()  # the kernels read LEVELS_PER_CHECK when they are traced
     request.addfinalizer(jax.clear_caches)
     config, num_trees, capacity = CONFIGS[name]
@@ -67,6 +68,31 @@ def test_kernels_match_reference(name, levels_per_check, monkeypatch, request):
     assert len(depths) > 1 or num_trees == 1, "the batch should mix tree depths"
     if name == "full":
         assert any(len(rt.nodes) == capacity for rt in ref)
+
+
+@pytest.mark.parametrize("levels_per_check", [2, 3, 7])
+def test_walk_tests_its_exit_every_few_levels_with_the_same_result(levels_per_check, monkeypatch):
+    # The walk up a full tree (so that parent[-1] is a real node) from every node and from no node,
+    # vmapped: each result as `lax.while_loop` gives it.
+    parent = jnp.array([NO_NODE, 0, 0, 1, 3, 4, 2, 6])
+    starts = jnp.arange(-1, parent.shape[0])
+
+    def marked(start, walk):
+        def body(state):
+            n, on_path, steps = state
+            return parent[n], on_path.at[n].set(True), steps + 1
+
+        # The step cap only ends a walk that would run past the root forever (a level not undone).
+        return walk(lambda state: (state[0] != NO_NODE) & (state[2] < 50), body,
+                    (start, jnp.zeros(parent.shape, bool), 0))
+
+    expected = jax.vmap(lambda s: marked(s, jax.lax.while_loop))(starts)
+    for platform in kernels.LEVELS_PER_CHECK:
+        monkeypatch.setitem(kernels.LEVELS_PER_CHECK, platform, levels_per_check)
+    got = jax.vmap(lambda s: marked(s, kernels._walk))(starts)
+    for want, have in zip(expected, got):
+        np.testing.assert_array_equal(have, want)
+    np.testing.assert_array_equal(got[2], [0, 1, 2, 2, 3, 4, 5, 3, 4])  # levels walked, past-the-end ones not counted
 
 
 def test_virtual_loss_slots_pick_distinct_leaves():
