@@ -30,15 +30,22 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("levels_per_check", [1, 3], ids=["check_every_level", "check_every_3_levels"])
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_kernels_match_reference(name, levels_per_check, monkeypatch, request):
-    # A GPU's walks test their exit condition every few levels (kernels.LEVELS_PER_CHECK); here
-    # every platform walks that way, and the trees must not change.
+@pytest.fixture
+def levels_per_check(request, monkeypatch):
+    """Every platform's walks test their exit every `request.param` levels, as a GPU's do
+    (kernels.LEVELS_PER_CHECK)."""
     for platform in kernels.LEVELS_PER_CHECK:
-        monkeypatch.setitem(kernels.LEVELS_PER_CHECK, platform, levels_per_check)
+        monkeypatch.setitem(kernels.LEVELS_PER_CHECK, platform, request.param)
     jax.clear_caches()  # the kernels read LEVELS_PER_CHECK when they are traced
-    request.addfinalizer(jax.clear_caches)
+    yield request.param
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize("levels_per_check", [1, 3], ids=["check_every_level", "check_every_3_levels"],
+                         indirect=True)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_kernels_match_reference(name, levels_per_check):
+    # The trees must not change with the levels a walk takes between its exit tests.
     config, num_trees, capacity = CONFIGS[name]
     tree = run_fake_kernels(num_trees, config, seed=7, capacity=capacity)
     ref = run_reference(num_trees, config, seed=7, capacity=capacity)
@@ -70,8 +77,8 @@ def test_kernels_match_reference(name, levels_per_check, monkeypatch, request):
         assert any(len(rt.nodes) == capacity for rt in ref)
 
 
-@pytest.mark.parametrize("levels_per_check", [2, 3, 7])
-def test_walk_tests_its_exit_every_few_levels_with_the_same_result(levels_per_check, monkeypatch):
+@pytest.mark.parametrize("levels_per_check", [2, 3, 7], indirect=True)
+def test_walk_tests_its_exit_every_few_levels_with_the_same_result(levels_per_check):
     # The walk up a full tree (so that parent[-1] is a real node) from every node and from no node,
     # vmapped: each result as `lax.while_loop` gives it.
     parent = jnp.array([NO_NODE, 0, 0, 1, 3, 4, 2, 6])
@@ -87,8 +94,6 @@ def test_walk_tests_its_exit_every_few_levels_with_the_same_result(levels_per_ch
                     (start, jnp.zeros(parent.shape, bool), 0))
 
     expected = jax.vmap(lambda s: marked(s, jax.lax.while_loop))(starts)
-    for platform in kernels.LEVELS_PER_CHECK:
-        monkeypatch.setitem(kernels.LEVELS_PER_CHECK, platform, levels_per_check)
     got = jax.vmap(lambda s: marked(s, kernels._walk))(starts)
     for want, have in zip(expected, got):
         np.testing.assert_array_equal(have, want)
