@@ -23,14 +23,17 @@ LEVELS_PER_CHECK = {"cuda": 4, "rocm": 4, "default": 1}
 
 
 def _walk(cond, body, init):
-    """`lax.while_loop(cond, body, init)` that tests `cond` every LEVELS_PER_CHECK[platform] levels;
-    a level walked past the end leaves the state as it was."""
+    """`lax.while_loop(cond, body, init)` that tests `cond` every LEVELS_PER_CHECK[platform] levels.
+
+    `body` must leave a state where `cond` fails as it is: the levels between two tests run
+    unguarded, so a guard per level (a select over the whole state, [B, N] for a path mask) is
+    not paid on every level, only by vmap's one select per test.
+    """
 
     def walk(levels_per_check: int, state):
         def levels(state):
-            state = body(state)  # the loop only enters while `cond` holds
-            for _ in range(levels_per_check - 1):
-                state = jax.tree.map(functools.partial(jnp.where, cond(state)), body(state), state)
+            for _ in range(levels_per_check):
+                state = body(state)
             return state
 
         return lax.while_loop(cond, levels, state)
@@ -57,6 +60,18 @@ def _child_scores(tree: Tree, node, visit, wsum, c: float, puct: bool) -> jax.Ar
     return q + bonus
 
 
+def _path_to_root(parent: jax.Array, node: jax.Array) -> jax.Array:
+    """bool[N]: `node` and its ancestors (none for NO_NODE)."""
+    num_nodes = parent.shape[-1]
+
+    def body(state):  # past the root (NO_NODE) a level changes nothing, as `_walk` needs
+        n, on_path = state
+        past = n == NO_NODE
+        return jnp.where(past, NO_NODE, parent[n]), on_path.at[jnp.where(past, num_nodes, n)].set(True, mode="drop")
+
+    return _walk(lambda state: state[0] != NO_NODE, body, (node, jnp.zeros(parent.shape, bool)))[1]
+
+
 def _add_along_path(parent, visit, wsum, value, node, count, total, first):
     """Adds `count` visits and `total` value to `node` and all its ancestors up to the root.
 
@@ -65,11 +80,7 @@ def _add_along_path(parent, visit, wsum, value, node, count, total, first):
     per level, which is what a level costs on an accelerator).
     """
 
-    def body(state):
-        n, on_path = state
-        return parent[n], on_path.at[n].set(True)
-
-    _, on_path = _walk(lambda state: state[0] != NO_NODE, body, (node, jnp.zeros(visit.shape, bool)))
+    on_path = _path_to_root(parent, node)
     fresh = on_path & (visit == 0) & (count > 0)
     return visit + on_path * count, wsum + jnp.where(on_path, total, 0.0), jnp.where(fresh, first, value)
 
@@ -103,6 +114,7 @@ def _select_one(tree: Tree, start_l, c: float, puct: bool, virtual_loss: float):
             leaf = jnp.where(~expanded & ~terminal[node] & untaken(taken, node), node, NO_NODE)
             # A node whose children are all terminal becomes terminal (spec §3.2).
             exhausted = expanded & ~terminal[node] & ~open_.any()
+            # Once done, the walk stays at its node and every level returns the same state.
             nxt = jnp.where(done, node, kids[jnp.argmax(scores)])  # argmax: first index on ties
             return nxt, leaf, exhausted, done
 

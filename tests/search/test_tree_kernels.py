@@ -78,26 +78,18 @@ def test_kernels_match_reference(name, levels_per_check):
 
 
 @pytest.mark.parametrize("levels_per_check", [2, 3, 7], indirect=True)
-def test_walk_tests_its_exit_every_few_levels_with_the_same_result(levels_per_check):
-    # The walk up a full tree (so that parent[-1] is a real node) from every node and from no node,
-    # vmapped: each result as `lax.while_loop` gives it.
-    parent = jnp.array([NO_NODE, 0, 0, 1, 3, 4, 2, 6])
-    starts = jnp.arange(-1, parent.shape[0])
-
-    def marked(start, walk):
-        def body(state):
-            n, on_path, steps = state
-            return parent[n], on_path.at[n].set(True), steps + 1
-
-        # The step cap only ends a walk that would run past the root forever (a level not undone).
-        return walk(lambda state: (state[0] != NO_NODE) & (state[2] < 50), body,
-                    (start, jnp.zeros(parent.shape, bool), 0))
-
-    expected = jax.vmap(lambda s: marked(s, jax.lax.while_loop))(starts)
-    got = jax.vmap(lambda s: marked(s, kernels._walk))(starts)
-    for want, have in zip(expected, got):
-        np.testing.assert_array_equal(have, want)
-    np.testing.assert_array_equal(got[2], [0, 1, 2, 2, 3, 4, 5, 3, 4])  # levels walked, past-the-end ones not counted
+def test_path_to_root_walks_several_levels_per_exit_test(levels_per_check):
+    # A full tree (so that parent[-1] is a real node), vmapped over every start and no start: a level
+    # walked past the root must mark nothing.
+    parent = np.array([NO_NODE, 0, 0, 1, 3, 4, 2, 6])
+    starts = np.arange(-1, parent.shape[0])
+    got = np.asarray(jax.vmap(kernels._path_to_root, in_axes=(None, 0))(jnp.asarray(parent), jnp.asarray(starts)))
+    for start, mask in zip(starts, got):
+        want = np.zeros(parent.shape, bool)
+        node = start
+        while node != NO_NODE:
+            want[node], node = True, parent[node]
+        np.testing.assert_array_equal(mask, want, err_msg=f"from node {start}")
 
 
 def test_virtual_loss_slots_pick_distinct_leaves():
