@@ -18,8 +18,9 @@ from rstar_jax.search.tree import INVALID_KINDS, NO_NODE, NodeKind, Tree
 # Levels a walk down or up the trees takes between two tests of its exit condition, by platform
 # (read when a kernel is traced). On a GPU each test is a copy to the host and a wait that cost
 # more than the level's own kernels; 8 levels per test beat 4 and 16 over the benchmark's grid on
-# an H200 (docs/performance.md, "Tree kernels on the H200"). Elsewhere the test is cheap (a CPU)
-# or stays on the device (a TPU), and levels walked past the end are not.
+# an H200 (docs/performance.md, "Tree kernels on the H200"; ROCm, unmeasured, follows CUDA).
+# Elsewhere the test is cheap (a CPU) or stays on the device (a TPU), and levels walked past the
+# end are not.
 LEVELS_PER_CHECK = {"cuda": 8, "rocm": 8, "default": 1}
 
 
