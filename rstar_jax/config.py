@@ -364,7 +364,7 @@ class EvalConfig:
     methods: tuple[str, ...] = ("greedy",)  # of "greedy", "sample", "best_of_n", "mcts", "beam"
     prompt_format: str = "rstar"  # "rstar" (code-augmented steps) or "chat" (chat template, \boxed{})
     num_samples: int = 8  # solutions per problem for "sample" and "best_of_n"
-    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # k of maj@k, pass@k, ... (those <= candidates)
+    ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)  # k of maj@k, pass@k, ... (those <= candidates; k = candidates too)
     num_runs: int = 1  # independent MCTS runs (seed, seed + 1, ...), one answer each
     top_n: int = 4  # the top-K answers by PPM score that vote across runs (spec §3.7)
     step_score: str = "min"  # best-of-n solution score from its step scores: "min", "last" or "mean"

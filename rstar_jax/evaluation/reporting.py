@@ -75,7 +75,13 @@ def summarize(
     set_name: str, method: str, records: Sequence[dict[str, Any]], ks: Sequence[int], top_n: int,
     paper_round: int,
 ) -> dict[str, Any]:
-    """Mean of every metric over the problems of one set, the headline number and the paper's."""
+    """Mean of every metric over the problems of one set, the headline number and the paper's.
+
+    Besides `ks`, every metric is also taken at k = the candidates per problem, so that the
+    headline judges all of them (e.g. four MCTS runs under ks = (1, 8)).
+    """
+    num_candidates = min((len(r["candidates"]) for r in records), default=0)
+    ks = sorted({*ks, num_candidates} - {0})
     per_problem = []
     for record in records:
         cands = record["candidates"]
@@ -85,7 +91,6 @@ def summarize(
             [c["correct"] for c in cands], [c["cluster"] for c in cands], scores, ks, top_n, leaf_correct))
     names = sorted(set.intersection(*(set(m) for m in per_problem))) if per_problem else []
     means = {name: 100.0 * sum(m[name] for m in per_problem) / len(per_problem) for name in names}
-    num_candidates = min((len(r["candidates"]) for r in records), default=0)
     kind = f"{method}_runs" if method in ("mcts", "beam") and num_candidates > 1 else method
     headline = headline_metric(kind, max((k for k in ks if k <= num_candidates), default=1), top_n)
     paper, paper_source = paper_reference(kind, set_name, paper_round)

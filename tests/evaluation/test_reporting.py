@@ -35,6 +35,14 @@ def test_mcts_runs_are_judged_by_top_k_vote_against_table_1():
     assert row["metrics"]["best@1"] == 0.0 and row["metrics"]["best@2"] == 100.0
 
 
+def test_every_candidate_counts_when_ks_stop_short_of_them():
+    # Four MCTS runs under ks = (1, 8): the metrics and the headline still take all four.
+    records = [_record([False, True, True, False], [0, 1, 1, 0], [0.1, 0.9, 0.8, 0.2])]
+    row = reporting.summarize("amc23_test", "mcts", records, ks=(1, 8), top_n=4, paper_round=4)
+    assert row["headline"] == "top4_maj@4" and row["accuracy"] == 100.0
+    assert row["metrics"]["pass@4"] == 100.0 and "pass@8" not in row["metrics"]
+
+
 def test_write_summary_and_plot(tmp_path):
     records = [_record([False, True, True, False], [0, 1, 1, 0])]
     row = reporting.summarize("amc23_test", "sample", records, ks=(1, 2, 4), top_n=4, paper_round=4)
