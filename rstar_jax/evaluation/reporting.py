@@ -37,7 +37,7 @@ TABLE6_MCTS = {
 # Table 1: final system (round 4, Qwen2.5-Math-7B), vote over 64 trajectories.
 TABLE1_64 = {"MATH": 90.0, "AIME": 53.3, "Olympiad": 65.6, "College": 60.5, "Omni": 50.5}
 
-# The metric each method is judged by ("<search>_runs": several search runs; k: the largest k run).
+# The metric each method is judged by ("<search>_runs": several search runs; k: the candidates per problem).
 HEADLINE = {"greedy": "pass@1", "sample": "maj@{k}", "best_of_n": "best@{k}", "mcts": "best@1", "beam": "best@1",
             "mcts_runs": "top{top_n}_maj@{k}", "beam_runs": "top{top_n}_maj@{k}"}
 
@@ -92,7 +92,7 @@ def summarize(
     names = sorted(set.intersection(*(set(m) for m in per_problem))) if per_problem else []
     means = {name: 100.0 * sum(m[name] for m in per_problem) / len(per_problem) for name in names}
     kind = f"{method}_runs" if method in ("mcts", "beam") and num_candidates > 1 else method
-    headline = headline_metric(kind, max((k for k in ks if k <= num_candidates), default=1), top_n)
+    headline = headline_metric(kind, max(num_candidates, 1), top_n)
     paper, paper_source = paper_reference(kind, set_name, paper_round)
     return {
         "set": set_name, "method": method, "problems": len(records), "candidates": num_candidates,
