@@ -468,6 +468,9 @@ class EvolveConfig:
     seed_replay: int = -1
     min_step_margin: float = 0.5  # PPM step-pair filters (spec §4.2)
     min_edit_distance: int = 20
+    # Final-answer pairs per problem: the top n correct against the bottom n wrong trajectories
+    # (spec §4.2: 2); 0: every distinct correct one against every distinct wrong one.
+    final_pairs_per_side: int = 2
     # Share of the training problems whose pairs are kept out of PPM training to measure its
     # pairwise accuracy (held out by problem, so no held-out pair shares a tree with a trained one).
     ppm_heldout_fraction: float = 0.05

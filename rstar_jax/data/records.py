@@ -138,18 +138,25 @@ def step_pairs(tree: SearchedTree, flt: PairFilter = PairFilter()) -> list[Prefe
 
 
 def final_answer_pairs(trees: Sequence[SearchedTree], per_side: int = 2) -> list[PreferencePair]:
-    """Whole-trajectory pairs over one problem's trees: the top correct vs the bottom wrong
-    trajectories by mean Q (code-error ones count as wrong), if both exist (spec §4.2)."""
+    """Whole-trajectory pairs over one problem's trees: the top `per_side` correct vs the bottom
+    `per_side` wrong trajectories by mean Q (code-error ones count as wrong), if both exist (spec
+    §4.2: 2). `per_side` 0: every distinct correct text against every distinct wrong one. Each
+    pair weighs 1 / (pos_count * neg_count), so a problem's pairs weigh 1 together either way;
+    the whole cross product gives the PPM more comparisons of the same problems (the paper's
+    millions of pairs come from far more problems instead)."""
     ranked = [t for tree in trees for t in attempts(tree)]
     pos = sorted((t for t in ranked if t.is_correct), key=lambda t: t.rank_key, reverse=True)
     graded = [t for t in ranked if t.kind != NodeKind.ANSWER or t.correct is not None]  # ungraded: neither side
     neg = sorted((t for t in graded if not t.is_correct), key=lambda t: t.rank_key)
-    pos, neg = pos[:per_side], neg[:per_side]
+    pos, neg = [t.text for t in pos], [t.text for t in neg]
+    if per_side:
+        pos, neg = pos[:per_side], neg[:per_side]
+    else:  # a step sampled twice, or a path searched in two passes, is one trajectory
+        pos, neg = list(dict.fromkeys(pos)), list(dict.fromkeys(neg))
     question = trees[0].question
     prompt = f"{sf.USER}:\n{question}"
     head = sf.sft_prompt(question)[len(prompt):]  # "\n<|assistant|>: Let's think ..."
-    return [PreferencePair(prompt, head + p.text, head + n.text, len(pos), len(neg))
-            for p in pos for n in neg]
+    return [PreferencePair(prompt, head + p, head + n, len(pos), len(neg)) for p in pos for n in neg]
 
 
 # ---- rStar's released JSON formats -------------------------------------------------------------

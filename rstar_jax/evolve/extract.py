@@ -64,7 +64,7 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
             own += records.sft_records(trees, config.sft_per_problem)
             held_out = is_held_out(name, p.index, config.ppm_heldout_fraction)
             pairs[held_out] += [pair for t in trees for pair in records.step_pairs(t, flt)]
-            pairs[held_out] += records.final_answer_pairs(trees)
+            pairs[held_out] += records.final_answer_pairs(trees, config.final_pairs_per_side)
         coverage[name] = solved / max(len(problems), 1)
         steps[name] = records.step_counts(outcomes)
         operations[name], comments[name] = operation_counts((r.query, r.response) for r in own)

@@ -151,6 +151,17 @@ def test_final_answer_pairs_whole_trajectories():
     assert rec.final_answer_pairs([unsolved]) == []
 
 
+def test_final_answer_pairs_every_distinct_correct_against_every_distinct_wrong():
+    # two passes over the same problem: the second repeats the first's trajectories
+    trees = [small_tree(), small_tree()]
+    prompt, head = f"{sf.USER}:\n{Q}", sf.sft_prompt(Q)[len(f"{sf.USER}:\n{Q}"):]
+    wrong = [S_ERR, S_BAD + A_WRONG, S_GOOD + A_WRONG2]  # by mean Q ascending, each once
+    assert rec.final_answer_pairs(trees, per_side=0) == [
+        PreferencePair(prompt, head + S_GOOD + A_RIGHT, head + n, 1, 3) for n in wrong]
+    assert len(rec.final_answer_pairs(trees, per_side=2)) == 2 * 2  # the top two: the same right one twice
+    assert rec.final_answer_pairs([SearchedTree(Q, small_tree().nodes[:4])], per_side=0) == []
+
+
 def test_released_formats_round_trip(tmp_path):
     for name, read in (("sft_data_examples.json", rec.read_sft), ("rm_data_examples.json", rec.read_pairs)):
         src = os.path.join(EXAMPLES, name)
