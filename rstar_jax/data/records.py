@@ -143,7 +143,7 @@ def final_answer_pairs(trees: Sequence[SearchedTree], per_side: int = 2) -> list
     §4.2: 2). `per_side` 0: every distinct correct text against every distinct wrong one. Each
     pair weighs 1 / (pos_count * neg_count), so a problem's pairs weigh 1 together either way;
     the whole cross product gives the PPM more comparisons of the same problems (the paper's
-    millions of pairs come from far more problems instead)."""
+    pairs come from 747k problems instead)."""
     ranked = [t for tree in trees for t in attempts(tree)]
     pos = sorted((t for t in ranked if t.is_correct), key=lambda t: t.rank_key, reverse=True)
     graded = [t for t in ranked if t.kind != NodeKind.ANSWER or t.correct is not None]  # ungraded: neither side
