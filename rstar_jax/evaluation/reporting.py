@@ -92,11 +92,12 @@ def summarize(
     names = sorted(set.intersection(*(set(m) for m in per_problem))) if per_problem else []
     means = {name: 100.0 * sum(m[name] for m in per_problem) / len(per_problem) for name in names}
     kind = f"{method}_runs" if method in ("mcts", "beam") and num_candidates > 1 else method
-    headline = headline_metric(kind, max(num_candidates, 1), top_n)
+    k = max(num_candidates, 1)  # the headline's k
+    headline = headline_metric(kind, k, top_n)
     paper, paper_source = paper_reference(kind, set_name, paper_round)
     return {
         "set": set_name, "method": method, "problems": len(records), "candidates": num_candidates,
-        "headline": headline, "accuracy": means.get(headline), "paper": paper, "paper_source": paper_source,
+        "k": k, "headline": headline, "accuracy": means.get(headline), "paper": paper, "paper_source": paper_source,
         "metrics": means,
     }
 

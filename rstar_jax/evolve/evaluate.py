@@ -66,7 +66,7 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
     for row in rows:
         methods = [(row["method"], row["accuracy"])]
         if row["method"] == "best_of_n":  # the majority vote over the same samples, for the report
-            methods.append((MAJORITY, row["metrics"].get("maj@" + row["headline"].split("@")[-1])))
+            methods.append((MAJORITY, row["metrics"].get(f"maj@{row['k']}")))
         for method, value in methods:
             accuracy.setdefault(method, {})[row["set"]] = value
             problems.setdefault(method, {})[row["set"]] = row["problems"]

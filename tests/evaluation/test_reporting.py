@@ -39,7 +39,7 @@ def test_every_candidate_counts_when_ks_stop_short_of_them():
     # Four MCTS runs under ks = (1, 8): the metrics and the headline still take all four.
     records = [_record([False, True, True, False], [0, 1, 1, 0], [0.1, 0.9, 0.8, 0.2])]
     row = reporting.summarize("amc23_test", "mcts", records, ks=(1, 8), top_n=4, paper_round=4)
-    assert row["headline"] == "top4_maj@4" and row["accuracy"] == 100.0
+    assert row["headline"] == "top4_maj@4" and row["accuracy"] == 100.0 and row["k"] == 4
     assert row["metrics"]["pass@4"] == 100.0 and "pass@8" not in row["metrics"]
 
 
