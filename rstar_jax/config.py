@@ -471,8 +471,9 @@ class EvolveConfig:
     # Final-answer pairs per problem: the top n correct against the bottom n wrong trajectories
     # (spec §4.2: 2); 0: every distinct correct one against every distinct wrong one.
     final_pairs_per_side: int = 2
-    # Share of the training problems whose pairs are kept out of PPM training to measure its
-    # pairwise accuracy (held out by problem, so no held-out pair shares a tree with a trained one).
+    # Share of the training problems kept out of PPM and policy training to measure the PPM's
+    # pairwise accuracy (held out by problem, from the policy too, as the PPM starts from it: so no
+    # held-out pair shares a problem with anything either model trained on).
     ppm_heldout_fraction: float = 0.05
     # The PPM of round r trains (and is measured) on the pairs of rounds r - n + 1 .. r; 1: its own
     # round's, as the paper.

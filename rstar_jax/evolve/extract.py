@@ -21,8 +21,9 @@ SFT_OWN, SFT_TRAIN = "sft_search.json", "sft.json"  # the round's search records
 
 
 def is_held_out(problem_set: str, index: int | str, fraction: float) -> bool:
-    """Whether a training problem's PPM pairs are held out to measure the PPM: a fixed draw per
-    problem, the same in every round, so no held-out pair shares a problem with a trained one."""
+    """Whether a training problem is held out to measure the PPM: its pairs go to the held-out pool
+    and its trajectories to no SFT record, as the PPM starts from the round's policy. A fixed draw
+    per problem, the same in every round, so neither model trains on a held-out problem."""
     return random.Random(f"{problem_set}/{index}").random() < fraction
 
 
@@ -30,6 +31,7 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
                   seed_file: str | None, earlier_rounds: Sequence[str] = (),
                   sft_rounds: Sequence[str] = ()) -> dict[str, Any]:
     """SFT records, PPM pairs (train / held out by problem) and coverage per set from all passes' trees.
+    A held-out problem gives held-out pairs and no SFT record (`is_held_out`).
 
     The round's own pairs go to ppm.json / ppm_heldout.json; with the pairs of `earlier_rounds`
     (round directories) they form the PPM's training and held-out pools. The round's own SFT
@@ -61,8 +63,9 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
                 continue
             solved += any(t.is_solved() for t in trees)
             outcomes += [(a.text, a.is_correct) for t in trees for a in records.attempts(t)]
-            own += records.sft_records(trees, config.sft_per_problem)
             held_out = is_held_out(name, p.index, config.ppm_heldout_fraction)
+            if not held_out:
+                own += records.sft_records(trees, config.sft_per_problem)
             pairs[held_out] += [pair for t in trees for pair in records.step_pairs(t, flt)]
             pairs[held_out] += records.final_answer_pairs(trees, config.final_pairs_per_side)
         coverage[name] = solved / max(len(problems), 1)

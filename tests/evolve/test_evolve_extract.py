@@ -25,15 +25,17 @@ def test_extract_writes_records_and_coverage(tmp_path):
     assert result["coverage_all"] == pytest.approx(3 / 9)
     # {code steps: [correct, all]}: a code error (0 steps), a wrong answer and, if solved, a right one
     assert result["search_steps"] == {"level1": {"0": [0, 6], "1": [2, 8]}, "level2": {"0": [0, 3], "1": [1, 4]}}
+    # held out by problem: no problem has pairs on both sides or an SFT record, and the draw is the
+    # same every round
+    held_questions = {p.question for name, ps in sets.items() for p in ps if extract.is_held_out(name, p.index, 0.5)}
+    solved = ["Question 0 of level1?", "Question 3 of level1?", "Question 0 of level2?"]
+    assert 0 < len(held_questions & set(solved)) < len(solved)  # the check below sees both kinds
     sft = records.read_sft(str(tmp_path / "sft.json"))
-    assert [r.query for r in sft] == ["seed question", "Question 0 of level1?", "Question 3 of level1?",
-                                      "Question 0 of level2?"]
+    assert [r.query for r in sft] == ["seed question"] + [q for q in solved if q not in held_questions]
     train = records.read_pairs(str(tmp_path / "ppm.json"))
     held = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
     # per solved tree: one step pair (right vs wrong answer) and two final-answer pairs
     assert len(train) + len(held) == 3 * 3 and held and train
-    # held out by problem: no problem has pairs on both sides, and the draw is the same every round
-    held_questions = {p.question for name, ps in sets.items() for p in ps if extract.is_held_out(name, p.index, 0.5)}
     assert all(pair.prompt.split("\n")[1] in held_questions for pair in held)
     assert not any(pair.prompt.split("\n")[1] in held_questions for pair in train)
     assert result["ppm_pairs"] == len(train) and result["sft_records"] == len(sft)
