@@ -192,6 +192,10 @@ class CurriculumConfig:
     seed_per_level: int | tuple[int, ...] = 1500  # or one count per seed level (a sparse seed)
     train_per_level: int | tuple[int, ...] = 32  # or one count per level
     test_per_level: int = 100
+    # Problems searched beside the training problems (a train_shards share of them each round)
+    # whose pairs only measure the PPM: neither model trains on them. Drawn from the train seed in
+    # a stream of their own, so the training problems, the tokenizer and round 0 stay the same.
+    heldout_per_level: int = 0
     seed_seed: int = 0  # each split draws from its own seed
     train_seed: int = 1
     test_seed: int = 2
@@ -473,7 +477,8 @@ class EvolveConfig:
     final_pairs_per_side: int = 2
     # Share of the training problems kept out of PPM and policy training to measure the PPM's
     # pairwise accuracy (held out by problem, from the policy too, as the PPM starts from it: so no
-    # held-out pair shares a problem with anything either model trained on).
+    # held-out pair shares a problem with anything either model trained on). A curriculum's
+    # `heldout_per_level` problems are held out besides, at no cost to the training records.
     ppm_heldout_fraction: float = 0.05
     # The PPM of round r trains (and is measured) on the pairs of rounds r - n + 1 .. r; 1: its own
     # round's, as the paper.

@@ -65,6 +65,7 @@ class Curriculum:
     seed: list[Problem]  # worked solutions (the seed levels only)
     train: list[Problem]  # question + answer only
     test: list[Problem]  # question + answer only, disjoint from seed and train
+    heldout: list[Problem] = dataclasses.field(default_factory=list)  # as train, disjoint from train and test
 
 
 _Drawn = tuple[int, int] | None  # (amount n, new count), or None when the operation does not apply
@@ -224,7 +225,7 @@ def generate_problem(rng: random.Random, level: int, *, numbered: bool = False,
     return Problem(question, value, level, render_solution(steps, var, value))
 
 
-def generate_split(seed: int, levels: Iterable[int], per_level: int | tuple[int, ...],
+def generate_split(seed: int | str, levels: Iterable[int], per_level: int | tuple[int, ...],
                    exclude: frozenset[str] = frozenset(), with_solution: bool = False,
                    **story: Any) -> list[Problem]:
     """`per_level` distinct problems per level (or one count per level) from one seed, skipping
@@ -251,7 +252,8 @@ def generate_split(seed: int, levels: Iterable[int], per_level: int | tuple[int,
 
 
 def make_curriculum(config: CurriculumConfig) -> Curriculum:
-    """Seed, train and test splits from separate seeds; test questions never appear in the others."""
+    """Seed, train, test and held-out splits from separate seeds; test questions never appear in
+    the others, nor training questions in the held-out split."""
     unknown = set(config.operations) - set(OPERATIONS)
     if unknown or not config.operations:
         raise ValueError(f"curriculum operations {config.operations}: give some of {tuple(OPERATIONS)}")
@@ -262,12 +264,14 @@ def make_curriculum(config: CurriculumConfig) -> Curriculum:
     story = {"numbered": config.numbered, "operand_scale": config.operand_scale,
              "operations": tuple(config.operations)}
     test = generate_split(config.test_seed, config.levels, config.test_per_level, **story)
-    held_out = frozenset(p.question for p in test)
+    test_questions = frozenset(p.question for p in test)
     seed = generate_split(config.seed_seed, config.seed_levels, config.seed_per_level,
-                          exclude=held_out, with_solution=True, weights=weights, **story)
+                          exclude=test_questions, with_solution=True, weights=weights, **story)
     train = generate_split(config.train_seed, config.levels, config.train_per_level,
-                           exclude=held_out, **story)
-    return Curriculum(seed=seed, train=train, test=test)
+                           exclude=test_questions, **story)
+    heldout = generate_split(f"heldout/{config.train_seed}", config.levels, config.heldout_per_level,
+                             exclude=test_questions | {p.question for p in train}, **story)
+    return Curriculum(seed=seed, train=train, test=test, heldout=heldout)
 
 
 # --------------------------------------------------------------------------------------------

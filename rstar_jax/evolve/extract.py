@@ -27,11 +27,20 @@ def is_held_out(problem_set: str, index: int | str, fraction: float) -> bool:
     return random.Random(f"{problem_set}/{index}").random() < fraction
 
 
+def problem_pairs(trees: Sequence[SearchedTree], flt: records.PairFilter, config: EvolveConfig
+                  ) -> list[records.PreferencePair]:
+    """A problem's PPM pairs: step pairs of every tree and its final-answer pairs (spec §4.2)."""
+    return ([pair for t in trees for pair in records.step_pairs(t, flt)]
+            + records.final_answer_pairs(trees, config.final_pairs_per_side))
+
+
 def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: EvolveConfig,
                   seed_file: str | None, earlier_rounds: Sequence[str] = (),
-                  sft_rounds: Sequence[str] = ()) -> dict[str, Any]:
+                  sft_rounds: Sequence[str] = (), heldout_sets: dict[str, list[Problem]] | None = None
+                  ) -> dict[str, Any]:
     """SFT records, PPM pairs (train / held out by problem) and coverage per set from all passes' trees.
-    A held-out problem gives held-out pairs and no SFT record (`is_held_out`).
+    A held-out problem (`is_held_out`, or any of `heldout_sets`, searched beside the training sets)
+    gives held-out pairs and no SFT record; coverage counts the training sets.
 
     The round's own pairs go to ppm.json / ppm_heldout.json; with the pairs of `earlier_rounds`
     (round directories) they form the PPM's training and held-out pools. The round's own SFT
@@ -66,12 +75,14 @@ def extract_round(round_dir: str, train_sets: dict[str, list[Problem]], config: 
             held_out = is_held_out(name, p.index, config.ppm_heldout_fraction)
             if not held_out:
                 own += records.sft_records(trees, config.sft_per_problem)
-            pairs[held_out] += [pair for t in trees for pair in records.step_pairs(t, flt)]
-            pairs[held_out] += records.final_answer_pairs(trees, config.final_pairs_per_side)
+            pairs[held_out] += problem_pairs(trees, flt, config)
         coverage[name] = solved / max(len(problems), 1)
         steps[name] = records.step_counts(outcomes)
         operations[name], comments[name] = operation_counts((r.query, r.response) for r in own)
         sft += own
+    for name, problems in (heldout_sets or {}).items():
+        for p in problems:
+            pairs[True] += problem_pairs(by_problem.get((name, p.index), []), flt, config)
     train, heldout = pairs[False], pairs[True]
     random.Random(0).shuffle(train)
     records.write_records(os.path.join(round_dir, SFT_OWN), sft)

@@ -1,6 +1,6 @@
-"""A run's problems: the synthetic curriculum's seed set and per-level problem files, the texts the
-from-scratch tokenizer learns from, the recitals its policy may practise copying on, and the share
-of the training problems each round searches."""
+"""A run's problems: the synthetic curriculum's seed set and per-level problem files (and held-out
+ones that only measure the PPM), the texts the from-scratch tokenizer learns from, the recitals its
+policy may practise copying on, and the share of the problems each round searches."""
 
 from __future__ import annotations
 
@@ -11,21 +11,35 @@ from rstar_jax import steps as sf
 from rstar_jax.config import CurriculumConfig
 from rstar_jax.data import records
 from rstar_jax.data.curriculum import make_curriculum, recital
-from rstar_jax.data.problems import Problem
+from rstar_jax.data.problems import Problem, load_problem_sets
 from rstar_jax.data.records import write_json_atomic
 
 
+HELDOUT_PREFIX = "heldout_"  # a held-out problem set's name: the training set's with this prefix
+
+
 def write_curriculum(directory: str, config: CurriculumConfig) -> dict[str, int]:
-    """Seed SFT records and per-level train / test problem files (rStar formats)."""
+    """Seed SFT records and per-level train / test problem files (rStar formats), and held-out ones
+    (`CurriculumConfig.heldout_per_level`) in `heldout/`."""
     cur = make_curriculum(config)
     records.write_records(os.path.join(directory, "seed.json"),
                           [records.SFTRecord(p.question, p.response) for p in cur.seed])
-    for split, problems in (("train", cur.train), ("test", cur.test)):
+    for split, problems in (("train", cur.train), ("test", cur.test), ("heldout", cur.heldout)):
+        if not problems:
+            continue
         for level in config.levels:
             rows = [{"index": i, "question": p.question, "answer": str(p.answer)}
                     for i, p in enumerate(q for q in problems if q.level == level)]
             write_json_atomic(os.path.join(directory, split, f"level{level}.json"), rows)
-    return {"seed": len(cur.seed), "train": len(cur.train), "test": len(cur.test)}
+    return {"seed": len(cur.seed), "train": len(cur.train), "test": len(cur.test), "heldout": len(cur.heldout)}
+
+
+def heldout_sets(directory: str) -> dict[str, list[Problem]]:
+    """The held-out problem sets `write_curriculum` wrote under `directory/heldout` (none without),
+    named as their training sets with `HELDOUT_PREFIX`."""
+    path = os.path.join(directory, "heldout")
+    return {HELDOUT_PREFIX + name: problems for name, problems in load_problem_sets(path).items()} \
+        if os.path.isdir(path) else {}
 
 
 def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> list[str]:

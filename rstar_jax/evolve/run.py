@@ -5,8 +5,9 @@ a from-scratch model fine-tuned on the seed set's worked solutions (after practi
 training questions' sentences, with `EvolveConfig.recital_train`); with `base_model` an HF model
 that round 1 prompts few-shot. Every round r >= 1 then runs
 
-    search   MCTS over the training problems with the round r-1 policy (and PPM when the round's
-             search uses one), then again with new seeds over problems still unsolved
+    search   MCTS over the training problems (and the curriculum's held-out ones, which only
+             measure the PPM) with the round r-1 policy (and PPM when the round's search uses
+             one), then again with new seeds over problems still unsolved
     extract  SFT records and PPM pairs from the trees (spec §4), coverage per problem set
     policy   SFT on this round's records (and with `EvolveConfig.recite_in_rounds`, recitals of
              the questions it searched), from the base model, the random init or round r-1's
@@ -42,7 +43,8 @@ from rstar_jax.data.problems import load_problem_sets
 from rstar_jax.evolve.evaluate import evaluate_round
 from rstar_jax.evolve.extract import PPM_HELDOUT, PPM_TRAIN, SFT_TRAIN, extract_round
 from rstar_jax.evolve.models import init_policy, train_policy, train_recital, train_reward_model, train_tokenizer
-from rstar_jax.evolve.problems import recital_records, round_problems, tokenizer_texts, write_curriculum
+from rstar_jax.evolve.problems import (heldout_sets, recital_records, round_problems, tokenizer_texts,
+                                        write_curriculum)
 from rstar_jax.evolve.report import round_rows, write_report
 from rstar_jax.evolve.runner import Manifest
 from rstar_jax.evolve.search import search_stage
@@ -100,6 +102,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         train_dir, test_dir = os.path.join(problems_dir, "train"), os.path.join(problems_dir, "test")
         seed_file = os.path.join(problems_dir, "seed.json")
     train_sets, test_sets = load_problem_sets(train_dir), load_problem_sets(test_dir)
+    heldout = {} if base_model else heldout_sets(problems_dir)  # searched only to measure the PPM
     largest = max(len(problems) for problems in train_sets.values())
     if config.train_shards > largest:
         raise ValueError(f"evolve: train_shards {config.train_shards} is more than the largest training "
@@ -130,12 +133,13 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             rc = dataclasses.replace(rc, search=dataclasses.replace(rc.search, use_ppm=False))
         round_dir = os.path.join(workdir, f"round{r}")
         round_sets = round_problems(train_sets, config.train_shards, r)
+        round_heldout = round_problems(heldout, config.train_shards, r) if heldout else {}
         manifest.run(f"round{r}/search", lambda: search_stage(
-            round_dir, round_sets, rc, config, policy, ppm if rc.search.use_ppm else None,
+            round_dir, {**round_sets, **round_heldout}, rc, config, policy, ppm if rc.search.use_ppm else None,
             config.seed + 10 * r))
         manifest.run(f"round{r}/extract", lambda: extract_round(
             round_dir, round_sets, config, seed_file, earlier_rounds(workdir, r, config.ppm_pair_rounds),
-            earlier_rounds(workdir, r, config.sft_rounds)) if is_main else None)
+            earlier_rounds(workdir, r, config.sft_rounds), round_heldout) if is_main else None)
         sft_file, pairs_file = os.path.join(round_dir, SFT_TRAIN), os.path.join(round_dir, PPM_TRAIN)
         recitals = recital_records(round_sets, config.seed + r) if config.recite_in_rounds else []
         policy = model_of(manifest.run(f"round{r}/policy", lambda: fine_tune(

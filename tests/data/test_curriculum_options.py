@@ -107,3 +107,17 @@ def test_per_level_seed_and_training_counts():
     assert [sum(p.level == lv for p in cur.train) for lv in (1, 2, 3, 4, 5)] == [1, 2, 3, 4, 5]
     with pytest.raises(ValueError):
         make_curriculum(dataclasses.replace(SMALL, seed_levels=(1, 2), seed_per_level=(5, 3, 1)))
+
+
+def test_held_out_problems_are_drawn_beside_the_same_training_problems():
+    """heldout_per_level draws its own problems per level, none of them a training or test question,
+    and leaves the other splits as they were; another train seed draws other ones."""
+    plain = make_curriculum(SMALL)
+    cur = make_curriculum(dataclasses.replace(SMALL, heldout_per_level=6))
+    assert plain.heldout == [] and (cur.seed, cur.train, cur.test) == (plain.seed, plain.train, plain.test)
+    assert [sum(p.level == lv for p in cur.heldout) for lv in SMALL.levels] == [6] * 5
+    questions = {p.question for p in cur.heldout}
+    assert len(questions) == 30 and questions.isdisjoint({p.question for p in cur.train + cur.test})
+    assert all(not p.solution for p in cur.heldout)
+    other = make_curriculum(dataclasses.replace(SMALL, heldout_per_level=6, train_seed=7))
+    assert questions.isdisjoint({p.question for p in other.heldout})

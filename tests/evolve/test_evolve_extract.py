@@ -90,3 +90,23 @@ def test_the_sft_set_joins_the_search_records_of_earlier_rounds(tmp_path):
     assert records.read_sft(str(rounds[0] / extract.SFT_TRAIN)) == replay + own[0]
     assert records.read_sft(str(rounds[1] / extract.SFT_TRAIN)) == replay + own[0] + own[1]
 
+
+
+def test_held_out_sets_give_held_out_pairs_only(tmp_path):
+    """Problems searched beside the training sets (`heldout_sets`) give held-out pairs, no SFT record
+    and no coverage; the training sets' records are those of a run without them."""
+    sets, held = {"level1": problems(6)}, {"heldout_level1": problems(3, "heldout_level1")}
+    alone, beside = tmp_path / "alone", tmp_path / "beside"
+    for round_dir, searched in ((alone, sets), (beside, {**sets, **held})):
+        evolve_search.search_round(str(round_dir), searched, RoundConfig(SearchConfig(num_rollouts=4), ()),
+                                   StandInSearch(), seed=0, chunk=4)
+    without = extract.extract_round(str(alone), sets, EvolveConfig(ppm_heldout_fraction=0), None)
+    result = extract.extract_round(str(beside), sets, EvolveConfig(ppm_heldout_fraction=0), None, heldout_sets=held)
+    assert result["coverage"] == without["coverage"] == {"level1": 2 / 6}
+    assert records.read_sft(str(beside / extract.SFT_TRAIN)) == records.read_sft(str(alone / extract.SFT_TRAIN))
+    assert records.read_pairs(str(beside / "ppm.json")) == records.read_pairs(str(alone / "ppm.json"))
+    assert records.read_pairs(str(alone / "ppm_heldout.json")) == []
+    held_pairs = records.read_pairs(str(beside / "ppm_heldout.json"))
+    # problem 0 of the held-out set is solved: one step pair and two final-answer pairs
+    assert len(held_pairs) == 3 and all("of heldout_level1?" in pair.prompt for pair in held_pairs)
+    assert result["ppm_heldout_pairs"] == 3 and result["ppm_pairs"] == without["ppm_pairs"]

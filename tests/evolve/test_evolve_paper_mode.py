@@ -233,7 +233,7 @@ def test_a_round_without_records_carries_the_previous_models_forward(tmp_path, m
                         {"policy": policy, "ppm": ppm})
     found = {1: (0, 0), 2: (3, 2), 3: (1, 0)}  # round -> (SFT records, pairs)
 
-    def extract(round_dir, sets, config, seed_file, earlier_pairs, earlier_sft):
+    def extract(round_dir, sets, config, seed_file, earlier_pairs, earlier_sft, heldout_sets):
         r = int(os.path.basename(round_dir)[len("round"):])
         n_sft, n_pairs = found[r]
         records.write_records(os.path.join(round_dir, evolve_extract.SFT_TRAIN), [records.SFTRecord("q", "a")] * n_sft)

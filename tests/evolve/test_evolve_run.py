@@ -130,6 +130,35 @@ def test_each_round_searches_and_extracts_its_own_shard(tmp_path, monkeypatch):
     assert searched == extracted == shards + shards[:2]
 
 
+def test_held_out_problems_are_searched_beside_each_rounds_shard(tmp_path, monkeypatch):
+    """heldout_per_level: each round searches its shard of the held-out sets beside the training
+    shard; extraction keeps them apart, so their trees give held-out pairs only."""
+    from rstar_jax.config import CurriculumConfig
+    from rstar_jax.data import records
+    from rstar_jax.evolve import extract
+
+    StandInStages(monkeypatch, str(tmp_path))
+    searched, extracted = [], []
+    search_stage, extract_round = run.search_stage, extract.extract_round
+    monkeypatch.setattr(run, "search_stage", lambda round_dir, sets, *args: (
+        searched.append({name: len(problems) for name, problems in sets.items()}),
+        search_stage(round_dir, sets, *args))[1])
+    monkeypatch.setattr(run, "extract_round", lambda round_dir, sets, *args: (
+        extracted.append((sorted(sets), sorted(args[-1]))), extract_round(round_dir, sets, *args))[1])
+    config = EvolveConfig(rounds=(ROUND,) * 2, train_shards=2, ppm_heldout_fraction=0)
+    curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=4,
+                                  test_per_level=1, heldout_per_level=6)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    assert searched == [{"level1": 2, "heldout_level1": 3}] * 2
+    assert extracted == [(["level1"], ["heldout_level1"])] * 2
+    for r in (1, 2):
+        held = records.read_pairs(str(tmp_path / f"round{r}" / "ppm_heldout.json"))
+        train = records.read_pairs(str(tmp_path / f"round{r}" / "ppm.json"))
+        heldout_questions = {p.question for p in run.heldout_sets(str(tmp_path / "problems"))["heldout_level1"]}
+        assert held and all(pair.prompt.split("\n")[1] in heldout_questions for pair in held)
+        assert not any(pair.prompt.split("\n")[1] in heldout_questions for pair in train)
+
+
 def test_sft_rounds_pool_the_search_records_of_the_last_rounds(tmp_path, monkeypatch):
     """sft_rounds = 2: round 3's policy trains on rounds 2 and 3's search records (and the replay)."""
     from rstar_jax.config import CurriculumConfig
