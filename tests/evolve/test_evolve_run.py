@@ -222,7 +222,8 @@ def test_the_seed_argument_changes_the_curriculum_and_the_initialisation(tmp_pat
     from rstar_jax.evolve.problems import write_curriculum
     from rstar_jax.models.hf import load_hf
 
-    small = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=20, train_per_level=4, test_per_level=4)
+    small = CurriculumConfig(levels=(1, 2), seed_levels=(1,), seed_per_level=20, train_per_level=4, test_per_level=4,
+                             heldout_per_level=2)
     config = EvolveConfig(model=ModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                             num_attention_heads=2, num_key_value_heads=1), tokenizer_vocab=400)
     assert run.with_seed(config, small, 0) == (config, small)  # seed 0 is the defaults
@@ -238,7 +239,7 @@ def test_the_seed_argument_changes_the_curriculum_and_the_initialisation(tmp_pat
         weights = load_hf(policy)[0].embed_tokens.embedding.value
         runs[seed] = (make_curriculum(curriculum), sets, np.asarray(weights))
     (cur0, sets0, w0), (cur1, sets1, w1) = runs[0], runs[1]
-    for split in ("seed", "train", "test"):
+    for split in ("seed", "train", "test", "heldout"):
         assert {p.question for p in getattr(cur0, split)}.isdisjoint({p.question for p in getattr(cur1, split)})
     assert sets0 != sets1
     assert w0.shape == w1.shape and not np.allclose(w0, w1)
