@@ -38,8 +38,9 @@ def heldout_sets(directory: str) -> dict[str, list[Problem]]:
     """The held-out problem sets `write_curriculum` wrote under `directory/heldout` (none without),
     named as their training sets with `HELDOUT_PREFIX`."""
     path = os.path.join(directory, "heldout")
-    return {HELDOUT_PREFIX + name: problems for name, problems in load_problem_sets(path).items()} \
-        if os.path.isdir(path) else {}
+    if not os.path.isdir(path):
+        return {}
+    return {HELDOUT_PREFIX + name: problems for name, problems in load_problem_sets(path).items()}
 
 
 def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> list[str]:

@@ -133,7 +133,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             rc = dataclasses.replace(rc, search=dataclasses.replace(rc.search, use_ppm=False))
         round_dir = os.path.join(workdir, f"round{r}")
         round_sets = round_problems(train_sets, config.train_shards, r)
-        round_heldout = round_problems(heldout, config.train_shards, r) if heldout else {}
+        round_heldout = round_problems(heldout, config.train_shards, r)
         manifest.run(f"round{r}/search", lambda: search_stage(
             round_dir, {**round_sets, **round_heldout}, rc, config, policy, ppm if rc.search.use_ppm else None,
             config.seed + 10 * r))

@@ -91,7 +91,6 @@ def test_the_sft_set_joins_the_search_records_of_earlier_rounds(tmp_path):
     assert records.read_sft(str(rounds[1] / extract.SFT_TRAIN)) == replay + own[0] + own[1]
 
 
-
 def test_held_out_sets_give_held_out_pairs_only(tmp_path):
     """Problems searched beside the training sets (`heldout_sets`) give held-out pairs, no SFT record
     and no coverage; the training sets' records are those of a run without them."""

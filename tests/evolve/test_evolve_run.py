@@ -151,10 +151,10 @@ def test_held_out_problems_are_searched_beside_each_rounds_shard(tmp_path, monke
     run.evolve(str(tmp_path), config=config, curriculum=curriculum)
     assert searched == [{"level1": 2, "heldout_level1": 3}] * 2
     assert extracted == [(["level1"], ["heldout_level1"])] * 2
+    heldout_questions = {p.question for p in run.heldout_sets(str(tmp_path / "problems"))["heldout_level1"]}
     for r in (1, 2):
         held = records.read_pairs(str(tmp_path / f"round{r}" / "ppm_heldout.json"))
         train = records.read_pairs(str(tmp_path / f"round{r}" / "ppm.json"))
-        heldout_questions = {p.question for p in run.heldout_sets(str(tmp_path / "problems"))["heldout_level1"]}
         assert held and all(pair.prompt.split("\n")[1] in heldout_questions for pair in held)
         assert not any(pair.prompt.split("\n")[1] in heldout_questions for pair in train)
 
