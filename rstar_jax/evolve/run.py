@@ -103,6 +103,10 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         seed_file = os.path.join(problems_dir, "seed.json")
     train_sets, test_sets = load_problem_sets(train_dir), load_problem_sets(test_dir)
     heldout = {} if base_model else heldout_sets(problems_dir)  # searched only to measure the PPM
+    if not base_model and curriculum.heldout_per_level and not heldout:
+        log.warning("%s holds no held-out problems (written before CurriculumConfig.heldout_per_level "
+                    "was set): the rounds search none, and only ppm_heldout_fraction measures the PPM",
+                    problems_dir)
     largest = max(len(problems) for problems in train_sets.values())
     if config.train_shards > largest:
         raise ValueError(f"evolve: train_shards {config.train_shards} is more than the largest training "

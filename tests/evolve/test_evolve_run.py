@@ -2,6 +2,7 @@
 (train_shards), the default gin file, the run's one seed.
 """
 
+import dataclasses
 import os
 
 import pytest
@@ -157,6 +158,22 @@ def test_held_out_problems_are_searched_beside_each_rounds_shard(tmp_path, monke
         train = records.read_pairs(str(tmp_path / f"round{r}" / "ppm.json"))
         assert held and all(pair.prompt.split("\n")[1] in heldout_questions for pair in held)
         assert not any(pair.prompt.split("\n")[1] in heldout_questions for pair in train)
+
+
+def test_a_run_resumed_with_held_out_problems_its_problems_lack_warns(tmp_path, monkeypatch, caplog):
+    """A workdir whose problems were written without held-out ones, resumed with heldout_per_level
+    set, says that its rounds search none (its problems stage is done and is not rewritten)."""
+    from rstar_jax.config import CurriculumConfig
+
+    StandInStages(monkeypatch, str(tmp_path))
+    curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=4,
+                                  test_per_level=1)
+    run.evolve(str(tmp_path), config=EvolveConfig(rounds=(ROUND,)), curriculum=curriculum)
+    assert "held-out" not in caplog.text
+    resumed = dataclasses.replace(curriculum, heldout_per_level=6)
+    run.evolve(str(tmp_path), config=EvolveConfig(rounds=(ROUND,) * 2), curriculum=resumed)
+    assert "holds no held-out problems" in caplog.text
+    assert not os.path.exists(tmp_path / "problems" / "heldout")
 
 
 def test_sft_rounds_pool_the_search_records_of_the_last_rounds(tmp_path, monkeypatch):
