@@ -22,15 +22,19 @@ prefills only the rest; each prefilled prompt is then stored in its pool row for
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding
 
 from rstar_jax.config import ModelConfig
 from rstar_jax.inference.sampling import SamplingParams, next_tokens
 from rstar_jax.inference.static_graph import StaticGraph
 from rstar_jax.models.decoder import K_AXES, V_AXES, KVCache, init_cache
+from rstar_jax.parallel import sharding
+from rstar_jax.parallel.rules import Rules
 
 
 @struct.dataclass
@@ -84,6 +88,41 @@ def _resize(x: jax.Array, axis: int, n: int) -> jax.Array:
     return jnp.pad(x, [(0, n - x.shape[axis]) if a == axis else (0, 0) for a in range(x.ndim)])
 
 
+def prefill(model: nnx.Module, pool: KVCache | None, tokens_pt: jax.Array, mask_pt: jax.Array,
+            start_p: jax.Array, source_p: jax.Array, dest_p: jax.Array, view_len: int,
+            dtype: jnp.dtype) -> tuple[jax.Array, KVCache, KVCache | None]:
+    """Runs P right-padded token rows after the first `start_p` cache slots of pool rows
+    `source_p` (after nothing without a pool) and stores each row's cache into pool row `dest_p`
+    (rows past the pool's are dropped). Returns the final-norm hidden states [P, T, D], the rows'
+    cache of `view_len` slots and the pool. `dtype`: the cache's, made fresh without a pool."""
+    p, t = tokens_pt.shape
+    if pool is None:
+        cache = init_cache(model.config, p, view_len, dtype).replace(index_b=start_p)
+    else:  # each row's pool row; a stored row has no padding, so its first start_p slots are valid
+        shared = min(view_len, pool.max_len)  # pool slots the prefill can see, and store
+
+        def take(axes, layer):  # the source rows' first `shared` slots, as `view_len` slots
+            length = axes.index("length")
+            return _resize(_resize(layer, length, shared)[source_p], length, view_len)
+
+        cache = KVCache(k=tuple(take(K_AXES, k) for k in pool.k),
+                        v=tuple(take(V_AXES, v) for v in pool.v),
+                        valid_bs=jnp.arange(view_len) < start_p[:, None],
+                        index_b=start_p)
+    positions_pt = start_p[:, None] + jnp.arange(t, dtype=jnp.int32)
+    h_ptd, cache = model.hidden_states(tokens_pt, positions_pt, attention_mask_bt=mask_pt, cache=cache)
+    if pool is not None:
+        def store(axes, old, layer):  # the rows into their pool rows' first `shared` slots
+            at = (dest_p,) + tuple(slice(None, shared if a == "length" else None) for a in axes[1:])
+            return old.at[at].set(_resize(layer, axes.index("length"), shared), mode="drop")
+
+        # Which slots of a row hold its tokens is the host index's to know (a prefix of them), so
+        # the pool's valid_bs and index_b stay as made; slots past them keep stale values.
+        pool = pool.replace(k=tuple(store(K_AXES, *layers) for layers in zip(pool.k, cache.k)),
+                            v=tuple(store(V_AXES, *layers) for layers in zip(pool.v, cache.v)))
+    return h_ptd, cache, pool
+
+
 @functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=(2, 3))
 def refill(graph: StaticGraph, state: nnx.State, slots: Slots, pool: KVCache | None,
            new: Refill, view_len: int) -> tuple[Slots, KVCache | None]:
@@ -93,33 +132,8 @@ def refill(graph: StaticGraph, state: nnx.State, slots: Slots, pool: KVCache | N
     view_len: cache slots of the prefill, >= start_p + T of every prompt.
     """
     model = nnx.merge(graph.graphdef, state)
-    p, t = new.tokens_pt.shape
-    dtype = slots.cache.k[0].dtype
-    if pool is None:
-        cache = init_cache(model.config, p, view_len, dtype).replace(index_b=new.start_p)
-    else:  # each prompt's pool row; a stored prompt has no padding, so its first start_p slots are valid
-        shared = min(view_len, pool.max_len)  # pool slots the prefill can see, and store
-
-        def take(axes, layer):  # the source rows' first `shared` slots, as `view_len` slots
-            length = axes.index("length")
-            return _resize(_resize(layer, length, shared)[new.source_p], length, view_len)
-
-        cache = KVCache(k=tuple(take(K_AXES, k) for k in pool.k),
-                        v=tuple(take(V_AXES, v) for v in pool.v),
-                        valid_bs=jnp.arange(view_len) < new.start_p[:, None],
-                        index_b=new.start_p)
-    positions_pt = new.start_p[:, None] + jnp.arange(t, dtype=jnp.int32)
-    _, cache = model.hidden_states(new.tokens_pt, positions_pt, attention_mask_bt=new.mask_pt,
-                                   cache=cache)
-    if pool is not None:
-        def store(axes, old, layer):  # the prompts into their rows' first `shared` slots
-            at = (new.dest_p,) + tuple(slice(None, shared if a == "length" else None) for a in axes[1:])
-            return old.at[at].set(_resize(layer, axes.index("length"), shared), mode="drop")
-
-        # Which slots of a row hold its prompt is the host index's to know (a prefix of them), so
-        # the pool's valid_bs and index_b stay as made; slots past a prompt keep stale values.
-        pool = pool.replace(k=tuple(store(K_AXES, *layers) for layers in zip(pool.k, cache.k)),
-                            v=tuple(store(V_AXES, *layers) for layers in zip(pool.v, cache.v)))
+    _, cache, pool = prefill(model, pool, new.tokens_pt, new.mask_pt, new.start_p, new.source_p, new.dest_p,
+                             view_len, slots.cache.k[0].dtype)
     old = slots.cache
     n = min(view_len, old.max_len)  # a row's tokens all lie below its position (< old.max_len)
     valid_rs = _resize(cache.valid_bs[new.prompt_r], 1, old.max_len)
@@ -216,3 +230,30 @@ def decode_chunk(graph: StaticGraph, state: nnx.State, slots: Slots, params: Sam
     _, slots, tokens_bn, logprobs_bn = jax.lax.while_loop(running, step, init)
     slots = slots.replace(cache=_put_prefix(full, slots.cache))
     return slots, Chunk(tokens_bn, logprobs_bn, slots.done_b)
+
+
+def placement(mesh: Mesh | None, rules: Rules, shape: tuple[int, ...],
+               axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
+    """Placement on `mesh` of an array whose dimensions carry logical `axes` (default: the first
+    is batch); None without a mesh."""
+    if mesh is None:
+        return None
+    axes = axes or ("batch",) + (None,) * (len(shape) - 1)
+    return sharding.logical_sharding(axes, rules, mesh, shape)
+
+
+@functools.cache
+def on_device(init: Callable, config: ModelConfig, rows: int, length: int, mesh: Mesh | None,
+              rules: Rules) -> Callable[[], Slots | KVCache]:
+    """`init(config, rows, length)` made on device by one compiled program (one per shape, shared
+    by every sampler and scorer), already split over the mesh's batch axes (and caches over kv heads): no
+    per-array dispatch or copy."""
+    make = functools.partial(init, config, rows, length)
+    shapes = jax.eval_shape(make)
+    place = functools.partial(placement, mesh, rules)
+    by_batch = jax.tree.map(lambda x: place(x.shape), shapes)
+    by_heads = lambda cache, placed: placed.replace(k=tuple(place(x.shape, K_AXES) for x in cache.k),
+                                                    v=tuple(place(x.shape, V_AXES) for x in cache.v))
+    shardings = (by_heads(shapes, by_batch) if isinstance(shapes, KVCache)
+                 else by_batch.replace(cache=by_heads(shapes.cache, by_batch.cache)))
+    return jax.jit(make, out_shardings=shardings)

@@ -6,7 +6,8 @@ device rows (`decode.refill` reads and writes it); this index finds, for a new p
 sharing its longest token prefix, so only the rest is prefilled, and picks the rows new prompts
 are stored in. Memory stays bounded: the least recently used row is overwritten first. A prompt
 that extends a row's whole prefix (a child of that row's prompt) takes that row over instead; its
-own prefix still serves the row's other children.
+own prefix still serves the row's other children. `pack_suffixes` lays out what a prefill then
+computes. The PPM scorer keeps a pool of its own the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+
+from rstar_jax.shapes import bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,3 +80,22 @@ class PrefixIndex:
         shared = np.where(equal.all(axis=1), n, equal.argmin(axis=1))
         row = int(np.argmax(shared))
         return row, int(shared[row])
+
+
+def pack_suffixes(token_rows: Sequence[Sequence[int]], start: Sequence[int], rows: int, min_bucket: int,
+                  max_len: int) -> tuple[np.ndarray, np.ndarray, list[int], int]:
+    """What one prefill computes: each token row past its first `start` tokens (those its pool row
+    holds), right-padded into `rows` rows of a power-of-two width >= `min_bucket`.
+
+    Returns (tokens [rows, width], mask, starts, view_len): the prefill sees `view_len` cache slots
+    (bucketed), never more than `max_len` (bucketed); a row that reuses more than fits beside the
+    widest suffix gives up the rest and prefills it instead.
+    """
+    width = bucket(max(len(ids) - s for ids, s in zip(token_rows, start)), min_bucket)
+    view_len = min(bucket(max(start) + width), bucket(max_len))
+    start = [min(s, view_len - width) for s in start]
+    tokens = np.zeros((rows, width), np.int32)
+    mask = np.zeros(tokens.shape, bool)
+    for r, (ids, s) in enumerate(zip(token_rows, start)):
+        tokens[r, :len(ids) - s], mask[r, :len(ids) - s] = ids[s:], True
+    return tokens, mask, start, view_len

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import jax
@@ -27,13 +26,13 @@ from jax.sharding import Mesh, NamedSharding
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from rstar_jax.config import ModelConfig, SamplerConfig, SamplingConfig
+from rstar_jax.config import SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
-from rstar_jax.inference.prefix_cache import PrefixIndex
+from rstar_jax.inference.prefix_cache import PrefixIndex, pack_suffixes
 from rstar_jax.inference.sampling import SamplingParams
 from rstar_jax.inference.static_graph import StaticGraph
 from rstar_jax.inference.text import RowText, finish_table, token_texts
-from rstar_jax.models.decoder import K_AXES, V_AXES, KVCache, init_cache
+from rstar_jax.models.decoder import KVCache, init_cache
 from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
 from rstar_jax.parallel.rules import Rules
@@ -275,17 +274,9 @@ class Sampler:
             start, source, dest = ([getattr(p, f) for p in placed] for f in ("reused", "source", "dest"))
             if self._pool is None:
                 self._pool = self._new_cache(self.config.prefix_cache_rows, self.config.max_len)
-        # The prefill sees `view_len` cache slots, never more than `max_len` (bucketed): in a refill
-        # mixing a long new prompt with a deep reused one, the reused one gives up what would not
-        # fit beside the widest suffix.
-        width = bucket(max(len(ids) - s for ids, s in zip(prefixes, start)), self.config.min_prompt_bucket)
-        view_len = min(bucket(max(start) + width), bucket(self.config.max_len))
-        start = [min(s, view_len - width) for s in start]
         prompts = bucket(len(distinct))
-        tokens_pt = np.zeros((prompts, width), np.int32)
-        mask_pt = np.zeros(tokens_pt.shape, bool)
-        for p, (ids, s) in enumerate(zip(prefixes, start)):
-            tokens_pt[p, :len(ids) - s], mask_pt[p, :len(ids) - s] = ids[s:], True
+        tokens_pt, mask_pt, start, view_len = pack_suffixes(prefixes, start, prompts, self.config.min_prompt_bucket,
+                                                            self.config.max_len)
         self.counts["prefill_tokens"] += int(mask_pt.sum())
         self.counts["reused_tokens"] += sum(start)
         # Always one entry per slot (the rest dropped): refill compiles per prompt bucket only.
@@ -323,42 +314,16 @@ class Sampler:
                   axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
         """Placement on the mesh of an array whose dimensions carry logical `axes` (default: the
         first is batch); None without a mesh."""
-        return _placement(self.mesh, self.rules, shape, axes)
+        return decode.placement(self.mesh, self.rules, shape, axes)
 
     def _put(self, x: np.ndarray) -> jax.Array | np.ndarray:
         """`x` split by batch over the mesh (unchanged without one)."""
         return x if self.mesh is None else jax.device_put(x, self._sharding(x.shape))
 
     def _new_slots(self, num_slots: int, max_len: int) -> decode.Slots:
-        """Empty decoding slots (see `_on_device`)."""
-        return _on_device(decode.init_slots, self.model_config, num_slots, max_len, self.mesh, self.rules)()
+        """Empty decoding slots (see `decode.on_device`)."""
+        return decode.on_device(decode.init_slots, self.model_config, num_slots, max_len, self.mesh, self.rules)()
 
     def _new_cache(self, rows: int, length: int) -> KVCache:
-        """An empty KV cache, the prefix pool's (see `_on_device`)."""
-        return _on_device(init_cache, self.model_config, rows, length, self.mesh, self.rules)()
-
-
-def _placement(mesh: Mesh | None, rules: Rules, shape: tuple[int, ...],
-               axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
-    """See `Sampler._sharding`."""
-    if mesh is None:
-        return None
-    axes = axes or ("batch",) + (None,) * (len(shape) - 1)
-    return sharding.logical_sharding(axes, rules, mesh, shape)
-
-
-@functools.cache
-def _on_device(init: Callable, config: ModelConfig, rows: int, length: int, mesh: Mesh | None,
-               rules: Rules) -> Callable[[], decode.Slots | KVCache]:
-    """`init(config, rows, length)` made on device by one compiled program (one per shape, shared
-    by every sampler), already split over the mesh's batch axes (and caches over kv heads): no
-    per-array dispatch or copy."""
-    make = functools.partial(init, config, rows, length)
-    shapes = jax.eval_shape(make)
-    place = functools.partial(_placement, mesh, rules)
-    by_batch = jax.tree.map(lambda x: place(x.shape), shapes)
-    by_heads = lambda cache, placed: placed.replace(k=tuple(place(x.shape, K_AXES) for x in cache.k),
-                                                    v=tuple(place(x.shape, V_AXES) for x in cache.v))
-    shardings = (by_heads(shapes, by_batch) if isinstance(shapes, KVCache)
-                 else by_batch.replace(cache=by_heads(shapes.cache, by_batch.cache)))
-    return jax.jit(make, out_shardings=shardings)
+        """An empty KV cache, the prefix pool's (see `decode.on_device`)."""
+        return decode.on_device(init_cache, self.model_config, rows, length, self.mesh, self.rules)()
