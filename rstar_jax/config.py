@@ -238,6 +238,9 @@ class ScorerConfig:
     max_len: int = 4096  # longer inputs keep their prompt and the end of their solution
     min_bucket: int = 64  # inputs are padded to a power of two >= this
     value_scale: float = 5.0  # search value = tanh(raw / value_scale) (spec §5)
+    # PPM caches of recently scored texts kept for the texts that extend them (a search's children);
+    # 0 is off, else at least max_batch (rounded down to a power of two).
+    prefix_cache_rows: int = 0
 
 
 # Stop strings of a search step, of a round-1 bootstrap step and of a greedy-eval generation call

@@ -262,14 +262,29 @@ def ppm_bytes(ppm: ModelConfig, mesh: jax.sharding.AbstractMesh, rules: Rules) -
     return param_bytes(ppm, ppm.param_dtype, mesh, rules) + (ppm.hidden_size + 1) * 4
 
 
+def pool_rows(rows: int, mesh: jax.sharding.AbstractMesh, rules: Rules = DECODE_RULES) -> int:
+    """Rows of a prefix pool of `rows` on each device: split over the batch shards, or whole on
+    every device when they do not divide (as the sampler and scorer place them)."""
+    per_shard, rest = divmod(rows, batch_shards(mesh, rules))
+    return rows if rest else per_shard
+
+
+def pool_bytes(model: ModelConfig, rows: int, length: int, mesh: jax.sharding.AbstractMesh,
+               rules: Rules = DECODE_RULES) -> int:
+    """Bytes per device of a prefix pool of `rows` caches of `length` tokens of `model`."""
+    return pool_rows(rows, mesh, rules) * length * kv_bytes_per_token(model, _tensor(mesh), jnp.dtype(model.dtype).itemsize)
+
+
 def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerConfig, candidates: int,
-                 mesh: jax.sharding.AbstractMesh, budget: int, rules: Rules = DECODE_RULES) -> Phase:
+                 mesh: jax.sharding.AbstractMesh, budget: int, rules: Rules = DECODE_RULES,
+                 scorer_pool: int = 0) -> Phase:
     """Search, sampling: both models resident, the slot cache and the prefix pool, and prefilling
     one batch of prompts.
 
     `mesh` is one host's decoding mesh, `config` that host's sampler. Each distinct prompt is
     prefilled once and forked into its `candidates` slots; prompts are taken at full length
-    (`max_len`) as a worst case. The prefix pool holds `prefix_cache_rows` prompts of `max_len`.
+    (`max_len`) as a worst case. The prefix pool holds `prefix_cache_rows` prompts of `max_len`;
+    the scorer's pool (`scorer_pool` bytes, `pool_bytes`) stays resident beside it.
     """
     shards, tp = batch_shards(mesh, rules), _tensor(mesh)
     c = jnp.dtype(policy.dtype).itemsize
@@ -282,33 +297,37 @@ def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerCo
     per_token = kv_bytes_per_token(policy, tp, c)
     prefill = (prompts * config.max_len * per_token
                + layer_activation_bytes(policy, prompts, config.max_len, config.max_len, tp, c, backward=False))
-    # Pool rows split over the batch shards, or lie whole on every device when they do not divide.
-    rows_per_shard, rest = divmod(config.prefix_cache_rows, shards)
-    pool_rows = config.prefix_cache_rows if rest else rows_per_shard
-    kv_cache = (rows + pool_rows) * config.max_len * per_token
+    pool = pool_rows(config.prefix_cache_rows, mesh, rules)
+    kv_cache = (rows + pool) * config.max_len * per_token + scorer_pool
     knobs = _most_effective_first(params > kv_cache + prefill, "raise MeshConfig.tensor (splits weights and KV heads)",
                                   (f"lower SamplerConfig.max_batch (now {config.max_batch})",))
     if config.prefix_cache_rows:
         knobs += (f"lower SamplerConfig.prefix_cache_rows (now {config.prefix_cache_rows}; at least max_batch)",)
-    pool = f" + {pool_rows} prefix-pool rows" if pool_rows else ""
-    return Phase("sample", f"policy{' + PPM' if ppm else ''} weights, {rows} slots{pool} x {config.max_len} tokens, "
+    pooled = f" + {pool} prefix-pool rows" if pool else ""
+    return Phase("sample", f"policy{' + PPM' if ppm else ''} weights, {rows} slots{pooled} x {config.max_len} tokens, "
                  f"{prompts} prompts prefilled per device", params, 0, prefill, kv_cache, budget,
                  knobs + (f"lower SamplerConfig.max_len (now {config.max_len})",))
 
 
 def score_phase(policy: ModelConfig, ppm: ModelConfig, config: ScorerConfig, mesh: jax.sharding.AbstractMesh,
-                budget: int, rules: Rules = DECODE_RULES) -> Phase:
+                budget: int, rules: Rules = DECODE_RULES, sampler_pool: int = 0) -> Phase:
     """Search, scoring: both models resident, one PPM forward over `max_batch` texts of `max_len`
-    (`mesh`: one host's decoding mesh)."""
+    (`mesh`: one host's decoding mesh), the scorer's prefix pool and the sampler's (`sampler_pool`
+    bytes, `pool_bytes`), which stays resident."""
     shards, tp = batch_shards(mesh, rules), _tensor(mesh)
     params = param_bytes(policy, policy.param_dtype, mesh, rules) + ppm_bytes(ppm, mesh, rules)
     rows = math.ceil((1 << (config.max_batch.bit_length() - 1)) / shards)
     acts = layer_activation_bytes(ppm, rows, config.max_len, config.max_len, tp, jnp.dtype(ppm.dtype).itemsize,
                                   backward=False)
+    pool = pool_rows(config.prefix_cache_rows, mesh, rules)
+    kv_cache = pool_bytes(ppm, config.prefix_cache_rows, config.max_len, mesh, rules) + sampler_pool
     knobs = _most_effective_first(params > acts, "raise MeshConfig.tensor (splits weights and heads)",
                                   (f"lower ScorerConfig.max_batch (now {config.max_batch})",))
-    return Phase("score", f"policy + PPM weights, {rows} texts x {config.max_len} tokens per device", params, 0,
-                 acts, 0, budget, knobs)
+    if config.prefix_cache_rows:
+        knobs += (f"lower ScorerConfig.prefix_cache_rows (now {config.prefix_cache_rows}; at least max_batch)",)
+    pooled = f" + {pool} prefix-pool rows" if pool else ""
+    return Phase("score", f"policy + PPM weights, {rows} texts{pooled} x {config.max_len} tokens per device",
+                 params, 0, acts, kv_cache, budget, knobs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,11 +373,18 @@ def plan_memory(topology: str, *, policy: ModelConfig, ppm: ModelConfig | None =
             raise ValueError("plan: ppm_train is set but no ppm model config")
         phases.append(train_phase("ppm", ppm, ppm_train, amesh, budget, sequences_per_row=2, with_logits=False))
     decode_policy, decode_ppm = decode.models(policy, ppm)
+    scoring = scorer is not None and ppm is not None
+    # Each of the two prefix pools stays resident through the other's phase.
+    sampler_pool, scorer_pool = (
+        pool_bytes(model, c.prefix_cache_rows, c.max_len, decode.mesh, decode.rules) if c is not None and model else 0
+        for model, c in ((decode_policy, sampler), (decode_ppm, scorer if scoring else None)))
     if sampler is not None:
         candidates = min((s.num_candidates for s in searches), default=1)
-        phases.append(sample_phase(decode_policy, decode_ppm, sampler, candidates, decode.mesh, budget, decode.rules))
-    if scorer is not None and ppm is not None:
-        phases.append(score_phase(decode_policy, decode_ppm, scorer, decode.mesh, budget, decode.rules))
+        phases.append(sample_phase(decode_policy, decode_ppm, sampler, candidates, decode.mesh, budget, decode.rules,
+                                   scorer_pool))
+    if scoring:
+        phases.append(score_phase(decode_policy, decode_ppm, scorer, decode.mesh, budget, decode.rules,
+                                  sampler_pool))
     return target, amesh, phases
 
 

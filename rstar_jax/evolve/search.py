@@ -103,9 +103,11 @@ def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
     def search_fn(problems: Sequence[Problem], rollouts: int, pass_seed: int) -> SearchResult:
         search = dataclasses.replace(rc.search, num_rollouts=rollouts, seed=pass_seed)
         stats: dict[str, float] = {}
-        before = dict(stack.policy.counts)  # prompt tokens prefilled and reused from the prefix pool
+        # Tokens prefilled and reused from the prefix pools: the sampler's prompts, the scorer's texts.
+        counters = {"": stack.policy, **({"score_": stack.ppm} if stack.ppm is not None else {})}
+        before = {(prefix, name): count for prefix, counter in counters.items() for name, count in counter.counts.items()}
         result = run_mcts(problems, stack.policy, stack.ppm, search, stack.executor, mesh=stack.mesh, stats=stats)
-        stats.update({name: stack.policy.counts[name] - count for name, count in before.items()})
+        stats.update({prefix + name: counters[prefix].counts[name] - count for (prefix, name), count in before.items()})
         metrics.append(chunk_metrics(result, stats))
         return result
 
@@ -116,8 +118,8 @@ def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
 
 def chunk_metrics(result: SearchResult, stats: dict[str, float]) -> dict[str, float]:
     """What one searched chunk logs (metrics.jsonl and TensorBoard beside the pass directories):
-    coverage, tree sizes, generated tokens per second, the seconds of each phase and the prompt
-    tokens prefilled (and reused from the sampler's prefix pool)."""
+    coverage, tree sizes, generated tokens per second, the seconds of each phase and the tokens
+    prefilled (and reused from the prefix pools) by the sampler and the scorer."""
     nodes = [result.num_nodes(b) for b in range(len(result))]
     wall = stats.get("wall_s", 0.0)
     return {"search/problems": len(result),

@@ -35,7 +35,7 @@ from rstar_jax.inference.text import RowText, finish_table, token_texts
 from rstar_jax.models.decoder import KVCache, init_cache
 from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
-from rstar_jax.parallel.rules import Rules
+from rstar_jax.parallel.rules import Rules, hashable
 from rstar_jax.shapes import bucket
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,7 @@ class Sampler:
                  config: SamplerConfig = SamplerConfig(), mesh: Mesh | None = None,
                  rules: Rules = rules.DECODE_RULES):
         self.model_config = model.config
-        # Hashable (the compiled slot makers are cached by it), whatever sequences gin gave.
-        self.rules = tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
+        self.rules = hashable(rules)  # the compiled slot makers are cached by it
         self.tokenizer = tokenizer
         self.config = config
         self.mesh = mesh

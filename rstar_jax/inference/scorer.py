@@ -3,6 +3,12 @@
 Texts are sorted by length and scored in bucketed batches (rows and length padded to powers of
 two), so a long run compiles a bounded number of programs.
 
+A search scores every new node, and a node's text is its parent's plus one step. With a prefix
+pool (`ScorerConfig.prefix_cache_rows`), the scorer keeps the PPM's KV cache of recently scored
+texts in device rows, indexed on the host like the sampler's (`prefix_cache.PrefixIndex`): a text
+runs only past the longest prefix a row holds, so a child prefills its step, not its whole path.
+Scores with and without the pool agree to float rounding.
+
 Long inputs keep their end. The original keeps the first 4095 tokens and so scores a long
 trajectory without its latest steps (spec §5); the step being valued is the last one, so here a
 text longer than `max_len` tokens keeps its prompt (the question, up to the end of the
@@ -25,11 +31,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from rstar_jax.config import ScorerConfig
+from rstar_jax.inference import decode
+from rstar_jax.inference.prefix_cache import Placement, PrefixIndex, pack_suffixes
 from rstar_jax.inference.static_graph import StaticGraph
+from rstar_jax.models.decoder import KVCache, init_cache
 from rstar_jax.models.ppm import ProcessRewardModel, search_value
 from rstar_jax.models.tokenizer import encode
 from rstar_jax.parallel import rules, sharding
-from rstar_jax.parallel.rules import Rules
+from rstar_jax.parallel.rules import Rules, hashable
 from rstar_jax import steps as sf
 from rstar_jax.shapes import bucket
 
@@ -49,9 +58,22 @@ def _raw_scores(graph: StaticGraph, state: nnx.State, tokens_bt: jax.Array,
     return ppm(tokens_bt, positions_bt, mask_bt, deterministic=True)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 8), donate_argnums=2)
+def _pooled_raw_scores(graph: StaticGraph, state: nnx.State, pool: KVCache, tokens_pt: jax.Array,
+                       mask_pt: jax.Array, start_p: jax.Array, source_p: jax.Array, dest_p: jax.Array,
+                       view_len: int) -> tuple[jax.Array, KVCache]:
+    """Raw scores of texts run past the first `start_p` tokens of pool rows `source_p`; each text's
+    cache is stored in pool row `dest_p` (see `decode.prefill`)."""
+    ppm = nnx.merge(graph.graphdef, state)
+    h_ptd, _, pool = decode.prefill(ppm.backbone, pool, tokens_pt, mask_pt, start_p, source_p, dest_p,
+                                    view_len, pool.k[0].dtype)
+    return ppm.score_hidden(h_ptd, mask_pt), pool
+
+
 class PPMScorer:
     """Scores texts with a `ProcessRewardModel`, on one device or a mesh (batch split over the
-    data axes, parameters over 'tensor' by `rules`, default `parallel.rules.DECODE_RULES`)."""
+    data axes, parameters over 'tensor' by `rules`, default `parallel.rules.DECODE_RULES`).
+    `counts` sums the text tokens run and those reused from the prefix pool."""
 
     def __init__(self, ppm: ProcessRewardModel, tokenizer: PreTrainedTokenizerBase,
                  config: ScorerConfig = ScorerConfig(), mesh: Mesh | None = None,
@@ -60,12 +82,19 @@ class PPMScorer:
         self.config = config
         self.mesh = mesh
         self.prompt_end = prompt_end
-        self.rules = rules
+        self.rules = hashable(rules)  # the compiled pool maker is cached by it
+        self._model_config = ppm.backbone.config
         graphdef, self._state = sharding.split_placed(ppm, mesh, self.rules)
         self._graph = StaticGraph.of(graphdef)
         # Ways the rows split over the mesh: batches are padded to a multiple of it.
         self._row_shards = 1 if mesh is None else mesh.size // sharding.batch_sharding(
             mesh, self.rules, 1).shard_shape((mesh.size,))[0]
+        self._max_rows = 1 << (config.max_batch.bit_length() - 1)  # texts per forward
+        if config.prefix_cache_rows and config.prefix_cache_rows < self._max_rows:
+            raise ValueError(f"ScorerConfig.prefix_cache_rows={config.prefix_cache_rows}: need 0 (off) or "
+                             f">= max_batch rounded down to a power of two ({self._max_rows})")
+        self._empty_pool()
+        self.counts = {"prefill_tokens": 0, "reused_tokens": 0}
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` (`models.tokenizer.encode`: the rule PPM training follows), cut to
@@ -89,19 +118,45 @@ class PPMScorer:
                         "start of their solution)", cut, len(texts), self.config.max_len)
         raw = np.zeros(len(texts), np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        size = 1 << (self.config.max_batch.bit_length() - 1)
-        for start in tqdm(range(0, len(order), size), desc="score", disable=not progress):
-            batch = order[start: start + size]
-            width = bucket(max(len(ids[i]) for i in batch), self.config.min_bucket)
-            rows = -(-bucket(len(batch)) // self._row_shards) * self._row_shards
-            tokens = np.zeros((rows, width), np.int32)
-            mask = np.zeros(tokens.shape, bool)
-            for row, i in enumerate(batch):
-                tokens[row, : len(ids[i])], mask[row, : len(ids[i])] = ids[i], True
-            mask[len(batch):, 0] = True  # padding rows score a single pad token
-            raw[batch] = jax.device_get(
-                _raw_scores(self._graph, self._state, *self._place(tokens, mask)))[: len(batch)]
+        for start in tqdm(range(0, len(order), self._max_rows), desc="score", disable=not progress):
+            batch = order[start: start + self._max_rows]
+            raw[batch] = self._score_batch([ids[i] for i in batch])
         return raw, search_value(raw, self.config.value_scale)
+
+    def _score_batch(self, token_rows: list[list[int]]) -> np.ndarray:
+        """Raw scores of one batch of token rows: one forward, past what the pool (if any) holds."""
+        rows = -(-bucket(len(token_rows)) // self._row_shards) * self._row_shards
+        if self._prefix_index is None:
+            placed = [Placement(0, 0, 0)] * len(token_rows)
+        else:  # a row's last token is never reused: its hidden state is the score
+            placed = self._prefix_index.place([ids[:-1] for ids in token_rows])
+            if self._pool is None:
+                self._pool = decode.on_device(init_cache, self._model_config, self.config.prefix_cache_rows,
+                                              self.config.max_len, self.mesh, self.rules)()
+        tokens, mask, start, view_len = pack_suffixes(token_rows, [p.reused for p in placed], rows,
+                                                      self.config.min_bucket, self.config.max_len)
+        mask[len(token_rows):, 0] = True  # padding rows score a single pad token
+        self.counts["prefill_tokens"] += int(mask[:len(token_rows)].sum())
+        self.counts["reused_tokens"] += sum(start)
+        if self._pool is None:
+            raw = _raw_scores(self._graph, self._state, *self._place(tokens, mask))
+        else:
+            pad = lambda values, fill: np.array(values + [fill] * (rows - len(values)), np.int32)
+            try:
+                raw, self._pool = _pooled_raw_scores(
+                    self._graph, self._state, self._pool, *self._place(
+                        tokens, mask, pad(start, 0), pad([p.source for p in placed], 0),
+                        pad([p.dest for p in placed], self.config.prefix_cache_rows)), view_len)
+            except Exception:  # the pool was donated and the index already updated: start both afresh
+                self._empty_pool()
+                raise
+        return jax.device_get(raw)[: len(token_rows)]
+
+    def _empty_pool(self) -> None:
+        """No prefix kept: a fresh index, the device pool made on the next batch (none when off)."""
+        rows = self.config.prefix_cache_rows
+        self._prefix_index = PrefixIndex(rows, self.config.max_len) if rows else None
+        self._pool: KVCache | None = None
 
     def _place(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
         if self.mesh is None:

@@ -43,8 +43,14 @@ class ProcessRewardModel(nnx.Module):
     def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array, attention_mask_bt: jax.Array,
                  *, deterministic: bool = True) -> jax.Array:
         """Raw scores [B] read at the last position whose mask is True (left or right padding)."""
+        h_btd, _ = self.backbone.hidden_states(tokens_bt, positions_bt, attention_mask_bt=attention_mask_bt)
+        return self.score_hidden(h_btd, attention_mask_bt, deterministic=deterministic)
+
+    def score_hidden(self, h_btd: jax.Array, attention_mask_bt: jax.Array, *,
+                     deterministic: bool = True) -> jax.Array:
+        """Raw scores [B] of the backbone's hidden states: the value head at each row's last
+        position whose mask is True (what a prefix-cached scorer computes past its prefixes)."""
         mask_bt = attention_mask_bt.astype(bool)
-        h_btd, _ = self.backbone.hidden_states(tokens_bt, positions_bt, attention_mask_bt=mask_bt)
         last_b = mask_bt.shape[1] - 1 - jnp.argmax(mask_bt[:, ::-1], axis=1)
         h_bd = jnp.take_along_axis(h_btd, last_b[:, None, None], axis=1)[:, 0]
         return self.value_head(h_bd, deterministic=deterministic)

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
+
+def hashable(rules) -> Rules:
+    """`rules` as tuples throughout (gin gives lists), so they can key a cache of compiled programs."""
+    return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
+
 # Training: data parallel over ('data', 'fsdp'), parameters and optimizer state fully sharded over
 # 'fsdp' (ZeRO-3 style), Megatron-style tensor parallelism over 'tensor'.
 TRAIN_RULES: Rules = (

@@ -188,3 +188,21 @@ def test_the_prefix_pool_is_planned_beside_the_slots():
     # Rows that do not split over the shards lie whole on every device, as the sampler places them.
     assert phase(15).kv_cache - plain.kv_cache == 15 * 256 * planner.kv_bytes_per_token(TINY, 1, 4)
     assert any("prefix_cache_rows (now 16" in knob for knob in pooled.knobs)
+
+
+def test_the_scorers_prefix_pool_is_planned_in_both_search_phases():
+    """The scorer's pool is resident while the sampler samples, and the sampler's while it scores."""
+    from rstar_jax.config import SamplerConfig, ScorerConfig
+
+    plan = lambda rows: {phase.name: phase for phase in planner.plan_memory(
+        "v5e-4", policy=TINY, ppm=TINY, mesh=MeshConfig(data=4, fsdp=1, tensor=1),
+        sampler=SamplerConfig(max_batch=8, max_len=256, prefix_cache_rows=8),
+        scorer=ScorerConfig(max_batch=8, max_len=128, prefix_cache_rows=rows))[2]}
+    plain, pooled = plan(0), plan(16)
+    per_token = planner.kv_bytes_per_token(TINY, 1, 2)  # bfloat16 on TPU
+    # 16 rows over the host's 4 chips, each max_len tokens; the sampler's 8 rows beside them.
+    assert pooled["score"].kv_cache - plain["score"].kv_cache == 4 * 128 * per_token
+    assert plain["score"].kv_cache == 2 * 256 * per_token
+    assert pooled["sample"].kv_cache - plain["sample"].kv_cache == 4 * 128 * per_token
+    assert "4 prefix-pool rows" in pooled["score"].what
+    assert any("ScorerConfig.prefix_cache_rows (now 16" in knob for knob in pooled["score"].knobs)

@@ -61,3 +61,33 @@ def test_long_input_keeps_prompt_and_end_of_solution(tiny, ppm):
                                rtol=1e-4, atol=1e-4)
     # Without the prompt header, a long text simply keeps its end.
     assert scorer.tokenize(text[len(prompt):]) == tokenizer(text[len(prompt):])["input_ids"][-96:]
+
+
+def tree_like_texts(depth: int) -> list[list[str]]:
+    """Texts scored the way a search scores its new nodes: each call's texts extend the last
+    call's by one step (three children of some), and a new question joins at every level."""
+    calls, parents = [], [sf.policy_prompt("What is 12 + 30?"), sf.policy_prompt("héllo wörld")]
+    for level in range(depth):
+        children = [p + f"<code>\nx{level} = {j} + {level}\n<end_of_step>" for p in parents for j in range(3)]
+        calls.append(children + [sf.policy_prompt(f"What is {level} + 1?")])
+        parents = children[::2]
+    return calls
+
+
+@pytest.mark.parametrize("rows", [4, 32])
+def test_the_prefix_pool_changes_no_score_and_runs_only_the_new_step(tiny, ppm, rows):
+    """With a prefix pool a child text runs only past its parent's cached tokens; every score
+    equals the scorer's without one (a pool of 4 rows keeps evicting what later texts need)."""
+    plain = PPMScorer(ppm, tiny[2], ScorerConfig(max_batch=4, min_bucket=16))
+    pooled = PPMScorer(ppm, tiny[2], ScorerConfig(max_batch=4, min_bucket=16, prefix_cache_rows=rows))
+    for texts in tree_like_texts(4):
+        np.testing.assert_allclose(pooled.score(texts)[0], plain.score(texts)[0], rtol=1e-5, atol=1e-5)
+    total = plain.counts["prefill_tokens"]
+    assert pooled.counts["prefill_tokens"] + pooled.counts["reused_tokens"] == total
+    assert plain.counts["reused_tokens"] == 0
+    assert pooled.counts["prefill_tokens"] < (0.6 if rows == 4 else 0.3) * total
+
+
+def test_a_prefix_pool_smaller_than_a_batch_is_refused(tiny, ppm):
+    with pytest.raises(ValueError, match="prefix_cache_rows=2"):
+        PPMScorer(ppm, tiny[2], ScorerConfig(max_batch=4, prefix_cache_rows=2))
