@@ -1,7 +1,8 @@
-"""Expanded nodes/s of MCTS with the sampler's prefix pool off (the anchor) and on (ours).
+"""Expanded nodes/s of MCTS with the prefix pools off (the anchor) and on (ours).
 
-A search sends every expansion's whole path (question and every step so far) to the sampler.
-Without the pool each prompt is prefilled from scratch; with it, only what the pool's closest
+A search sends every expansion's whole path (question and every step so far) to the sampler,
+and in a PPM-augmented search every new node's text to the PPM scorer. Without the pools each
+prompt is prefilled, and each text run, from scratch; with them, only what the pool's closest
 prompt (usually the parent's) does not hold. Both run the same search in one process: the real
 sampler on a random-weight model, each completion made a code step (an untrained model rarely
 ends a step itself) and, at `depth` steps, an answer, so trees grow to a realistic depth; code is
@@ -11,12 +12,13 @@ a tree prefills its question and template whole).
 
 Shapes: "tiny", the CPU default's search (experiments/tiny_cpu.gin: its policy, 64 trees, 4
 rollouts x 4 candidates, 512-token context; steps of 20 tokens, about the curriculum's, and 4 of
-them); "0.5b", Qwen2.5-0.5B's shape with a 512-token prompt (the round-1 few-shot prompt is
+them); "tiny_ppm", the same PPM-augmented as in the default's rounds 3 and 4 (a PPM on the
+policy's weights with rStar's near-zero value head, so the trees grow as without it); "0.5b", Qwen2.5-0.5B's shape with a 512-token prompt (the round-1 few-shot prompt is
 longer) and 48-token steps, 6 deep (on CPU with `--layers 2`, the default, to fit in minutes).
 After a warm-up search of each (compiles), the two run in alternation `--repeats` times; the ratio
 is the median of the paired ratios. Prints one JSON line.
 
-    python benchmarks/search.py [--shapes tiny,0.5b] [--repeats 2] [--layers 2]
+    python benchmarks/search.py [--shapes tiny,tiny_ppm,0.5b] [--repeats 2] [--layers 2]
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import numpy as np
 from flax import nnx
 
 from rstar_jax import steps as sf
-from rstar_jax.config import SEARCH_STOP, ModelConfig, SamplerConfig, SamplingConfig, SearchConfig
+from rstar_jax.config import SEARCH_STOP, ModelConfig, SamplerConfig, SamplingConfig, ScorerConfig, SearchConfig
 from rstar_jax.data.problems import Problem
 from rstar_jax.inference.sampler import Sampler
+from rstar_jax.inference.scorer import PPMScorer
 from rstar_jax.models.decoder import Decoder
+from rstar_jax.models.ppm import ProcessRewardModel
 from rstar_jax.search.driver import run_mcts
 from rstar_jax.verify.executor import ExecResult
 
@@ -55,11 +59,14 @@ class Shape:
     step_tokens: int
     depth: int  # steps before the answer
     max_batch: int
+    ppm: bool = False  # PPM-augmented: every new step scored
 
 
 SHAPES = {
     "tiny": Shape(dataclasses.replace(CONFIGS["tiny"], vocab_size=800), trees=64, rollouts=4, candidates=4,
                   max_len=512, question_tokens=40, step_tokens=20, depth=4, max_batch=64),
+    "tiny_ppm": Shape(dataclasses.replace(CONFIGS["tiny"], vocab_size=800), trees=64, rollouts=4, candidates=4,
+                      max_len=512, question_tokens=40, step_tokens=20, depth=4, max_batch=64, ppm=True),
     "0.5b": Shape(CONFIGS["0.5b"], trees=4, rollouts=2, candidates=4, max_len=1024, question_tokens=512,
                   step_tokens=48, depth=6, max_batch=16),
 }
@@ -100,21 +107,25 @@ def searcher(shape: Shape, model: Decoder, tokenizer, pool_rows: int):
                 for i in range(shape.trees)]
     config = SearchConfig.data_generation(
         2, num_rollouts=shape.rollouts, num_candidates=shape.candidates, max_depth=shape.depth + 1,
-        use_ppm=False, batch_size=shape.trees,
+        use_ppm=shape.ppm, batch_size=shape.trees,
         sampling=SamplingConfig(temperature=0.8, max_new_tokens=shape.step_tokens, stop=SEARCH_STOP))
     sampler_config = SamplerConfig(max_batch=shape.max_batch, max_len=shape.max_len, chunk_tokens=16,
                                    prefix_cache_rows=pool_rows)
+    scorer_config = ScorerConfig(max_batch=shape.max_batch, max_len=shape.max_len, prefix_cache_rows=pool_rows)
+    ppm = ProcessRewardModel(model.config, rngs=nnx.Rngs(1), backbone=model) if shape.ppm else None
 
     def run():
-        sampler = Sampler(model, tokenizer, sampler_config)  # a fresh (empty) pool per search
+        sampler = Sampler(model, tokenizer, sampler_config)  # fresh (empty) pools per search
+        scorer = PPMScorer(ppm, tokenizer, scorer_config) if ppm is not None else None
         policy = StepsThenAnswer(sampler, shape.depth)
         start = time.perf_counter()
-        result = run_mcts(problems, policy, None, config, NoCode(), progress=False)
+        result = run_mcts(problems, policy, scorer, config, NoCode(), progress=False)
         seconds = time.perf_counter() - start
         expanded = int(result.arrays["node_count"].sum()) - len(problems)
         below_root = ((sampler.counts["prefill_tokens"] - policy.roots[1]) / max(policy.prompts - policy.roots[0], 1))
         return seconds, dict(expanded=expanded, prompts=policy.prompts, below_root=below_root,
                              generated_per_completion=policy.generated / max(policy.completions, 1),
+                             scored_tokens=scorer.counts["prefill_tokens"] if scorer else 0,
                              **sampler.counts), result
 
     return run
@@ -146,19 +157,21 @@ def measure(name: str, shape: Shape, repeats: int) -> dict:
             "prefill_tokens_per_expansion": {key: round(v, 1) for key, v in prefill.items()},
             "below_the_roots": {key: round(v, 1) for key, v in below_root.items()},
             "step_tokens": round(stats["on"]["generated_per_completion"], 1),
+            **({"scored_tokens_per_expansion": {key: round(stats[key]["scored_tokens"] / stats[key]["expanded"], 1)
+                                                for key in runs}} if shape.ppm else {}),
             "seconds": {key: [round(s, 2) for s in v] for key, v in seconds.items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="tiny,0.5b")
+    parser.add_argument("--shapes", default="tiny,tiny_ppm,0.5b")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--layers", type=int, default=2, help="the 0.5b shape's layers (0: all 24)")
     args = parser.parse_args()
     results = []
     for name in args.shapes.split(","):
         shape = SHAPES[name]
-        if name != "tiny" and args.layers:
+        if name == "0.5b" and args.layers:
             shape = dataclasses.replace(shape, model=dataclasses.replace(shape.model, num_hidden_layers=args.layers))
         results.append(measure(name, shape, args.repeats))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress

@@ -14,7 +14,7 @@ from rstar_jax.config import MeshConfig, ParallelConfig
 from rstar_jax.inference.stack import decode_mesh_config, resolve_dtype, resolve_dtypes
 
 SCRIPT = textwrap.dedent("""
-    import json, sys
+    import dataclasses, json, sys
     import jax
     import numpy as np
     import transformers
@@ -28,12 +28,19 @@ SCRIPT = textwrap.dedent("""
 
     policy_dir, ppm_dir = sys.argv[1:3]
     model, tokenizer = load_hf(policy_dir)
-    save_ppm_hf(ProcessRewardModel(model.config, rngs=nnx.Rngs(0), backbone=model), tokenizer, ppm_dir)
+    ppm = ProcessRewardModel(model.config, rngs=nnx.Rngs(0), backbone=model)
+    head = ppm.value_head.linear  # a non-tiny head, so scores differ between texts
+    head.kernel.set_value(jax.random.normal(jax.random.key(1), head.kernel.shape))
+    save_ppm_hf(ppm, tokenizer, ppm_dir)
     config = config_from_hf(transformers.AutoConfig.from_pretrained(policy_dir))
     # Bytes device 0 holds of the floating arrays (not the value head's dropout RNG state).
     on_device0 = lambda tree: sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree)
                                   if jax.numpy.issubdtype(x.dtype, jax.numpy.floating))
-    sampler, scorer = SamplerConfig(max_batch=16, max_len=128), ScorerConfig(max_batch=8, max_len=128)
+    sampler = SamplerConfig(max_batch=16, max_len=128)
+    scorer = ScorerConfig(max_batch=8, max_len=128, prefix_cache_rows=8)
+    # Texts a search would score: two nodes, then children of each (run past their parents' cache).
+    nodes = ["hello", "print(x)"]
+    children = [n + s for n in nodes for s in (" world", " = 1", " + 2")]
     report = {}
     for dtype in ("bfloat16", "auto"):
         # fsdp folds into 'data' for decoding: a 4 x 2 (data x tensor) mesh over the 8 devices.
@@ -48,7 +55,11 @@ SCRIPT = textwrap.dedent("""
         cache = (slots.cache.k, slots.cache.v)
         rows = stack.ppm._place(np.zeros((8, 16), np.int32))[0]
         completions = stack.policy.sample(["hello", "print(x)"], 2, SamplingConfig(max_new_tokens=4), seed=1)
-        raw, _ = stack.ppm.score(["hello", "print(x)"])  # 2 texts: padded to the 4 row shards
+        raw, _ = stack.ppm.score(nodes)  # 2 texts: padded to the 4 row shards
+        pooled = stack.ppm.score(children)[0]
+        plain = ModelStack(policy_dir, ppm_dir, sampler=sampler, scorer=dataclasses.replace(scorer, prefix_cache_rows=0),
+                           exec_workers=0, exec_timeout_s=1.0, parallel=parallel).ppm.score(children)[0]
+        pool = stack.ppm._pool
         q_kernel = stack.policy._state["layers"][0]["self_attn"]["q_proj"]["kernel"]
         report[dtype] = {
             "mesh": dict(stack.mesh.shape), "planned_mesh": dict(layout.mesh.shape),
@@ -60,6 +71,9 @@ SCRIPT = textwrap.dedent("""
             "weights": [on_device0(stack.policy._state) + on_device0(stack.ppm._state), sample.params,
                         score.params],
             "kv_cache": [on_device0(cache), sample.kv_cache],
+            "scorer_pool": [on_device0((pool.k, pool.v)), score.kv_cache],
+            "pooled_scores": [float(np.max(np.abs(pooled - plain))), float(np.ptp(plain)),
+                              stack.ppm.counts["reused_tokens"]],
             "row_shards": [len({str(s.index) for s in slots.token_b.addressable_shards}),
                            len({str(s.index) for s in rows.addressable_shards}),
                            plan.batch_shards(layout.mesh, layout.rules)],
@@ -95,6 +109,10 @@ def test_built_stack_is_the_planned_one(built, dtype):
     real, planned_sample, planned_score = out["weights"]
     assert real == planned_sample == planned_score
     assert out["kv_cache"][0] == out["kv_cache"][1]
+    assert out["scorer_pool"][0] == out["scorer_pool"][1] > 0
+    # The scorer's pool on the mesh: the children ran past their parents' cache, to the same scores.
+    difference, spread, reused = out["pooled_scores"]
+    assert reused > 0 and spread > 0.1 and difference < (0.05 if want == "bfloat16" else 1e-4) * spread
     # Rows are split over every device that 'tensor' leaves: data x fsdp (folded) = 4 ways.
     assert out["row_shards"] == [4, 4, 4]
     assert out["specs"]["slots"] == out["specs"]["planned_rows"] == ["data"]
