@@ -17,14 +17,11 @@ ratios. Prints one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import random
 import sys
 import time
 
-import jax
 import numpy as np
 from flax import nnx
 
@@ -35,6 +32,7 @@ from rstar_jax.models.ppm import ProcessRewardModel
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from sampler import CONFIGS, word_tokenizer  # noqa: E402  (benchmarks/sampler.py)
+from search import alternate, run_shapes  # noqa: E402  (benchmarks/search.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +85,7 @@ def measure(name: str, shape: Shape, repeats: int) -> dict:
         return run
 
     runs = {"off": scorer(0), "on": scorer(4 * shape.max_batch)}
-    last = {key: run() for key, run in runs.items()}  # warm-up (compiles)
-    seconds = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, run in runs.items():
-            last[key] = run()
-            seconds[key].append(last[key][0])
+    last, seconds = alternate(runs, repeats)
     texts = sum(len(texts) for texts in calls)
     return {"shape": name, "layers": shape.model.num_hidden_layers, "texts": texts,
             "same_scores": bool(np.allclose(last["on"][2], last["off"][2], rtol=1e-4, atol=1e-4)),
@@ -105,19 +98,7 @@ def measure(name: str, shape: Shape, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="tiny,0.5b")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=2, help="the 0.5b shape's layers (0: all 24)")
-    args = parser.parse_args()
-    results = []
-    for name in args.shapes.split(","):
-        shape = SHAPES[name]
-        if name != "tiny" and args.layers:
-            shape = dataclasses.replace(shape, model=dataclasses.replace(shape.model, num_hidden_layers=args.layers))
-        results.append(measure(name, shape, args.repeats))
-        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
-    print(json.dumps({"benchmark": "scorer", "backend": jax.default_backend(), "results": results}))
+    run_shapes("scorer", __doc__, SHAPES, measure, repeats=3)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -131,6 +132,36 @@ def searcher(shape: Shape, model: Decoder, tokenizer, pool_rows: int):
     return run
 
 
+def alternate(runs: dict[str, Callable[[], tuple]], repeats: int) -> tuple[dict[str, tuple], dict[str, list[float]]]:
+    """Each run once (a warm-up: compiles), then all in turn `repeats` times. Returns each run's
+    last result and the seconds of its timed runs (a result's first entry)."""
+    last = {key: run() for key, run in runs.items()}
+    seconds = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            last[key] = run()
+            seconds[key].append(last[key][0])
+    return last, seconds
+
+
+def run_shapes(benchmark: str, description: str, shapes: dict, measure: Callable[..., dict], repeats: int) -> None:
+    """The command line of a benchmark over `shapes` (the 0.5b one cut to `--layers`): one JSON
+    line per shape on stderr as it finishes, then the whole on stdout."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument("--shapes", default=",".join(shapes))
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--layers", type=int, default=2, help="the 0.5b shape's layers (0: all 24)")
+    args = parser.parse_args()
+    results = []
+    for name in args.shapes.split(","):
+        shape = shapes[name]
+        if name == "0.5b" and args.layers:
+            shape = dataclasses.replace(shape, model=dataclasses.replace(shape.model, num_hidden_layers=args.layers))
+        results.append(measure(name, shape, args.repeats))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
+    print(json.dumps({"benchmark": benchmark, "backend": jax.default_backend(), "results": results}))
+
+
 def measure(name: str, shape: Shape, repeats: int) -> dict:
     # Large random weights: peaked next-token distributions, as a trained model's. Near-uniform
     # ones over 150k tokens let float noise (prefix prefilled apart or together) move a sample.
@@ -138,12 +169,7 @@ def measure(name: str, shape: Shape, repeats: int) -> dict:
     tokenizer = word_tokenizer(shape.model.vocab_size)
     runs = {"off": searcher(shape, model, tokenizer, 0),
             "on": searcher(shape, model, tokenizer, 4 * shape.max_batch)}
-    last = {key: run() for key, run in runs.items()}  # warm-up (compiles)
-    seconds = {key: [] for key in runs}
-    for _ in range(repeats):
-        for key, run in runs.items():
-            last[key] = run()
-            seconds[key].append(last[key][0])
+    last, seconds = alternate(runs, repeats)
     same = all(np.allclose(last["on"][2].arrays[k], a, rtol=1e-5, atol=1e-6, equal_nan=True)
                for k, a in last["off"][2].arrays.items())
     stats = {key: last[key][1] for key in runs}
@@ -163,19 +189,7 @@ def measure(name: str, shape: Shape, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="tiny,tiny_ppm,0.5b")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--layers", type=int, default=2, help="the 0.5b shape's layers (0: all 24)")
-    args = parser.parse_args()
-    results = []
-    for name in args.shapes.split(","):
-        shape = SHAPES[name]
-        if name == "0.5b" and args.layers:
-            shape = dataclasses.replace(shape, model=dataclasses.replace(shape.model, num_hidden_layers=args.layers))
-        results.append(measure(name, shape, args.repeats))
-        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
-    print(json.dumps({"benchmark": "search", "backend": jax.default_backend(), "results": results}))
+    run_shapes("search", __doc__, SHAPES, measure, repeats=2)
 
 
 if __name__ == "__main__":

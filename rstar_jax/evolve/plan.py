@@ -272,7 +272,8 @@ def pool_rows(rows: int, mesh: jax.sharding.AbstractMesh, rules: Rules = DECODE_
 def pool_bytes(model: ModelConfig, rows: int, length: int, mesh: jax.sharding.AbstractMesh,
                rules: Rules = DECODE_RULES) -> int:
     """Bytes per device of a prefix pool of `rows` caches of `length` tokens of `model`."""
-    return pool_rows(rows, mesh, rules) * length * kv_bytes_per_token(model, _tensor(mesh), jnp.dtype(model.dtype).itemsize)
+    per_token = kv_bytes_per_token(model, _tensor(mesh), jnp.dtype(model.dtype).itemsize)
+    return pool_rows(rows, mesh, rules) * length * per_token
 
 
 def sample_phase(policy: ModelConfig, ppm: ModelConfig | None, config: SamplerConfig, candidates: int,
@@ -375,9 +376,10 @@ def plan_memory(topology: str, *, policy: ModelConfig, ppm: ModelConfig | None =
     decode_policy, decode_ppm = decode.models(policy, ppm)
     scoring = scorer is not None and ppm is not None
     # Each of the two prefix pools stays resident through the other's phase.
-    sampler_pool, scorer_pool = (
-        pool_bytes(model, c.prefix_cache_rows, c.max_len, decode.mesh, decode.rules) if c is not None and model else 0
-        for model, c in ((decode_policy, sampler), (decode_ppm, scorer if scoring else None)))
+    sampler_pool = (pool_bytes(decode_policy, sampler.prefix_cache_rows, sampler.max_len, decode.mesh, decode.rules)
+                    if sampler is not None else 0)
+    scorer_pool = (pool_bytes(decode_ppm, scorer.prefix_cache_rows, scorer.max_len, decode.mesh, decode.rules)
+                   if scoring else 0)
     if sampler is not None:
         candidates = min((s.num_candidates for s in searches), default=1)
         phases.append(sample_phase(decode_policy, decode_ppm, sampler, candidates, decode.mesh, budget, decode.rules,

@@ -105,7 +105,8 @@ def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
         stats: dict[str, float] = {}
         # Tokens prefilled and reused from the prefix pools: the sampler's prompts, the scorer's texts.
         counters = {"": stack.policy, **({"score_": stack.ppm} if stack.ppm is not None else {})}
-        before = {(prefix, name): count for prefix, counter in counters.items() for name, count in counter.counts.items()}
+        before = {(prefix, name): count
+                  for prefix, counter in counters.items() for name, count in counter.counts.items()}
         result = run_mcts(problems, stack.policy, stack.ppm, search, stack.executor, mesh=stack.mesh, stats=stats)
         stats.update({prefix + name: counters[prefix].counts[name] - count for (prefix, name), count in before.items()})
         metrics.append(chunk_metrics(result, stats))

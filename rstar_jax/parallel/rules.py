@@ -16,6 +16,7 @@ def hashable(rules) -> Rules:
     """`rules` as tuples throughout (gin gives lists), so they can key a cache of compiled programs."""
     return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
 
+
 # Training: data parallel over ('data', 'fsdp'), parameters and optimizer state fully sharded over
 # 'fsdp' (ZeRO-3 style), Megatron-style tensor parallelism over 'tensor'.
 TRAIN_RULES: Rules = (
