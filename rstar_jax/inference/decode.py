@@ -17,6 +17,8 @@ comes from the same decode step and the same per-row random stream.
 With a prefix pool (a KVCache of recently prefilled prompts, indexed on the host by
 `prefix_cache.PrefixIndex`), a prompt starts from the pool row sharing its longest prefix and
 prefills only the rest; each prefilled prompt is then stored in its pool row for later prompts.
+`prefill` is that step alone; the PPM scorer runs its texts through it over a pool of its own.
+`on_device` makes the slots and pools already placed on a mesh.
 """
 
 from __future__ import annotations
@@ -233,7 +235,7 @@ def decode_chunk(graph: StaticGraph, state: nnx.State, slots: Slots, params: Sam
 
 
 def placement(mesh: Mesh | None, rules: Rules, shape: tuple[int, ...],
-               axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
+              axes: tuple[str | None, ...] | None = None) -> NamedSharding | None:
     """Placement on `mesh` of an array whose dimensions carry logical `axes` (default: the first
     is batch); None without a mesh."""
     if mesh is None:
@@ -246,8 +248,8 @@ def placement(mesh: Mesh | None, rules: Rules, shape: tuple[int, ...],
 def on_device(init: Callable, config: ModelConfig, rows: int, length: int, mesh: Mesh | None,
               rules: Rules) -> Callable[[], Slots | KVCache]:
     """`init(config, rows, length)` made on device by one compiled program (one per shape, shared
-    by every sampler and scorer), already split over the mesh's batch axes (and caches over kv heads): no
-    per-array dispatch or copy."""
+    by every sampler and scorer), already split over the mesh's batch axes (and caches over kv
+    heads): no per-array dispatch or copy."""
     make = functools.partial(init, config, rows, length)
     shapes = jax.eval_shape(make)
     place = functools.partial(placement, mesh, rules)
