@@ -82,15 +82,27 @@ class PrefixIndex:
         return row, int(shared[row])
 
 
-def pack_suffixes(token_rows: Sequence[Sequence[int]], start: Sequence[int], rows: int, min_bucket: int,
-                  max_len: int) -> tuple[np.ndarray, np.ndarray, list[int], int]:
-    """What one prefill computes: each token row past its first `start` tokens (those its pool row
-    holds), right-padded into `rows` rows of a power-of-two width >= `min_bucket`.
+@dataclasses.dataclass(frozen=True)
+class PackedPrefill:
+    """What one prefill computes, as `rows` right-padded rows: each token row past the tokens its
+    pool row holds (`start`), from pool row `source`, stored in pool row `dest` (padding rows: the
+    pool's row count, out of range, so their stores are dropped); `view_len` cache slots seen."""
 
-    Returns (tokens [rows, width], mask, starts, view_len): the prefill sees `view_len` cache slots
-    (bucketed), never more than `max_len` (bucketed); a row that reuses more than fits beside the
-    widest suffix gives up the rest and prefills it instead.
-    """
+    tokens: np.ndarray  # int32[rows, width]
+    mask: np.ndarray  # bool[rows, width]
+    start: np.ndarray  # int32[rows]
+    source: np.ndarray  # int32[rows]
+    dest: np.ndarray  # int32[rows]
+    view_len: int
+
+
+def pack_suffixes(token_rows: Sequence[Sequence[int]], placed: Sequence[Placement], rows: int, min_bucket: int,
+                  max_len: int, pool_rows: int) -> PackedPrefill:
+    """Lays out one prefill of `token_rows` placed by `PrefixIndex.place` (all `Placement(0, 0, 0)`
+    without a pool of `pool_rows`) in `rows` rows of a power-of-two width >= `min_bucket`. The
+    prefill sees `view_len` cache slots (bucketed), never more than `max_len` (bucketed): a row that
+    reuses more than fits beside the widest suffix gives up the rest and prefills it instead."""
+    start = [p.reused for p in placed]
     width = bucket(max(len(ids) - s for ids, s in zip(token_rows, start)), min_bucket)
     view_len = min(bucket(max(start) + width), bucket(max_len))
     start = [min(s, view_len - width) for s in start]
@@ -98,4 +110,6 @@ def pack_suffixes(token_rows: Sequence[Sequence[int]], start: Sequence[int], row
     mask = np.zeros(tokens.shape, bool)
     for r, (ids, s) in enumerate(zip(token_rows, start)):
         tokens[r, :len(ids) - s], mask[r, :len(ids) - s] = ids[s:], True
-    return tokens, mask, start, view_len
+    pad = lambda values, fill: np.array(list(values) + [fill] * (rows - len(values)), np.int32)
+    return PackedPrefill(tokens, mask, pad(start, 0), pad([p.source for p in placed], 0),
+                         pad([p.dest for p in placed], pool_rows), view_len)

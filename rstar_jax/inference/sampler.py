@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rstar_jax.config import SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
-from rstar_jax.inference.prefix_cache import PrefixIndex, pack_suffixes
+from rstar_jax.inference.prefix_cache import Placement, PrefixIndex, pack_suffixes
 from rstar_jax.inference.sampling import SamplingParams
 from rstar_jax.inference.static_graph import StaticGraph
 from rstar_jax.inference.text import RowText, finish_table, token_texts
@@ -267,27 +267,25 @@ class Sampler:
         distinct = list(dict.fromkeys(i for i, _ in work))
         prefixes = [prompt_ids[i][:-1] for i in distinct]  # a prompt's last token is decoded
         if self._prefix_index is None:
-            start, source, dest = [0] * len(distinct), [0] * len(distinct), [0] * len(distinct)
+            placed = [Placement(0, 0, 0)] * len(distinct)
         else:
             placed = self._prefix_index.place(prefixes)
-            start, source, dest = ([getattr(p, f) for p in placed] for f in ("reused", "source", "dest"))
             if self._pool is None:
                 self._pool = self._new_cache(self.config.prefix_cache_rows, self.config.max_len)
         prompts = bucket(len(distinct))
-        tokens_pt, mask_pt, start, view_len = pack_suffixes(prefixes, start, prompts, self.config.min_prompt_bucket,
-                                                            self.config.max_len)
-        self.counts["prefill_tokens"] += int(mask_pt.sum())
-        self.counts["reused_tokens"] += sum(start)
+        packed = pack_suffixes(prefixes, placed, prompts, self.config.min_prompt_bucket, self.config.max_len,
+                               self.config.prefix_cache_rows)
+        self.counts["prefill_tokens"] += int(packed.mask.sum())
+        self.counts["reused_tokens"] += int(packed.start.sum())
         # Always one entry per slot (the rest dropped): refill compiles per prompt bucket only.
         size = slots.done_b.shape[0]
-        pad = lambda values, fill, n=size: np.array(values + [fill] * (n - len(values)), np.int32)
+        pad = lambda values, fill: np.array(values + [fill] * (size - len(values)), np.int32)
         row_of = {i: p for p, i in enumerate(distinct)}
         new = decode.Refill(
             # Split by batch, the prompts are prefilled data parallel, each once (replicated when
             # their count does not split evenly).
-            tokens_pt=self._put(tokens_pt), mask_pt=self._put(mask_pt),
-            start_p=self._put(pad(start, 0, prompts)), source_p=self._put(pad(source, 0, prompts)),
-            dest_p=self._put(pad(dest, self.config.prefix_cache_rows, prompts)),
+            tokens_pt=self._put(packed.tokens), mask_pt=self._put(packed.mask), start_p=self._put(packed.start),
+            source_p=self._put(packed.source), dest_p=self._put(packed.dest),
             slot_r=pad(free[: len(work)], size),
             prompt_r=pad([row_of[i] for i, _ in work], 0),
             last_token_r=pad([prompt_ids[i][-1] for i, _ in work], 0),
@@ -297,7 +295,7 @@ class Sampler:
             budget_r=pad([budgets[i] for i, _ in work], 0),
             seed_key=jax.random.key(seed))
         try:
-            slots, self._pool = decode.refill(self._graph, self._state, slots, self._pool, new, view_len)
+            slots, self._pool = decode.refill(self._graph, self._state, slots, self._pool, new, packed.view_len)
         except Exception:  # the pool was donated and the index already updated: start both afresh
             self._empty_pool()
             raise

@@ -133,20 +133,17 @@ class PPMScorer:
             if self._pool is None:
                 self._pool = decode.on_device(init_cache, self._model_config, self.config.prefix_cache_rows,
                                               self.config.max_len, self.mesh, self.rules)()
-        tokens, mask, start, view_len = pack_suffixes(token_rows, [p.reused for p in placed], rows,
-                                                      self.config.min_bucket, self.config.max_len)
-        mask[len(token_rows):, 0] = True  # padding rows score a single pad token
-        self.counts["prefill_tokens"] += int(mask[:len(token_rows)].sum())
-        self.counts["reused_tokens"] += sum(start)
-        if self._pool is None:
-            raw = _raw_scores(self._graph, self._state, *self._place(tokens, mask))
+        packed = pack_suffixes(token_rows, placed, rows, self.config.min_bucket, self.config.max_len,
+                               self.config.prefix_cache_rows)
+        self.counts["prefill_tokens"] += int(packed.mask.sum())
+        self.counts["reused_tokens"] += int(packed.start.sum())
+        packed.mask[len(token_rows):, 0] = True  # padding rows score a single pad token
+        if self._prefix_index is None:
+            raw = _raw_scores(self._graph, self._state, *self._place(packed.tokens, packed.mask))
         else:
-            pad = lambda values, fill: np.array(values + [fill] * (rows - len(values)), np.int32)
             try:
-                raw, self._pool = _pooled_raw_scores(
-                    self._graph, self._state, self._pool, *self._place(
-                        tokens, mask, pad(start, 0), pad([p.source for p in placed], 0),
-                        pad([p.dest for p in placed], self.config.prefix_cache_rows)), view_len)
+                raw, self._pool = _pooled_raw_scores(self._graph, self._state, self._pool, *self._place(
+                    packed.tokens, packed.mask, packed.start, packed.source, packed.dest), packed.view_len)
             except Exception:  # the pool was donated and the index already updated: start both afresh
                 self._empty_pool()
                 raise
