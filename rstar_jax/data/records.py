@@ -159,6 +159,18 @@ def final_answer_pairs(trees: Sequence[SearchedTree], per_side: int = 2) -> list
     return [PreferencePair(prompt, head + p, head + n, len(pos), len(neg)) for p in pos for n in neg]
 
 
+
+PAIR_KINDS = ("step", "answer", "no_answer")
+
+
+def pair_kind(pair: PreferencePair) -> str:
+    """What a pair compares: "step", two continuations of the same steps; "answer", a right final
+    answer against a wrong one; "no_answer", a right answer against a trajectory that ended in code
+    errors. Final-answer pairs hold the bare question as their prompt (`final_answer_pairs`)."""
+    if sf.ASSISTANT in pair.prompt:
+        return "step"
+    return "answer" if pair.neg.rstrip().endswith(sf.ANSWER_END) else "no_answer"
+
 # ---- rStar's released JSON formats -------------------------------------------------------------
 
 class RecordFormatError(ValueError):

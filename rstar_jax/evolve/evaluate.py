@@ -1,6 +1,6 @@
 """A round's evaluation on the test sets: greedy pass@1 on every problem, the search methods (MCTS
 with policy + PPM) on the first problems of each set beside greedy's score there, and the PPM's
-accuracy on held-out step pairs."""
+accuracy on held-out pairs, in all and by kind of pair."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from rstar_jax.config import EvalConfig, EvolveConfig
 from rstar_jax.data import records
@@ -19,12 +21,17 @@ from rstar_jax.evaluation.results import MERGED, read_records
 from rstar_jax.evaluation.run import evaluate_sets
 
 
-def pairwise_accuracy(scorer, pairs: Sequence[records.PreferencePair]) -> float | None:
-    """Share of held-out pairs whose chosen step the PPM scores above the rejected one."""
-    if not pairs:
-        return None
+def ranked_right(scorer, pairs: Sequence[records.PreferencePair]) -> np.ndarray:
+    """bool per pair: the PPM scores its chosen continuation above the rejected one."""
     raw, _ = scorer.score([p.prompt + p.pos for p in pairs] + [p.prompt + p.neg for p in pairs])
-    return float((raw[:len(pairs)] > raw[len(pairs):]).mean())
+    return np.asarray(raw[:len(pairs)] > raw[len(pairs):], bool)
+
+
+def accuracy_by_kind(pairs: Sequence[records.PreferencePair], right: np.ndarray) -> dict[str, list[float]]:
+    """kind (`records.pair_kind`) -> [share ranked right, pairs], for the kinds present."""
+    kinds = np.array([records.pair_kind(p) for p in pairs])
+    return {kind: [float(right[kinds == kind].mean()), int((kinds == kind).sum())]
+            for kind in records.PAIR_KINDS if (kinds == kind).any()}
 
 
 SUBSET_GREEDY = "greedy_search_problems"  # greedy on the test problems the other methods ran on
@@ -56,7 +63,7 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
             rows += evaluate_sets(os.path.join(eval_dir, "search_problems"), test_sets, models,
                                   dataclasses.replace(evaluation, max_problems=head, methods=scored))
         heldout = records.read_pairs(heldout_file) if stack.ppm is not None and heldout_file else []
-        ppm_accuracy = pairwise_accuracy(stack.ppm, heldout) if heldout else None
+        right = ranked_right(stack.ppm, heldout) if heldout else np.zeros(0, bool)
     greedy = ({name: read_records(os.path.join(eval_dir, name, "greedy", MERGED)) for name in test_sets}
               if "greedy" in evaluation.methods else {})
     if scored and head != evaluation.max_problems:
@@ -74,8 +81,10 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
                                               for r in recs) for name, recs in greedy.items()}
     graded = {name: operation_counts((r["question"], "".join(r["candidates"][0]["steps"])) for r in recs)
               for name, recs in greedy.items()}
-    return {"accuracy": accuracy, "problems": problems, "ppm_heldout_accuracy": ppm_accuracy,
-            "ppm_heldout_pairs_scored": len(heldout), "greedy_steps": greedy_steps,
+    return {"accuracy": accuracy, "problems": problems,
+            "ppm_heldout_accuracy": float(right.mean()) if heldout else None,
+            "ppm_heldout_pairs_scored": len(heldout), "ppm_heldout_by_kind": accuracy_by_kind(heldout, right),
+            "greedy_steps": greedy_steps,
             "greedy_operations": {name: counts.right for name, counts in graded.items()},
             "greedy_comments": {name: counts.copied for name, counts in graded.items()}}
 

@@ -200,8 +200,8 @@ def _counts_section(rows: Sequence[dict[str, Any]], title: str, sources: tuple[t
 
 def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) -> str:
     """Coverage, records, PPM accuracy and test accuracy (with 95% intervals) per round, the
-    targets, coverage per set, code steps per solution, steps by operation (curriculum stories),
-    then time per stage."""
+    targets, coverage per set, the PPM's accuracy by kind of pair, code steps per solution, steps
+    by operation (curriculum stories), then time per stage."""
     sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m}, key=_set_order)
     searched = [m for m in ("mcts", "best_of_n", MAJORITY) if any(row["accuracy"].get(m) for row in rows)]
     names = {"mcts": "MCTS", "best_of_n": "best-of-n", MAJORITY: "majority"}
@@ -234,6 +234,13 @@ def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) 
         if row["coverage"]:
             lines.append(f"- round {row['round']}: " + ", ".join(
                 f"{s} {100 * v:.1f}" for s, v in sorted(row["coverage"].items(), key=lambda kv: _set_order(kv[0]))))
+    by_kind = [(row["round"], row["ppm_heldout_by_kind"]) for row in rows if row.get("ppm_heldout_by_kind")]
+    if by_kind:
+        lines += ["", "The PPM's held-out accuracy by kind of pair, % (pairs): step, two continuations of the same "
+                  "steps; answer, a right final answer against a wrong one; no_answer, a right answer against "
+                  "a trajectory that ended in code errors:", ""]
+        lines += [f"- round {r}: " + ", ".join(f"{kind} {100 * share:.1f} ({n})" for kind, (share, n) in kinds.items())
+                  for r, kinds in by_kind]
     lines += _counts_section(rows, "Solutions by code steps, as steps: correct/all:",
                              (("search trajectories", "search_steps"), ("greedy on the test split", "greedy_steps")))
     lines += _counts_section(

@@ -33,9 +33,13 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     policy = models.init_policy(str(tmp_path / "init"), tokenizer, config)
     ppm = models.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None)
     assert os.path.exists(os.path.join(ppm, "value_head.safetensors"))
+    heldout = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
     with models.model_stack(config, policy, ppm) as stack:
-        accuracy = evaluate.pairwise_accuracy(stack.ppm, records.read_pairs(str(tmp_path / "ppm_heldout.json")))
-    assert 0.0 <= accuracy <= 1.0
+        right = evaluate.ranked_right(stack.ppm, heldout)
+    assert right.shape == (len(heldout),) and right.dtype == bool
+    by_kind = evaluate.accuracy_by_kind(heldout, right)
+    assert sum(n for _, n in by_kind.values()) == len(heldout)
+    assert sum(share * n for share, n in by_kind.values()) == pytest.approx(right.sum())
     records.write_records(str(tmp_path / "none.json"), [])
     assert models.train_reward_model(str(tmp_path / "ppm2"), policy, str(tmp_path / "none.json"),
                                      config, "previous/ppm") == "previous/ppm"

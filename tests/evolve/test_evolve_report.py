@@ -29,6 +29,7 @@ def test_report_files(tmp_path):
         "accuracy": {"greedy": {"level1": 70.0, "level2": 20.0}, "mcts": {"level1": 80.0, "level2": 30.0}},
         "problems": {"greedy": {"level1": 100, "level2": 100}, "mcts": {"level1": 100, "level2": 100}},
         "ppm_heldout_accuracy": 0.75, "ppm_heldout_pairs_scored": 4,
+        "ppm_heldout_by_kind": {"step": [1.0, 2], "answer": [0.5, 2]},
         "greedy_steps": {"level1": {"2": [7, 9], "3": [0, 1]}},
         "greedy_operations": {"level2": {"start": [9, 10], "more": [2, 5]}, "level1": {}}})
     manifest.run("round1/ppm", lambda: {"model": None, "trained": False, "records": 0, "reason": "no pairs"})
@@ -43,6 +44,8 @@ def test_report_files(tmp_path):
     assert "copied/all" in markdown and "- round 1 SFT records of the search: level1 start: 4/4, fewer: 2/4\n" in markdown
     assert "by the operation" not in evolve_report.report_markdown(rows[:1])
     assert "- round 1: no ppm trained, the previous one carried forward (no pairs)\n" in markdown
+    assert "- round 1: step 100.0 (2), answer 50.0 (2)\n" in markdown
+    assert "by kind of pair" not in evolve_report.report_markdown(rows[:1])
     # accuracy with its 95% Wilson interval: 70/100 -> 60-78; the mean pools both sets' 200 problems
     assert ("| 1 | 40.0 | 12 | 30 / 50 | 75.0 (4) | 70.0 (60-78) | 20.0 (13-29) | 45.0 (38-52) | 55.0 (48-62) "
             "| 45.0 (38-52) |") in markdown
