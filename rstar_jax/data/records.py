@@ -159,7 +159,6 @@ def final_answer_pairs(trees: Sequence[SearchedTree], per_side: int = 2) -> list
     return [PreferencePair(prompt, head + p, head + n, len(pos), len(neg)) for p in pos for n in neg]
 
 
-
 PAIR_KINDS = ("step", "answer", "no_answer")
 
 
@@ -170,6 +169,7 @@ def pair_kind(pair: PreferencePair) -> str:
     if sf.ASSISTANT in pair.prompt:
         return "step"
     return "answer" if pair.neg.rstrip().endswith(sf.ANSWER_END) else "no_answer"
+
 
 # ---- rStar's released JSON formats -------------------------------------------------------------
 
