@@ -23,6 +23,8 @@ from rstar_jax.evaluation.run import evaluate_sets
 
 def ranked_right(scorer, pairs: Sequence[records.PreferencePair]) -> np.ndarray:
     """bool per pair: the PPM scores its chosen continuation above the rejected one."""
+    if not pairs:
+        return np.zeros(0, bool)
     raw, _ = scorer.score([p.prompt + p.pos for p in pairs] + [p.prompt + p.neg for p in pairs])
     return np.asarray(raw[:len(pairs)] > raw[len(pairs):], bool)
 
@@ -30,8 +32,8 @@ def ranked_right(scorer, pairs: Sequence[records.PreferencePair]) -> np.ndarray:
 def accuracy_by_kind(pairs: Sequence[records.PreferencePair], right: np.ndarray) -> dict[str, list[float]]:
     """kind (`records.pair_kind`) -> [share ranked right, pairs], for the kinds present."""
     kinds = np.array([records.pair_kind(p) for p in pairs])
-    return {kind: [float(right[kinds == kind].mean()), int((kinds == kind).sum())]
-            for kind in records.PAIR_KINDS if (kinds == kind).any()}
+    return {kind: [float(right[of_kind].mean()), int(of_kind.sum())]
+            for kind in records.PAIR_KINDS if (of_kind := kinds == kind).any()}
 
 
 SUBSET_GREEDY = "greedy_search_problems"  # greedy on the test problems the other methods ran on
@@ -63,7 +65,7 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
             rows += evaluate_sets(os.path.join(eval_dir, "search_problems"), test_sets, models,
                                   dataclasses.replace(evaluation, max_problems=head, methods=scored))
         heldout = records.read_pairs(heldout_file) if stack.ppm is not None and heldout_file else []
-        right = ranked_right(stack.ppm, heldout) if heldout else np.zeros(0, bool)
+        right = ranked_right(stack.ppm, heldout)
     greedy = ({name: read_records(os.path.join(eval_dir, name, "greedy", MERGED)) for name in test_sets}
               if "greedy" in evaluation.methods else {})
     if scored and head != evaluation.max_problems:

@@ -162,12 +162,12 @@ def test_final_answer_pairs_every_distinct_correct_against_every_distinct_wrong(
     assert rec.final_answer_pairs([SearchedTree(Q, small_tree().nodes[:4])], per_side=0) == []
 
 
-
 def test_pair_kinds_tell_steps_wrong_answers_and_code_errors_apart():
     kinds = [rec.pair_kind(p) for p in rec.step_pairs(small_tree()) + rec.final_answer_pairs([small_tree()])]
     # two step pairs; the final-answer pairs reject the code error, then the wrong answer
     assert kinds == ["step", "step", "no_answer", "answer"]
     assert set(kinds) <= set(rec.PAIR_KINDS)
+
 
 def test_released_formats_round_trip(tmp_path):
     for name, read in (("sft_data_examples.json", rec.read_sft), ("rm_data_examples.json", rec.read_pairs)):
