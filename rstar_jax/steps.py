@@ -73,20 +73,17 @@ GREEDY_STOP = (CODE_END, ANSWER_END)
 # --------------------------------------------------------------------------------------------
 
 _INSTRUCTION = "Let's think step by step and solve the problem with code."
-# Inference adds the step delimiter "\n" to the question, so the policy sees two newlines before
-# <|assistant|>; SFT/PPM training data has one (spec §2.3). Both are kept exactly.
-POLICY_TEMPLATE = USER + ":\n{question}\n\n" + ASSISTANT + ": " + _INSTRUCTION
-SFT_TEMPLATE = USER + ":\n{question}\n" + ASSISTANT + ": " + _INSTRUCTION
+# One template for training and inference. The original adds its step delimiter "\n" to the
+# question at inference only: two newlines before <|assistant|> there, one in its SFT and PPM data.
+# A small policy trained from scratch answers that unseen token with runaway programs (spec §2.3,
+# with the measurement).
+PROMPT_TEMPLATE = USER + ":\n{question}\n" + ASSISTANT + ": " + _INSTRUCTION
 
 
 def policy_prompt(question: str, steps_text: str = "") -> str:
-    """The prompt the policy continues during search and evaluation: template + steps so far."""
-    return POLICY_TEMPLATE.format(question=question) + steps_text
-
-
-def sft_prompt(question: str) -> str:
-    """The prompt of SFT examples and PPM pairs (one newline before `<|assistant|>`)."""
-    return SFT_TEMPLATE.format(question=question)
+    """Template + the steps so far: what search and evaluation continue, and what SFT examples
+    and PPM pairs start with."""
+    return PROMPT_TEMPLATE.format(question=question) + steps_text
 
 
 FEWSHOT_INSTRUCTIONS = """\

@@ -12,11 +12,11 @@ from rstar_jax.verify.interpreter import execute
 EXAMPLES = pathlib.Path(__file__).parent / "fixtures" / "rstar_examples" / "sft_data_examples.json"
 
 
-def test_prompts_match_the_original_templates():
+def test_prompt_is_the_original_training_template():
+    # One newline before <|assistant|> at inference too: the template SFT examples and PPM pairs use.
     assert sf.policy_prompt("What is 1+1?") == (
-        "<|user|>:\nWhat is 1+1?\n\n<|assistant|>: Let's think step by step and solve the problem with code.")
+        "<|user|>:\nWhat is 1+1?\n<|assistant|>: Let's think step by step and solve the problem with code.")
     assert sf.policy_prompt("Q", "<code>\nx = 1\n<end_of_step>").endswith("code.<code>\nx = 1\n<end_of_step>")
-    assert sf.sft_prompt("Q") == "<|user|>:\nQ\n<|assistant|>: Let's think step by step and solve the problem with code."
 
 
 def test_fewshot_prompt_shuffles_demonstrations_with_the_rng():

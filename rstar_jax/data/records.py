@@ -125,7 +125,7 @@ def step_pairs(tree: SearchedTree, flt: PairFilter = PairFilter()) -> list[Prefe
         n_chosen = flt.fallback if len(rejected) == 1 else flt.per_side
         n_rejected = flt.fallback if len(chosen) == 1 else flt.per_side
         chosen, rejected = chosen[:n_chosen], rejected[:n_rejected]
-        prefix = sf.sft_prompt(tree.question) + "".join(tree.nodes[i].text for i in tree.path(node))
+        prefix = sf.policy_prompt(tree.question) + "".join(tree.nodes[i].text for i in tree.path(node))
         for c in chosen:
             for r in rejected:
                 pos, neg = tree.nodes[c].text, tree.nodes[r].text
@@ -155,7 +155,7 @@ def final_answer_pairs(trees: Sequence[SearchedTree], per_side: int = 2) -> list
         pos, neg = list(dict.fromkeys(pos)), list(dict.fromkeys(neg))
     question = trees[0].question
     prompt = f"{sf.USER}:\n{question}"
-    head = sf.sft_prompt(question)[len(prompt):]  # "\n<|assistant|>: Let's think ..."
+    head = sf.policy_prompt(question)[len(prompt):]  # "\n<|assistant|>: Let's think ..."
     return [PreferencePair(prompt, head + p, head + n, len(pos), len(neg)) for p in pos for n in neg]
 
 

@@ -46,7 +46,7 @@ def heldout_sets(directory: str) -> dict[str, list[Problem]]:
 def tokenizer_texts(seed_file: str, problem_sets: dict[str, list[Problem]]) -> list[str]:
     """What the from-scratch tokenizer learns from: seed solutions and all training questions."""
     seed = records.read_sft(seed_file)
-    return ([sf.sft_prompt(r.query) + r.response for r in seed]
+    return ([sf.policy_prompt(r.query) + r.response for r in seed]
             + [p.question for problems in problem_sets.values() for p in problems])
 
 

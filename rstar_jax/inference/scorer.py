@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # The end of the prompt header shared by the policy and SFT templates ("<|assistant|>: Let's think
 # step by step and solve the problem with code."): where the solution part of a text starts.
-PROMPT_END = sf.sft_prompt("").split("\n")[-1]
+PROMPT_END = sf.policy_prompt("").split("\n")[-1]
 
 
 @functools.partial(jax.jit, static_argnums=0)

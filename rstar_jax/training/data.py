@@ -65,7 +65,7 @@ def _encode_responses(tokenizer: PreTrainedTokenizerBase, responses: Sequence[st
 
 def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase, max_length: int,
                train_on_outputs: bool = True, chat: bool = True) -> list[SFTExample]:
-    """`sft_prompt(query)` + response + EOS, truncated to `max_length` keeping the beginning; without
+    """`policy_prompt(query)` + response + EOS, truncated to `max_length` keeping the beginning; without
     `chat`, the query as it stands is the prompt (plain text, no user and assistant turns).
 
     Without `train_on_outputs`, interpreter output in the responses carries no loss.
@@ -73,7 +73,7 @@ def encode_sft(records: Sequence[SFTRecord], tokenizer: PreTrainedTokenizerBase,
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("SFT needs a tokenizer with an EOS token (its id ends every response)")
-    prompts = _encode(tokenizer, [sf.sft_prompt(r.query) if chat else r.query for r in records], start=True)
+    prompts = _encode(tokenizer, [sf.policy_prompt(r.query) if chat else r.query for r in records], start=True)
     texts = [r.response for r in records]
     if train_on_outputs:
         responses, written = _encode(tokenizer, texts, start=False), [None] * len(texts)

@@ -35,7 +35,7 @@ SFT = Task(loss_fn=sft_loss_fn, collate=data.collate_sft)
 def train_sft(workdir: str, *, base_model: str, train_file: str | None = None, plain_file: str | None = None,
               config: TrainConfig = TrainConfig(), mesh: MeshConfig = MeshConfig()) -> str:
     """Fine-tunes the HF model directory `base_model` on the SFT records in `train_file`, each a chat
-    turn (`sft_prompt(query)`, then the response), and on those in `plain_file`, each a plain-text
+    turn (`policy_prompt(query)`, then the response), and on those in `plain_file`, each a plain-text
     prompt (the query as it stands) continued by its response (`data.encode_sft`).
 
     The run lives in `workdir` (checkpoints, metrics.jsonl, TensorBoard) and resumes there if

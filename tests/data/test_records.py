@@ -79,7 +79,7 @@ def test_sft_takes_top2_by_mean_then_min_q_without_errors():
 
 def test_step_pairs_on_small_tree():
     pairs = rec.step_pairs(small_tree())
-    prefix = sf.sft_prompt(Q)
+    prefix = sf.policy_prompt(Q)
     # root: one correct-leading child (1) -> up to 4 rejected: 2 (Q -0.5) and 1 itself (margin 0,
     # dropped); node 1 mixes outcomes, so it is visited: 4 vs 5.
     assert pairs == [
@@ -140,7 +140,7 @@ def test_step_pairs_need_the_chosen_continuation_to_beat_the_rejected_one():
 
 def test_final_answer_pairs_whole_trajectories():
     pairs = rec.final_answer_pairs([small_tree()])
-    head = sf.sft_prompt(Q)[len(f"{sf.USER}:\n{Q}"):]
+    head = sf.policy_prompt(Q)[len(f"{sf.USER}:\n{Q}"):]
     assert head.startswith(sf.NEWLINE_ASSISTANT)
     # wrong trajectories by mean Q ascending: code error (-1), bad step (-0.75), then wrong answer
     assert pairs == [
@@ -154,7 +154,7 @@ def test_final_answer_pairs_whole_trajectories():
 def test_final_answer_pairs_every_distinct_correct_against_every_distinct_wrong():
     # two passes over the same problem: the second repeats the first's trajectories
     trees = [small_tree(), small_tree()]
-    prompt, head = f"{sf.USER}:\n{Q}", sf.sft_prompt(Q)[len(f"{sf.USER}:\n{Q}"):]
+    prompt, head = f"{sf.USER}:\n{Q}", sf.policy_prompt(Q)[len(f"{sf.USER}:\n{Q}"):]
     wrong = [S_ERR, S_BAD + A_WRONG, S_GOOD + A_WRONG2]  # by mean Q ascending, each once
     assert rec.final_answer_pairs(trees, per_side=0) == [
         PreferencePair(prompt, head + S_GOOD + A_RIGHT, head + n, 1, 3) for n in wrong]

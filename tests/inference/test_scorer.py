@@ -14,7 +14,7 @@ from rstar_jax import steps as sf
 
 TEXTS = [sf.policy_prompt("What is 12 + 30?", "<code>\nx = 12 + 30\n<end_of_step>"),
          "hello", sf.policy_prompt("héllo wörld " * 3), "the quick brown fox " * 5,
-         sf.sft_prompt("1 + 2") + "<answer>3<end_of_answer>"]
+         sf.policy_prompt("1 + 2", "<answer>3<end_of_answer>")]
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def make_tokenizer(bos: bool) -> transformers.PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "</s>", *sf.SPECIAL_TOKENS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([sf.policy_prompt(Q, STEP), sf.sft_prompt(Q) + STEP] * 10, trainer)
+    tok.train_from_iterator([sf.policy_prompt(Q, STEP)] * 10, trainer)
     if bos:  # what a Llama tokenizer does: "<s>" before every encoded text
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
@@ -61,7 +61,7 @@ def test_a_sequence_starts_with_the_tokenizers_bos_and_a_continuation_does_not(t
 
 def test_training_sampling_and_scoring_see_the_same_stream(tokenizer, monkeypatch):
     start = sequence_start(tokenizer)
-    prompt = sf.sft_prompt(Q)
+    prompt = sf.policy_prompt(Q)
     want = start + bare(tokenizer, prompt)
 
     sft = encode_sft([SFTRecord(Q, STEP)], tokenizer, max_length=512)[0]

@@ -19,7 +19,7 @@ EOS = "<|endoftext|>"
 def policy_dir(tmp_path_factory) -> Path:
     """HF directory of a tiny random policy whose BPE tokenizer was trained on the example records."""
     records = json.loads((EXAMPLES / "sft_data_examples.json").read_text())
-    corpus = [sf.sft_prompt(r["query"]) + r["response"] for r in records]
+    corpus = [sf.policy_prompt(r["query"]) + r["response"] for r in records]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

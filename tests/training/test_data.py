@@ -14,7 +14,7 @@ def test_sft_example_is_prompt_response_eos_with_loss_on_response_and_eos(policy
     tokenizer = load_tokenizer(policy_dir)
     record = SFTRecord("What is 1+1?", "<code>\nprint(2)\n<end_of_code><answer>\\boxed{2}<end_of_answer>")
     (example,) = data.encode_sft([record], tokenizer, max_length=512)
-    prompt_ids = tokenizer(sf.sft_prompt(record.query), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(sf.policy_prompt(record.query), add_special_tokens=False)["input_ids"]
     assert example.prompt_len == len(prompt_ids)
     assert list(example.ids[: example.prompt_len]) == prompt_ids
     assert example.ids[-1] == tokenizer.eos_token_id
