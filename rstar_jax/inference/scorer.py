@@ -44,8 +44,8 @@ from rstar_jax.shapes import bucket
 
 log = logging.getLogger(__name__)
 
-# The end of the prompt header shared by the policy and SFT templates ("<|assistant|>: Let's think
-# step by step and solve the problem with code."): where the solution part of a text starts.
+# The end of the prompt template's header ("<|assistant|>: Let's think step by step and solve the
+# problem with code."): where the solution part of a text starts.
 PROMPT_END = sf.policy_prompt("").split("\n")[-1]
 
 
