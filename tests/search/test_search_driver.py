@@ -29,8 +29,9 @@ def executor():
 
 @pytest.fixture(scope="module")
 def searched(executor):
+    # seed: the fake policy's draws hash the prompt; this one grows every kind of node
     config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=4, max_depth=5, batch_size=2,
-                                          max_nodes=100)
+                                          max_nodes=100, seed=4)
     policy, ppm = FakePolicy(), FakePPM()
     return run_mcts(PROBLEMS, policy, ppm, config, executor, progress=False), policy, ppm
 
