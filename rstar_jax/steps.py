@@ -73,11 +73,14 @@ GREEDY_STOP = (CODE_END, ANSWER_END)
 # --------------------------------------------------------------------------------------------
 
 _INSTRUCTION = "Let's think step by step and solve the problem with code."
+# The user turn alone: a final-answer pair's prompt in rStar's released RM format, which moves the
+# rest of the template into both continuations.
+QUESTION_TEMPLATE = USER + ":\n{question}"
 # One template for training and inference. The original adds its step delimiter "\n" to the
 # question at inference only: two newlines before <|assistant|> there, one in its SFT and PPM data.
 # A small policy trained from scratch answers that unseen token with runaway programs (spec §2.3,
 # with the measurement).
-PROMPT_TEMPLATE = USER + ":\n{question}\n" + ASSISTANT + ": " + _INSTRUCTION
+PROMPT_TEMPLATE = QUESTION_TEMPLATE + "\n" + ASSISTANT + ": " + _INSTRUCTION
 
 
 def policy_prompt(question: str, steps_text: str = "") -> str:

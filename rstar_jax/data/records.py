@@ -154,7 +154,7 @@ def final_answer_pairs(trees: Sequence[SearchedTree], per_side: int = 2) -> list
     else:  # a step sampled twice, or a path searched in two passes, is one trajectory
         pos, neg = list(dict.fromkeys(pos)), list(dict.fromkeys(neg))
     question = trees[0].question
-    prompt = f"{sf.USER}:\n{question}"
+    prompt = sf.QUESTION_TEMPLATE.format(question=question)
     head = sf.policy_prompt(question)[len(prompt):]  # "\n<|assistant|>: Let's think ..."
     return [PreferencePair(prompt, head + p, head + n, len(pos), len(neg)) for p in pos for n in neg]
 
