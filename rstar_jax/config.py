@@ -460,6 +460,10 @@ class EvolveConfig:
     # "previous": round r-1's policy, so training compounds over rounds.
     round_base: str = "base"
     ppm_train: TrainConfig = TrainConfig()
+    # What round r's PPM starts from: "policy", as the paper, round r's policy with a fresh value
+    # head; "previous": round r-1's PPM (round 1's starts from its policy), so with
+    # ppm_pair_rounds = 1 each round trains on its own new pairs only.
+    ppm_base: str = "policy"
     sampler: SamplerConfig = SamplerConfig()
     scorer: ScorerConfig = ScorerConfig()
     evaluation: EvalConfig = EvalConfig(methods=("greedy", "mcts"))

@@ -72,12 +72,14 @@ def train_policy(run_dir: str, base_model: str, sft_file: str | None, config: Ev
 
 def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: EvolveConfig,
                        previous: str | None) -> str | None:
-    """The round's PPM, or the previous round's when no problem gave a preference pair."""
+    """The round's PPM, trained from the round's policy or (`EvolveConfig.ppm_base`) from the
+    previous round's PPM when there is one; the previous round's when no problem gave a pair."""
     from rstar_jax.training.ppm import train_ppm
 
     if not records.read_pairs(pairs_file):
         log.warning("%s: no PPM pairs (no problem had both correct and wrong trajectories); "
                     "keeping the previous PPM (%s)", pairs_file, previous)
         return previous
+    start = previous if config.ppm_base == "previous" else None
     return train_ppm(run_dir, policy_model=policy, train_file=pairs_file, config=config.ppm_train,
-                     mesh=config.mesh)
+                     mesh=config.mesh, init_ppm=start)

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 
 ROUND_BASES = ("base", "init", "previous")  # what each round's policy fine-tunes (EvolveConfig)
+PPM_BASES = ("policy", "previous")  # what each round's PPM starts from (EvolveConfig)
 
 
 def with_seed(config: EvolveConfig, curriculum: CurriculumConfig, seed: int) -> tuple[EvolveConfig, CurriculumConfig]:
@@ -82,6 +83,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
         config, curriculum = with_seed(config, curriculum, seed)
     if config.round_base not in ROUND_BASES:
         raise ValueError(f"evolve: round_base {config.round_base!r} is not one of {ROUND_BASES}")
+    if config.ppm_base not in PPM_BASES:
+        raise ValueError(f"evolve: ppm_base {config.ppm_base!r} is not one of {PPM_BASES}")
     for name in ("train_shards", "sft_rounds", "ppm_pair_rounds"):
         if getattr(config, name) < 1:
             raise ValueError(f"evolve: {name} must be at least 1, got {getattr(config, name)}")

@@ -12,9 +12,9 @@ from rstar_jax.data import records
 from stand_ins import StandInSearch, problems
 
 
-@pytest.mark.slow
-def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
-    """The PPM path with real (tiny, untrained) models: train from the policy, score pairs."""
+def tiny_ppm_stage(tmp_path):
+    """Pairs from a stand-in search (ppm.json, ppm_heldout.json), a tiny untrained policy, and the
+    EvolveConfig that trains a PPM from it in two steps: (config, policy directory)."""
     from rstar_jax.config import ModelConfig, TrainConfig
 
     sets = {"level1": problems(6)}
@@ -30,7 +30,13 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
                                             num_attention_heads=2, num_key_value_heads=1,
                                             tie_word_embeddings=True),
                           ppm_train=train, exec_workers=1)
-    policy = models.init_policy(str(tmp_path / "init"), tokenizer, config)
+    return config, models.init_policy(str(tmp_path / "init"), tokenizer, config)
+
+
+@pytest.mark.slow
+def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
+    """The PPM path with real (tiny, untrained) models: train from the policy, score pairs."""
+    config, policy = tiny_ppm_stage(tmp_path)
     ppm = models.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None)
     assert os.path.exists(os.path.join(ppm, "value_head.safetensors"))
     heldout = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
@@ -43,6 +49,30 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     records.write_records(str(tmp_path / "none.json"), [])
     assert models.train_reward_model(str(tmp_path / "ppm2"), policy, str(tmp_path / "none.json"),
                                      config, "previous/ppm") == "previous/ppm"
+
+
+@pytest.mark.slow
+def test_ppm_base_previous_continues_from_the_previous_rounds_ppm(tmp_path):
+    """With ppm_base "previous" the round's PPM starts from the previous round's (at rate 0 it comes
+    out as it went in); with "policy" it starts from the policy and a fresh value head."""
+    import dataclasses
+
+    from safetensors.numpy import load_file
+
+    config, policy = tiny_ppm_stage(tmp_path)
+    pairs = str(tmp_path / "ppm.json")
+    previous = models.train_reward_model(str(tmp_path / "r1"), policy, pairs, config, None)
+    frozen = dataclasses.replace(config.ppm_train, learning_rate=0.0)
+    weights = lambda ppm: {name: tensor for file in ("model.safetensors", "value_head.safetensors")
+                           for name, tensor in load_file(os.path.join(ppm, file)).items()}
+    continued = models.train_reward_model(str(tmp_path / "r2"), policy, pairs, dataclasses.replace(
+        config, ppm_base="previous", ppm_train=frozen), previous)
+    fresh = models.train_reward_model(str(tmp_path / "r2_policy"), policy, pairs, dataclasses.replace(
+        config, ppm_train=frozen), previous)
+    before, after = weights(previous), weights(continued)
+    assert before.keys() == after.keys()
+    assert all((before[name] == after[name]).all() for name in before)
+    assert not (weights(fresh)["summary.weight"] == before["summary.weight"]).all()
 
 
 def test_the_recital_stage_trains_the_init_on_plain_text_and_needs_recitals(tmp_path):

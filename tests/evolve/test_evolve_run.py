@@ -212,6 +212,11 @@ def test_unknown_round_base_is_refused(tmp_path):
         run.evolve(str(tmp_path), config=EvolveConfig(round_base="latest"))
 
 
+def test_unknown_ppm_base_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="ppm_base 'base' is not one of"):
+        run.evolve(str(tmp_path), config=EvolveConfig(ppm_base="base"))
+
+
 def test_evolve_without_a_gin_file_runs_the_tiny_cpu_default():
     """The library's defaults are neutral; `rstar-jax evolve` alone runs experiments/tiny_cpu.gin."""
     import gin
