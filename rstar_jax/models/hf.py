@@ -371,9 +371,16 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
 
     `seed` seeds the value head's dropout stream (used only when training).
     """
-    path = Path(path)
     backbone = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
     ppm = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(seed), backbone=backbone)
+    load_value_head(ppm, path)
+    return ppm, load_tokenizer(path)
+
+
+def load_value_head(ppm: ProcessRewardModel, path: str | os.PathLike) -> None:
+    """Sets `ppm`'s value head from the PPM directory `path` (`value_head.safetensors`, or the
+    original's `value_head.bin`)."""
+    path = Path(path)
     head_file = path / VALUE_HEAD_FILE
     if not head_file.exists() and (path / "value_head.bin").exists():
         head_file = path / "value_head.bin"  # the original's torch layout
@@ -384,7 +391,6 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
     linear = ppm.value_head.linear
     linear.kernel.set_value(jnp.asarray(tensors["summary.weight"].T, linear.kernel.dtype))
     linear.bias.set_value(jnp.asarray(tensors["summary.bias"], linear.bias.dtype))
-    return ppm, load_tokenizer(path)
 
 
 def save_ppm_hf(ppm: ProcessRewardModel, tokenizer: transformers.PreTrainedTokenizerBase | None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import jax
@@ -11,11 +10,10 @@ from flax import nnx
 
 from rstar_jax.config import MeshConfig, PPMConfig, TrainConfig
 from rstar_jax.data.records import read_pairs
-from rstar_jax.models.hf import load_ppm_hf, save_ppm_hf
+from rstar_jax.models.hf import load_value_head, save_ppm_hf
 from rstar_jax.models.ppm import ProcessRewardModel
 from rstar_jax.parallel.hosts import initialize_distributed
 from rstar_jax.parallel.mesh import make_mesh
-from rstar_jax.parallel.rules import TRAIN_RULES
 from rstar_jax.parallel.sharding import constrain
 from rstar_jax.training import data, losses
 from rstar_jax.training.loop import Batch, Task, load_for_training, train
@@ -50,13 +48,11 @@ def train_ppm(workdir: str, *, policy_model: str, train_file: str, config: Train
     pairs = read_pairs(train_file)
     if not pairs:
         raise ValueError(f"{train_file}: no preference pairs to train on")
-    if init_ppm is None:
-        backbone, tokenizer = load_for_training(policy_model, config, device_mesh)
-        model = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(config.seed), backbone=backbone)
-    else:
-        model, tokenizer = load_ppm_hf(init_ppm, ppm_config=ppm_config, mesh=device_mesh, rules=TRAIN_RULES,
-                                       dtype=config.compute_dtype, param_dtype="float32", seed=config.seed)
-        model.backbone.config = dataclasses.replace(model.backbone.config, remat=config.remat)
+    # A saved PPM directory is an HF backbone directory plus its value head.
+    backbone, tokenizer = load_for_training(init_ppm or policy_model, config, device_mesh)
+    model = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(config.seed), backbone=backbone)
+    if init_ppm is not None:
+        load_value_head(model, init_ppm)
     examples = data.encode_pairs(pairs, tokenizer, config.max_length)
     train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)
     model = train(workdir, model=model, task=PPM, train_examples=[examples[i] for i in train_idx],
