@@ -8,9 +8,14 @@ Prints one JSON line.
 
     python benchmarks/train_step.py [--configs tiny,0.5b] [--batch 4] [--length 512] [--steps 5]
 
+`--task ppm` times the PPM's pairwise step instead, on `--batch` pairs of a prompt of half of
+`--length` and two steps of a quarter: ours packs each pair in one row (`data.collate_pairs`), the
+anchor is rStar's layout, two rows per pair (prompt + pos, prompt + neg), through the same model
+and train step.
+
 benchmarks/device_check.sh runs it as the train loop runs on an accelerator: `--compute_dtype
-bfloat16` (fp32 master weights), `--peak_dtype bfloat16`, `--anchor none`; `--task ppm` times the
-PPM's pairwise step instead; `peak_bytes` is the device's peak memory (run one config per process).
+bfloat16` (fp32 master weights), `--peak_dtype bfloat16`, `--anchor none`; `peak_bytes` is the
+device's peak memory (run one config per process).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from rstar_jax.models.hf import config_to_hf
 from rstar_jax.parallel import sharding
 from rstar_jax.parallel.mesh import make_mesh
 from rstar_jax.parallel.rules import TRAIN_RULES
-from rstar_jax.training import data
+from rstar_jax.training import data, losses
 from rstar_jax.training.loop import init_state, jit_train_step
 from rstar_jax.training.optim import optimizer
 from rstar_jax.models.ppm import ProcessRewardModel
@@ -98,22 +103,41 @@ def time_steps(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def ppm_batch(config: ModelConfig, batch: int, length: int) -> dict[str, np.ndarray]:
+def ppm_pairs(config: ModelConfig, batch: int, length: int) -> list[data.PairExample]:
+    """Pairs of a `length`-token packed row: a prompt of half the row and two steps of a quarter."""
     rng = np.random.default_rng(0)
-    ids = lambda: rng.integers(0, config.vocab_size, size=length).astype(np.int32)
-    return data.collate_pairs([data.PairExample(ids(), ids(), 1.0) for _ in range(batch)], length)
+    ids = lambda n: rng.integers(0, config.vocab_size, size=n).astype(np.int32)
+    return [data.PairExample(ids(length // 2), ids(length // 4), ids(length - length // 2 - length // 4), 1.0)
+            for _ in range(batch)]
 
 
-def ours(config: ModelConfig, host: dict[str, np.ndarray], steps: int, task: str = "sft") -> float:
+def two_row_batch(pairs: list[data.PairExample]) -> dict[str, np.ndarray]:
+    """The anchor's layout (rStar's trainer): each pair as two rows, prompt + pos and prompt + neg."""
+    views = [np.concatenate([p.prompt, step]) for p in pairs for step in (p.pos, p.neg)]
+    length = max(len(v) for v in views)
+    tokens = np.stack([np.pad(v, (0, length - len(v))) for v in views]).reshape(len(pairs), 2, length)
+    mask = (np.arange(length) < np.array([len(v) for v in views])[:, None]).reshape(len(pairs), 2, length)
+    return {"tokens": tokens.astype(np.int32), "mask": mask, "weights": np.ones(len(pairs), np.float32)}
+
+
+def two_row_loss_fn(model: ProcessRewardModel, batch, train: bool):
+    """The pairwise loss over `two_row_batch`: pos and neg rows run as 2B rows of one forward."""
+    b, _, t = batch["tokens"].shape
+    tokens, mask = batch["tokens"].reshape(2 * b, t), batch["mask"].reshape(2 * b, t)
+    raw = model(tokens, jnp.broadcast_to(jnp.arange(t), tokens.shape), mask, deterministic=not train).reshape(b, 2)
+    loss, count, correct = losses.ppm_loss(raw[:, 0], raw[:, 1], batch["weights"])
+    return loss, count, {"accuracy": correct}
+
+
+def ours(config: ModelConfig, host: dict[str, np.ndarray], steps: int, loss_fn) -> float:
     """The train loop's own jitted step, data parallel over the CPU devices (one on an accelerator)."""
     tx = optimizer(TRAIN)
     devices = jax.devices() if jax.default_backend() == "cpu" else jax.devices()[:1]
     mesh = make_mesh(MeshConfig(), devices)
     model = Decoder(config, rngs=nnx.Rngs(0))
-    if task == "ppm":
+    if loss_fn is not sft_loss_fn:
         model = ProcessRewardModel(config, rngs=nnx.Rngs(1), backbone=model)
     graphdef, state, shardings = init_state(model, tx, mesh, TRAIN_RULES)
-    loss_fn = ppm_loss_fn if task == "ppm" else sft_loss_fn
     step_fn = jit_train_step(graphdef, shardings, loss_fn, tx)
     batch = sharding.global_batch({k: v[None] for k, v in host.items()}, mesh, TRAIN_RULES, 1)  # one micro-batch
 
@@ -156,12 +180,13 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--layers", type=int, default=0, help="> 0: override the layer count (memory)")
-    parser.add_argument("--task", choices=("sft", "ppm"), default="sft", help="ppm: pairs, `--batch` of them")
+    parser.add_argument("--task", choices=("sft", "ppm"), default="sft", help="ppm: `--batch` pairs, each packed in a `--length` row")
     parser.add_argument("--compute_dtype", default="float32", help="activations (parameters stay float32)")
     parser.add_argument("--remat", action="store_true", help="rematerialise decoder layers in the backward pass")
     parser.add_argument("--peak_dtype", default="float32", help="dtype of the matmul peak MFU is measured against")
     parser.add_argument("--peak_size", type=int, default=4096, help="n of the n x n matmul peak")
-    parser.add_argument("--anchor", choices=("torch", "none"), default="torch")
+    parser.add_argument("--anchor", choices=("torch", "none"), default="torch",
+                        help="sft: PyTorch HF; ppm: the two-row layout (any value but none)")
     parser.add_argument("--cpu_devices", type=int, default=0,
                         help="JAX CPU devices the step is split over, data parallel (default: one per "
                              "PyTorch thread, as a power of two that divides --batch; see benchmarks/sampler.py)")
@@ -187,9 +212,13 @@ def main() -> None:
         if args.layers:
             config = dataclasses.replace(config, num_hidden_layers=args.layers)
         config = dataclasses.replace(config, dtype=args.compute_dtype, remat=args.remat)
-        host = (ppm_batch if args.task == "ppm" else sft_batch)(config, args.batch, args.length)
-        tokens = args.batch * args.length * (2 if args.task == "ppm" else 1)
-        ours_s = ours(config, host, args.steps, args.task)
+        if args.task == "ppm":
+            pairs = ppm_pairs(config, args.batch, args.length)
+            host, loss_fn = data.collate_pairs(pairs, args.length), ppm_loss_fn
+        else:
+            host, loss_fn = sft_batch(config, args.batch, args.length), sft_loss_fn
+        tokens = args.batch * args.length
+        ours_s = ours(config, host, args.steps, loss_fn)
         gc.collect()
         stats = jax.devices()[0].memory_stats() or {}  # None on CPU
         flops = model_flops_per_token(config, args.length) * tokens
@@ -199,6 +228,11 @@ def main() -> None:
             "ours_mfu": flops / ours_s / peak,
             "peak_bytes": stats.get("peak_bytes_in_use"),
         }
+        if args.anchor != "none" and args.task == "ppm":
+            two_row_s = ours(config, two_row_batch(pairs), args.steps, two_row_loss_fn)
+            gc.collect()
+            result[name].update(ours_pairs_per_s=args.batch / ours_s, two_row_pairs_per_s=args.batch / two_row_s,
+                                ratio=two_row_s / ours_s)
         if args.anchor == "torch" and args.task == "sft":
             torch_s = pytorch(dataclasses.replace(config, dtype="float32"), host, args.steps, torch_device)
             gc.collect()

@@ -33,6 +33,7 @@ from rstar_jax.models.decoder import Decoder
 from rstar_jax.parallel import sharding
 from rstar_jax.parallel.mesh import AXES, resolve_shape
 from rstar_jax.parallel.rules import DECODE_RULES, TRAIN_RULES, Rules
+from rstar_jax.shapes import bucket
 from rstar_jax.training.optim import optimizer
 
 GIB = 1024**3
@@ -231,12 +232,18 @@ def _micro_rows(config: TrainConfig, shards: int, what: str) -> int:
 
 
 def train_phase(name: str, model: ModelConfig, config: TrainConfig, mesh: jax.sharding.AbstractMesh,
-                budget: int, *, sequences_per_row: int, with_logits: bool) -> Phase:
-    """Training a decoder: fp32 master weights, gradients (+ accumulator), AdamW, activations."""
+                budget: int, *, views_per_row: int, with_logits: bool) -> Phase:
+    """Training a decoder: fp32 master weights, gradients (+ accumulator), AdamW, activations.
+
+    A row packs up to `views_per_row` sequences of up to `max_length` tokens (a PPM pair: one
+    prompt, two steps); the train loop pads a longer-than-max_length row to a bucket of its length.
+    """
     p_bytes = param_bytes(model, "float32", mesh, TRAIN_RULES)
     grads = p_bytes * (2 if config.grad_accum_steps > 1 else 1)
-    rows = _micro_rows(config, batch_shards(mesh, TRAIN_RULES), name) * sequences_per_row
+    rows = _micro_rows(config, batch_shards(mesh, TRAIN_RULES), name)
     t, tp, c = config.max_length, _tensor(mesh), jnp.dtype(config.compute_dtype).itemsize
+    if views_per_row > 1:
+        t = bucket(views_per_row * t, config.min_bucket_length, per_doubling=2)
     layer = layer_activation_bytes(model, rows, t, t, tp, c, backward=True)
     remat = config.remat or model.remat
     layers = model.num_hidden_layers
@@ -368,11 +375,11 @@ def plan_memory(topology: str, *, policy: ModelConfig, ppm: ModelConfig | None =
     budget = int(target.accelerator.hbm_bytes * HEADROOM)
     phases = []
     if sft is not None:
-        phases.append(train_phase("sft", policy, sft, amesh, budget, sequences_per_row=1, with_logits=True))
+        phases.append(train_phase("sft", policy, sft, amesh, budget, views_per_row=1, with_logits=True))
     if ppm_train is not None:
         if ppm is None:
             raise ValueError("plan: ppm_train is set but no ppm model config")
-        phases.append(train_phase("ppm", ppm, ppm_train, amesh, budget, sequences_per_row=2, with_logits=False))
+        phases.append(train_phase("ppm", ppm, ppm_train, amesh, budget, views_per_row=2, with_logits=False))
     decode_policy, decode_ppm = decode.models(policy, ppm)
     scoring = scorer is not None and ppm is not None
     # Each of the two prefix pools stays resident through the other's phase.

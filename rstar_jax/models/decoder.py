@@ -310,10 +310,14 @@ class Decoder(nnx.Module):
 
     def hidden_states(self, tokens_bt: jax.Array, positions_bt: jax.Array, *,
                       attention_mask_bt: jax.Array | None = None, cache: KVCache | None = None,
-                      ) -> tuple[jax.Array, KVCache | None]:
+                      branch_bt: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
         """Final-norm hidden states [B, T, D] and the updated cache (None without one).
 
         `attention_mask_bt` marks real tokens (default: all); pads are never attended to.
+        `branch_bt` (no cache) packs continuations of one prefix in a row: tokens of branch 0 are
+        seen by every later token, those of branch k > 0 only by later tokens of branch k. With
+        each branch's positions continuing the prefix's, a branch's hidden states are those of
+        prefix + branch alone.
         """
         b, t = tokens_bt.shape
         if attention_mask_bt is None:
@@ -322,6 +326,11 @@ class Decoder(nnx.Module):
         if cache is None:
             causal_tt = jnp.tril(jnp.ones((t, t), bool))
             mask_bts = causal_tt[None] & attention_mask_bt[:, None, :]
+            if branch_bt is not None:
+                key_bts = branch_bt[:, None, :]
+                mask_bts &= (key_bts == 0) | (key_bts == branch_bt[:, :, None])
+        elif branch_bt is not None:
+            raise ValueError("hidden_states: branch_bt packs rows without a cache")
         else:
             valid_bs = _write_rows(cache.valid_bs, attention_mask_bt, cache.index_b, axis=1)
             query_slot_bt = cache.index_b[:, None] + jnp.arange(t)

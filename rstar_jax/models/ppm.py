@@ -52,8 +52,21 @@ class ProcessRewardModel(nnx.Module):
         position whose mask is True (what a prefix-cached scorer computes past its prefixes)."""
         mask_bt = attention_mask_bt.astype(bool)
         last_b = mask_bt.shape[1] - 1 - jnp.argmax(mask_bt[:, ::-1], axis=1)
-        h_bd = jnp.take_along_axis(h_btd, last_b[:, None, None], axis=1)[:, 0]
-        return self.value_head(h_bd, deterministic=deterministic)
+        return self._head_at(h_btd, last_b[:, None], deterministic)[:, 0]
+
+    def score_branches(self, tokens_bt: jax.Array, positions_bt: jax.Array, attention_mask_bt: jax.Array,
+                       branch_bt: jax.Array, ends_bk: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """Raw scores [B, K] of K continuations packed after a shared prefix in each row (the
+        decoder's `branch_bt`), read at the positions `ends_bk` of their last tokens."""
+        h_btd, _ = self.backbone.hidden_states(tokens_bt, positions_bt, attention_mask_bt=attention_mask_bt,
+                                               branch_bt=branch_bt)
+        return self._head_at(h_btd, ends_bk, deterministic)
+
+    def _head_at(self, h_btd: jax.Array, index_bk: jax.Array, deterministic: bool) -> jax.Array:
+        """The value head [B, K] at positions `index_bk` of each row."""
+        h_bkd = jnp.take_along_axis(h_btd, index_bk[:, :, None], axis=1)
+        b, k, d = h_bkd.shape
+        return self.value_head(h_bkd.reshape(b * k, d), deterministic=deterministic).reshape(b, k)
 
 
 def search_value(raw: np.ndarray, scale: float) -> np.ndarray:

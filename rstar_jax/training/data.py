@@ -32,8 +32,10 @@ class SFTExample:
 
 @dataclasses.dataclass(frozen=True)
 class PairExample:
-    """Prompt + chosen step and prompt + rejected step, with the pair's loss weight."""
+    """A prompt and the chosen and rejected steps that continue it (token ids), with the pair's
+    loss weight. A batch packs them in one row, prompt + pos + neg (`collate_pairs`)."""
 
+    prompt: np.ndarray
     pos: np.ndarray
     neg: np.ndarray
     weight: float
@@ -97,14 +99,16 @@ def pair_weight(pos_count: int, neg_count: int) -> float:
 
 
 def encode_pairs(records: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[PairExample]:
-    """prompt + pos and prompt + neg token ids, each truncated to `max_length` keeping the beginning."""
+    """Prompt, pos and neg token ids; prompt + pos and prompt + neg each truncated to `max_length`
+    keeping the beginning. Pairs whose prompt alone fills `max_length` compare nothing and are dropped."""
     prompts = _encode(tokenizer, [r.prompt for r in records], start=True)
     pos = _encode(tokenizer, [r.pos for r in records], start=False)
     neg = _encode(tokenizer, [r.neg for r in records], start=False)
+    ids = lambda x: np.asarray(x, np.int32)
     return [
-        PairExample(np.asarray((p + a)[:max_length], np.int32), np.asarray((p + b)[:max_length], np.int32),
+        PairExample(ids(p), ids(a[:max_length - len(p)]), ids(b[:max_length - len(p)]),
                     pair_weight(r.pos_count, r.neg_count))
-        for r, p, a, b in zip(records, prompts, pos, neg, strict=True)
+        for r, p, a, b in zip(records, prompts, pos, neg, strict=True) if len(p) < max_length
     ]
 
 
@@ -118,7 +122,7 @@ def split_heldout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 def example_length(example: SFTExample | PairExample) -> int:
     if isinstance(example, SFTExample):
         return len(example.ids)
-    return max(len(example.pos), len(example.neg))
+    return len(example.prompt) + len(example.pos) + len(example.neg)
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -168,15 +172,25 @@ def collate_sft(examples: Sequence[SFTExample | None], length: int) -> dict[str,
 
 
 def collate_pairs(examples: Sequence[PairExample | None], length: int) -> dict[str, np.ndarray]:
-    """[B, 2, T] tokens and mask (pos at 0, neg at 1) and [B] pair weights; None rows weigh 0."""
+    """One row per pair, prompt + pos + neg, the prompt read once for both steps: [B, T] tokens,
+    mask, positions (neg's continue the prompt's, as pos's do) and branches (0 prompt, 1 pos,
+    2 neg: the decoder's `branch_bt`), [B, 2] the positions of pos's and neg's last tokens and
+    [B] pair weights. None rows weigh 0."""
     b = len(examples)
-    tokens, mask = np.zeros((b, 2, length), np.int32), np.zeros((b, 2, length), bool)
-    weights = np.zeros((b,), np.float32)
+    tokens, positions = np.zeros((b, length), np.int32), np.zeros((b, length), np.int32)
+    branches, mask = np.zeros((b, length), np.int32), np.zeros((b, length), bool)
+    ends, weights = np.zeros((b, 2), np.int32), np.zeros((b,), np.float32)
     for i, ex in enumerate(examples):
         if ex is None:
             continue
-        for j, ids in enumerate((ex.pos, ex.neg)):
-            tokens[i, j] = _row(ids, length)
-            mask[i, j, : len(ids)] = True
+        p, a = len(ex.prompt), len(ex.pos)
+        n = p + a + len(ex.neg)
+        tokens[i] = _row(np.concatenate([ex.prompt, ex.pos, ex.neg]), length)
+        mask[i, :n] = True
+        positions[i, :p + a] = np.arange(p + a)
+        positions[i, p + a:n] = np.arange(p, n - a)
+        branches[i, p:p + a], branches[i, p + a:n] = 1, 2
+        ends[i] = p + a - 1, n - 1
         weights[i] = ex.weight
-    return {"tokens": tokens, "mask": mask, "weights": weights}
+    return {"tokens": tokens, "mask": mask, "positions": positions, "branches": branches, "ends": ends,
+            "weights": weights}

@@ -174,8 +174,10 @@ def train(workdir: str, *, model: nnx.Module, task: Task, train_examples: Sequen
         def make_batch(examples: Sequence[Any | None], accum: int | None) -> tuple[Batch, int]:
             """Global arrays ([accum, micro, ...] or [micro, ...]) and the batch's real token count."""
             longest = max((data.example_length(e) for e in examples if e is not None), default=1)
-            # Two lengths per doubling: a 136-token batch pads to 192, not 256.
-            length = min(bucket(longest, config.min_bucket_length, per_doubling=2), config.max_length)
+            # Two lengths per doubling: a 136-token batch pads to 192, not 256; past max_length
+            # only for a longer row (a PPM row packs two views of up to max_length of one prompt).
+            padded = bucket(longest, config.min_bucket_length, per_doubling=2)
+            length = padded if longest > config.max_length else min(padded, config.max_length)
             host = task.collate(examples, length)
             tokens = int(host["mask"].sum())
             if accum is not None:

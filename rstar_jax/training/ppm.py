@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from rstar_jax.config import MeshConfig, PPMConfig, TrainConfig
@@ -20,12 +19,11 @@ from rstar_jax.training.loop import Batch, Task, load_for_training, train
 
 
 def ppm_loss_fn(model: ProcessRewardModel, batch: Batch, train: bool) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
-    """Weighted pairwise loss of a [B, 2, T] batch; pos and neg go through one forward as 2B rows."""
-    b, _, t = batch["tokens"].shape
-    tokens = constrain(batch["tokens"].reshape(2 * b, t), ("batch", "length"))  # rows: pos_0, neg_0, pos_1, ...
-    mask = batch["mask"].reshape(2 * b, t)
-    positions = jnp.broadcast_to(jnp.arange(t), tokens.shape)
-    raw = model(tokens, positions, mask, deterministic=not train).reshape(b, 2)
+    """Weighted pairwise loss of `data.collate_pairs`' rows: the prompt runs once, pos and neg
+    after it each see the prompt and themselves only, and each is scored at its last token."""
+    tokens = constrain(batch["tokens"], ("batch", "length"))
+    raw = model.score_branches(tokens, batch["positions"], batch["mask"], batch["branches"], batch["ends"],
+                               deterministic=not train)
     loss, count, correct = losses.ppm_loss(raw[:, 0], raw[:, 1], batch["weights"])
     return loss, count, {"accuracy": correct}
 

@@ -96,7 +96,7 @@ def test_remat_and_accumulation_shrink_activations():
 
     def phase(**kw):
         return planner.train_phase("sft", TINY, TrainConfig(batch_size=64, max_length=256, **kw), mesh, budget,
-                                   sequences_per_row=1, with_logits=True)
+                                   views_per_row=1, with_logits=True)
 
     plain, remat, accum = phase(), phase(remat=True), phase(grad_accum_steps=2)
     assert remat.activations < plain.activations and accum.activations < plain.activations

@@ -52,6 +52,27 @@ def test_score_is_read_at_last_real_token_left_or_right(ppm):
     assert abs(float(shorter[0] - unpadded[0])) > 1e-4
 
 
+def test_branches_packed_after_a_prompt_score_as_each_alone(ppm):
+    """prompt + a + b in one padded row, b seeing the prompt and itself only, scores a and b as
+    the rows prompt + a and prompt + b do."""
+    prompt, a, b = TOKENS[0, :3], TOKENS[0, 3:5], TOKENS[0, 5:] + 1
+    tokens = np.zeros((1, 9), np.int32)
+    tokens[0, :6] = np.concatenate([prompt, a, b])
+    positions = np.zeros((1, 9), np.int32)
+    positions[0, :6] = [0, 1, 2, 3, 4, 3]
+    branches = np.zeros((1, 9), np.int32)
+    branches[0, 3:6] = [1, 1, 2]
+    mask = np.arange(9)[None] < 6
+    packed = nnx.jit(lambda m, *args: m.score_branches(*args))(ppm, tokens, positions, mask, branches,
+                                                            np.array([[4, 5]], np.int32))
+    alone = [score(ppm, ids[None], np.arange(len(ids))[None], np.ones((1, len(ids)), bool))[0]
+             for ids in (np.concatenate([prompt, a]), np.concatenate([prompt, b]))]
+    np.testing.assert_allclose(packed[0], alone, atol=1e-5)
+    unmasked = nnx.jit(lambda m, *args: m.score_branches(*args))(ppm, tokens, positions, mask, 0 * branches,
+                                                              np.array([[4, 5]], np.int32))
+    assert abs(float(unmasked[0, 1] - alone[1])) > 1e-4  # without branches, b would see a
+
+
 def test_dropout_only_when_not_deterministic(ppm):
     tokens, positions, mask = _padded(left=False)
     train = score(ppm, tokens, positions, mask, deterministic=False)

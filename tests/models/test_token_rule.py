@@ -69,11 +69,12 @@ def test_training_sampling_and_scoring_see_the_same_stream(tokenizer, monkeypatc
     assert sft.ids[sft.prompt_len:].tolist() == bare(tokenizer, STEP) + [tokenizer.eos_token_id]
 
     pair = encode_pairs([PreferencePair(prompt, STEP, STEP + " ", 1, 1)], tokenizer, max_length=512)[0]
-    assert pair.pos.tolist() == want + bare(tokenizer, STEP)
+    trained = pair.prompt.tolist() + pair.pos.tolist()
+    assert trained == want + bare(tokenizer, STEP)
 
     config = model_config(tokenizer)
     scorer = PPMScorer(ProcessRewardModel(config, rngs=nnx.Rngs(0)), tokenizer, ScorerConfig(max_len=256))
-    assert scorer.tokenize(prompt + STEP) == pair.pos.tolist()
+    assert scorer.tokenize(prompt + STEP) == trained
 
     sampler = Sampler(Decoder(config, rngs=nnx.Rngs(0)), tokenizer, SamplerConfig(max_len=256))
     seen = []

@@ -39,7 +39,7 @@ def examples():
     rng = np.random.default_rng(0)
     ids = lambda: rng.integers(0, 64, size=rng.integers(6, 32)).astype(np.int32)
     sft = [data.SFTExample(ids(), prompt_len=4) for _ in range(48)]
-    pairs = [data.PairExample(ids(), ids(), 0.25) for _ in range(48)]
+    pairs = [data.PairExample(ids(), ids(), ids(), 0.25) for _ in range(48)]
     return sft, pairs
 
 

@@ -79,12 +79,19 @@ def test_pairs_share_the_prompt_and_keep_the_beginning(policy_dir):
 
     tokenizer = load_tokenizer(policy_dir)
     pair = PreferencePair("<|user|>:\nQ", "<code>\nx = 1<end_of_step>", "<code>\ny = 2 + 2<end_of_step>", 2, 2)
-    (example,) = data.encode_pairs([pair], tokenizer, max_length=6)
     prompt_ids = tokenizer(pair.prompt, add_special_tokens=False)["input_ids"]
-    assert len(example.pos) == len(example.neg) == 6
-    assert list(example.pos[: len(prompt_ids)]) == prompt_ids[:6]
-    batch = data.collate_pairs([example, None], length=8)
-    assert batch["tokens"].shape == (2, 2, 8) and list(batch["weights"]) == [0.25, 0.0]
+    (example,) = data.encode_pairs([pair], tokenizer, max_length=len(prompt_ids) + 2)
+    assert list(example.prompt) == prompt_ids and len(example.pos) == len(example.neg) == 2
+    assert data.encode_pairs([pair], tokenizer, max_length=len(prompt_ids)) == []  # nothing to compare
+
+    batch = data.collate_pairs([example, None], length=len(prompt_ids) + 8)
+    p = len(prompt_ids)
+    assert batch["tokens"].shape == (2, p + 8) and list(batch["weights"]) == [0.25, 0.0]
+    assert list(batch["tokens"][0, :p + 4]) == prompt_ids + list(example.pos) + list(example.neg)
+    assert list(batch["positions"][0, p:p + 4]) == [p, p + 1, p, p + 1]  # neg continues the prompt too
+    assert list(batch["branches"][0, p - 1:p + 5]) == [0, 1, 1, 2, 2, 0]
+    assert list(batch["ends"][0]) == [p + 1, p + 3] and batch["mask"][0].sum() == p + 4
+    assert not batch["mask"][1].any()
 
 
 def test_epoch_batches_are_deterministic_full_and_length_sorted():

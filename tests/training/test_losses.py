@@ -9,7 +9,9 @@ from flax import nnx
 
 from rstar_jax.config import ModelConfig
 from rstar_jax.models.decoder import Decoder
+from rstar_jax.models.ppm import ProcessRewardModel
 from rstar_jax.training import data, losses
+from rstar_jax.training.ppm import ppm_loss_fn
 from rstar_jax.training.sft import sft_loss_fn
 
 TINY = ModelConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -48,3 +50,33 @@ def test_changing_prompt_and_padding_labels_changes_neither_loss_nor_gradients()
     changed = dict(batch, targets=batch["targets"].copy())
     changed["targets"][0, 6] = (changed["targets"][0, 6] + 1) % 50
     assert float(loss_and_grads(params, changed)[0]) != float(loss_a)
+
+
+def test_packed_pairs_give_the_loss_and_gradients_of_each_view_scored_alone():
+    """`collate_pairs` packs prompt + pos + neg in one row; the PPM loss and its gradients are those
+    of scoring prompt + pos and prompt + neg as rows of their own."""
+    rng = np.random.default_rng(0)
+    ids = lambda n: rng.integers(0, 50, size=n).astype(np.int32)
+    pairs = [data.PairExample(ids(p), ids(a), ids(b), w) for p, a, b, w in ((5, 3, 6, 0.25), (9, 4, 2, 1.0))]
+    batch = data.collate_pairs([*pairs, None], length=24)
+    model = ProcessRewardModel(TINY, rngs=nnx.Rngs(0))
+    model.value_head.linear.kernel.set_value(jnp.linspace(-1, 1, 32)[:, None])  # visible (real init ~0)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    views = [np.concatenate([pair.prompt, step]) for pair in pairs for step in (pair.pos, pair.neg)]
+    tokens = np.stack([np.pad(v, (0, 16 - len(v))) for v in views])
+    mask = np.arange(16)[None] < np.array([len(v) for v in views])[:, None]
+
+    def packed(params):
+        loss, count, _ = ppm_loss_fn(nnx.merge(graphdef, params, rest), batch, False)
+        return loss / count
+
+    def alone(params):
+        raw = nnx.merge(graphdef, params, rest)(tokens, np.broadcast_to(np.arange(16), tokens.shape), mask).reshape(2, 2)
+        loss, count, _ = losses.ppm_loss(raw[:, 0], raw[:, 1], jnp.array([0.25, 1.0]))
+        return loss / count
+
+    (loss_a, grads_a), (loss_b, grads_b) = (jax.jit(jax.value_and_grad(f))(params) for f in (packed, alone))
+    assert abs(float(loss_a) - math.log(2) * 1.25 / 2) > 1e-3  # the scores are not all equal
+    np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-5)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), grads_a, grads_b)
