@@ -183,14 +183,14 @@ def collate_pairs(examples: Sequence[PairExample | None], length: int) -> dict[s
     for i, ex in enumerate(examples):
         if ex is None:
             continue
-        p, a = len(ex.prompt), len(ex.pos)
-        n = p + a + len(ex.neg)
+        p, a, c = len(ex.prompt), len(ex.pos), len(ex.neg)
+        n = p + a + c
         tokens[i] = _row(np.concatenate([ex.prompt, ex.pos, ex.neg]), length)
         mask[i, :n] = True
         positions[i, :p + a] = np.arange(p + a)
         positions[i, p + a:n] = np.arange(p, n - a)
         branches[i, p:p + a], branches[i, p + a:n] = 1, 2
-        ends[i] = p + a - 1, n - 1
+        ends[i] = p + a - 1 if a else p - 1, n - 1 if c else p - 1  # an empty step: the prompt's score
         weights[i] = ex.weight
     return {"tokens": tokens, "mask": mask, "positions": positions, "branches": branches, "ends": ends,
             "weights": weights}

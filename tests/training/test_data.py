@@ -92,6 +92,8 @@ def test_pairs_share_the_prompt_and_keep_the_beginning(policy_dir):
     assert list(batch["branches"][0, p - 1:p + 5]) == [0, 1, 1, 2, 2, 0]
     assert list(batch["ends"][0]) == [p + 1, p + 3] and batch["mask"][0].sum() == p + 4
     assert not batch["mask"][1].any()
+    empty_neg = data.PairExample(np.array([1, 2, 3]), np.array([4]), np.array([], np.int32), 1.0)
+    assert list(data.collate_pairs([empty_neg], length=8)["ends"][0]) == [3, 2]  # an empty step: the prompt's score
 
 
 def test_epoch_batches_are_deterministic_full_and_length_sorted():
