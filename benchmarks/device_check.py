@@ -121,8 +121,8 @@ def planned(shapes: Shapes, backend: str) -> dict[str, int]:
     train = TrainConfig(batch_size=shapes.train_batch, max_length=shapes.train_length,
                         compute_dtype="bfloat16" if backend != "cpu" else "float32")
     config = model_config(shapes.train_model, shapes)
-    for name, rows, logits in (("sft", 1, True), ("ppm", 2, False)):
-        out[name] = plan.train_phase(name, config, train, mesh, 1 << 60, views_per_row=rows,
+    for name, views, logits in (("sft", 1, True), ("ppm", 2, False)):
+        out[name] = plan.train_phase(name, config, train, mesh, 1 << 60, views_per_row=views,
                                      with_logits=logits).total
     max_len = 1 << (shapes.prompt + shapes.new - 1).bit_length()
     for name in shapes.models:

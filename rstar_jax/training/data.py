@@ -190,7 +190,7 @@ def collate_pairs(examples: Sequence[PairExample | None], length: int) -> dict[s
         positions[i, :p + a] = np.arange(p + a)
         positions[i, p + a:n] = np.arange(p, n - a)
         branches[i, p:p + a], branches[i, p + a:n] = 1, 2
-        ends[i] = p + a - 1 if a else p - 1, n - 1 if c else p - 1  # an empty step: the prompt's score
+        ends[i] = (p + a - 1 if a else p - 1), (n - 1 if c else p - 1)  # an empty step: the prompt's score
         weights[i] = ex.weight
     return {"tokens": tokens, "mask": mask, "positions": positions, "branches": branches, "ends": ends,
             "weights": weights}
