@@ -396,6 +396,9 @@ class RoundConfig:
     # Further searches, each with a new seed, of the problems still without a correct trajectory:
     # rollouts per pass (the paper: one more 16-rollout pass; round 4 also 64 and 128).
     unsolved_rollouts: tuple[int, ...] = (16,)
+    # This round's PPM training; None: `EvolveConfig.ppm_train` (e.g. fewer epochs for a round
+    # whose PPM only guides the next search).
+    ppm_train: TrainConfig | None = None
 
     def __post_init__(self):
         # Each pass searches new trees with its own rollouts: refuse, at config load, a max_nodes
@@ -459,7 +462,7 @@ class EvolveConfig:
     # (after its recital, when there is one);
     # "previous": round r-1's policy, so training compounds over rounds.
     round_base: str = "base"
-    ppm_train: TrainConfig = TrainConfig()
+    ppm_train: TrainConfig = TrainConfig()  # every round's PPM training, unless the round sets its own
     # What round r's PPM starts from: "policy", as the paper, round r's policy with a fresh value
     # head; "previous": round r-1's PPM (round 1's starts from its policy), so with
     # ppm_pair_rounds = 1 each round trains on its own new pairs only.

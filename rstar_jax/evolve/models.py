@@ -71,9 +71,9 @@ def train_policy(run_dir: str, base_model: str, sft_file: str | None, config: Ev
 
 
 def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: EvolveConfig,
-                       previous: str | None) -> str | None:
-    """The round's PPM, trained from the round's policy or (`EvolveConfig.ppm_base`) from the
-    previous round's PPM when there is one; the previous round's when no problem gave a pair."""
+                       previous: str | None, train: TrainConfig) -> str | None:
+    """The round's PPM, trained with `train` from the round's policy or (`EvolveConfig.ppm_base`)
+    from the previous round's PPM when there is one; the previous round's when no problem gave a pair."""
     from rstar_jax.training.ppm import train_ppm
 
     if not records.read_pairs(pairs_file):
@@ -81,5 +81,5 @@ def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: Evolv
                     "keeping the previous PPM (%s)", pairs_file, previous)
         return previous
     start = previous if config.ppm_base == "previous" else None
-    return train_ppm(run_dir, policy_model=policy, train_file=pairs_file, config=config.ppm_train,
+    return train_ppm(run_dir, policy_model=policy, train_file=pairs_file, config=train,
                      mesh=config.mesh, init_ppm=start)

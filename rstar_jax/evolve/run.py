@@ -12,7 +12,8 @@ that round 1 prompts few-shot. Every round r >= 1 then runs
     policy   SFT on this round's records (and with `EvolveConfig.recite_in_rounds`, recitals of
              the questions it searched), from the base model, the random init or round r-1's
              policy (`EvolveConfig.round_base`); exported as an HF directory
-    ppm      PPM training from this round's policy; exported as an HF directory
+    ppm      PPM training from this round's policy (`RoundConfig.ppm_train`, else
+             `EvolveConfig.ppm_train`); exported as an HF directory
     evaluate greedy pass@1 on the test sets; MCTS policy + PPM on the first
              `search_eval_problems` of each (from round `search_eval_from_round` on), and greedy's
              score there; the PPM's held-out accuracy
@@ -156,7 +157,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             base = policy
         ppm = model_of(manifest.run(f"round{r}/ppm", lambda: fine_tune(
             f"round {r} PPM", pairs_file, len(records.read_pairs(pairs_file)), ppm, lambda: train_reward_model(
-                os.path.join(round_dir, "ppm"), policy, pairs_file, config, ppm))))
+                os.path.join(round_dir, "ppm"), policy, pairs_file, config, ppm, rc.ppm_train or config.ppm_train))))
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
             os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
             os.path.join(round_dir, PPM_HELDOUT), search_methods=r >= config.search_eval_from_round))

@@ -37,7 +37,8 @@ def tiny_ppm_stage(tmp_path):
 def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     """The PPM path with real (tiny, untrained) models: train from the policy, score pairs."""
     config, policy = tiny_ppm_stage(tmp_path)
-    ppm = models.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None)
+    ppm = models.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None,
+                                    config.ppm_train)
     assert os.path.exists(os.path.join(ppm, "value_head.safetensors"))
     heldout = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
     with models.model_stack(config, policy, ppm) as stack:
@@ -48,7 +49,7 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
     assert sum(share * n for share, n in by_kind.values()) == pytest.approx(right.sum())
     records.write_records(str(tmp_path / "none.json"), [])
     assert models.train_reward_model(str(tmp_path / "ppm2"), policy, str(tmp_path / "none.json"),
-                                     config, "previous/ppm") == "previous/ppm"
+                                     config, "previous/ppm", config.ppm_train) == "previous/ppm"
 
 
 @pytest.mark.slow
@@ -61,14 +62,13 @@ def test_ppm_base_previous_continues_from_the_previous_rounds_ppm(tmp_path):
 
     config, policy = tiny_ppm_stage(tmp_path)
     pairs = str(tmp_path / "ppm.json")
-    previous = models.train_reward_model(str(tmp_path / "r1"), policy, pairs, config, None)
+    previous = models.train_reward_model(str(tmp_path / "r1"), policy, pairs, config, None, config.ppm_train)
     frozen = dataclasses.replace(config.ppm_train, learning_rate=0.0)
     weights = lambda ppm: {name: tensor for file in ("model.safetensors", "value_head.safetensors")
                            for name, tensor in load_file(os.path.join(ppm, file)).items()}
     continued = models.train_reward_model(str(tmp_path / "r2"), policy, pairs, dataclasses.replace(
-        config, ppm_base="previous", ppm_train=frozen), previous)
-    fresh = models.train_reward_model(str(tmp_path / "r2_policy"), policy, pairs, dataclasses.replace(
-        config, ppm_train=frozen), previous)
+        config, ppm_base="previous"), previous, frozen)
+    fresh = models.train_reward_model(str(tmp_path / "r2_policy"), policy, pairs, config, previous, frozen)
     before, after = weights(previous), weights(continued)
     assert before.keys() == after.keys()
     assert all((before[name] == after[name]).all() for name in before)

@@ -18,12 +18,12 @@ class StandInStages:
     """evolve()'s model stages replaced by stand-ins that record which base each policy fine-tunes."""
 
     def __init__(self, monkeypatch, workdir):
-        self.workdir, self.bases, self.search_methods, self.recited = workdir, [], [], []
+        self.workdir, self.bases, self.search_methods, self.recited, self.ppm_trains = workdir, [], [], [], []
         search = StandInSearch()
         monkeypatch.setattr(run, "train_tokenizer", lambda out, texts, vocab, split_digits: out)
         monkeypatch.setattr(run, "init_policy", lambda out, tokenizer, config: "init")
         monkeypatch.setattr(run, "train_policy", self.train_policy)
-        monkeypatch.setattr(run, "train_reward_model", lambda run_dir, *args: run_dir)
+        monkeypatch.setattr(run, "train_reward_model", self.train_reward_model)
         monkeypatch.setattr(run, "search_stage", lambda round_dir, sets, rc, config, policy, ppm, seed:
                             evolve_search.search_round(round_dir, sets, rc, search, seed, config.search_chunk))
         monkeypatch.setattr(run, "evaluate_round", self.evaluate_round)
@@ -35,6 +35,10 @@ class StandInStages:
     def train_policy(self, run_dir, base, sft_file, config, train, recitals=()):
         self.bases.append(base if base == "init" else os.path.relpath(base, self.workdir))
         self.recited.append(sorted(r.query for r in recitals))
+        return run_dir
+
+    def train_reward_model(self, run_dir, policy, pairs_file, config, previous, train):
+        self.ppm_trains.append(train)
         return run_dir
 
 
@@ -190,6 +194,18 @@ def test_sft_rounds_pool_the_search_records_of_the_last_rounds(tmp_path, monkeyp
     own = [records.read_sft(str(tmp_path / f"round{r}" / extract.SFT_OWN)) for r in (1, 2, 3)]
     pooled = records.read_sft(str(tmp_path / "round3" / extract.SFT_TRAIN))
     assert own[1] and own[2] and pooled[1:] == own[1] + own[2]
+
+
+def test_a_round_trains_its_ppm_with_its_own_train_config_or_the_runs(tmp_path, monkeypatch):
+    from rstar_jax.config import CurriculumConfig, TrainConfig
+
+    stages = StandInStages(monkeypatch, str(tmp_path))
+    short, run_wide = TrainConfig(num_epochs=1), TrainConfig(num_epochs=8)
+    config = EvolveConfig(rounds=(dataclasses.replace(ROUND, ppm_train=short), ROUND), ppm_train=run_wide)
+    curriculum = CurriculumConfig(levels=(1,), seed_levels=(1,), seed_per_level=2, train_per_level=3,
+                                  test_per_level=1)
+    run.evolve(str(tmp_path), config=config, curriculum=curriculum)
+    assert stages.ppm_trains == [short, run_wide]
 
 
 def test_train_shards_must_fit_the_training_sets(tmp_path):
