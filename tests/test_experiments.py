@@ -91,6 +91,15 @@ def test_tiny_cpu_sampling():
     assert config.evaluation.methods == ("greedy", "mcts", "best_of_n") and config.evaluation.num_samples == 8
 
 
+def test_tiny_cpu_trains_round_4s_ppm_longest():
+    """Rounds 1-3 train their PPMs 1, 2 and 2 epochs, round 4 (no round config) the run's 8; every one
+    inherits the rest of the `ppm/` scope (gin's nested scopes)."""
+    config = resolved("rstar_jax.evolve.run", "evolve", "tiny_cpu.gin")["config"]
+    trains = [r.ppm_train or config.ppm_train for r in config.rounds]
+    assert [t.num_epochs for t in trains] == [1, 2, 2, 8]
+    assert {(t.learning_rate, t.batch_size) for t in trains} == {(1e-4, 16)}
+
+
 def test_smoke_and_eval_small_sampling():
     config = resolved("rstar_jax.evolve.run", "evolve", "smoke.gin")["config"]
     step = SamplingConfig(max_new_tokens=24, stop=SEARCH_STOP)
