@@ -506,3 +506,7 @@ class EvolveConfig:
     exec_timeout_s: float = 30.0  # per program, as the original's interpreter
     targets: Targets = Targets()
     seed: int = 0
+
+    def round_ppm_train(self, round_config: RoundConfig) -> TrainConfig:
+        """How a round trains its PPM: the round's own `ppm_train`, else the run's."""
+        return self.ppm_train if round_config.ppm_train is None else round_config.ppm_train

@@ -95,7 +95,7 @@ def test_tiny_cpu_trains_round_4s_ppm_longest():
     """Rounds 1-3 train their PPMs 1, 2 and 2 epochs, round 4 (no round config) the run's 8; every one
     inherits the rest of the `ppm/` scope (gin's nested scopes)."""
     config = resolved("rstar_jax.evolve.run", "evolve", "tiny_cpu.gin")["config"]
-    trains = [r.ppm_train or config.ppm_train for r in config.rounds]
+    trains = [config.round_ppm_train(r) for r in config.rounds]
     assert [t.num_epochs for t in trains] == [1, 2, 2, 8]
     assert {(t.learning_rate, t.batch_size) for t in trains} == {(1e-4, 16)}
 

@@ -157,7 +157,7 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
             base = policy
         ppm = model_of(manifest.run(f"round{r}/ppm", lambda: fine_tune(
             f"round {r} PPM", pairs_file, len(records.read_pairs(pairs_file)), ppm, lambda: train_reward_model(
-                os.path.join(round_dir, "ppm"), policy, pairs_file, config, ppm, rc.ppm_train or config.ppm_train))))
+                os.path.join(round_dir, "ppm"), policy, pairs_file, config, ppm, config.round_ppm_train(rc)))))
         manifest.run(f"round{r}/evaluate", lambda: evaluate_round(
             os.path.join(round_dir, "eval"), test_sets, config, policy, ppm,
             os.path.join(round_dir, PPM_HELDOUT), search_methods=r >= config.search_eval_from_round))
