@@ -119,6 +119,16 @@ class PPMConfig:
     """Process preference model head (models/ppm.py); the search-time scale is ScorerConfig's."""
 
     dropout: float = 0.1  # value-head dropout while training (spec §5)
+    # Where a step's score is read: "last", the value head at the step's last token (the paper's),
+    # or "step_mean", the head's mean over the step's tokens. Saved with the PPM (models/hf.py).
+    readout: str = "last"
+
+    def __post_init__(self):
+        if self.readout not in PPM_READOUTS:
+            raise ValueError(f"PPMConfig.readout must be one of {PPM_READOUTS}, got {self.readout!r}")
+
+
+PPM_READOUTS = ("last", "step_mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -463,6 +473,7 @@ class EvolveConfig:
     # "previous": round r-1's policy, so training compounds over rounds.
     round_base: str = "base"
     ppm_train: TrainConfig = TrainConfig()  # every round's PPM training, unless the round sets its own
+    ppm: PPMConfig = PPMConfig()  # every round's PPM head
     # What round r's PPM starts from: "policy", as the paper, round r's policy with a fresh value
     # head; "previous": round r-1's PPM (round 1's starts from its policy), so with
     # ppm_pair_rounds = 1 each round trains on its own new pairs only.

@@ -50,15 +50,17 @@ def best_of_n(problems: Sequence[Problem], models: Models, config: EvalConfig) -
     """Sampled solutions with PPM scores: each step prefix scored, reduced by `config.step_score`."""
     _require(models.ppm, "best_of_n needs a PPM (ppm_path)")
     solutions = sample(problems, models, config)
-    texts, owners = [], []
+    texts, step_starts, owners = [], [], []
     for p, (problem, candidates) in enumerate(zip(problems, solutions, strict=True)):
         for c, candidate in enumerate(candidates):
             if candidate.answer is None:
                 continue  # never ranked, no need to score
             steps = split_steps(candidate.steps)
-            texts += [sf.policy_prompt(problem.question, "".join(steps[: i + 1])) for i in range(len(steps))]
+            prefixes = [sf.policy_prompt(problem.question, "".join(steps[:i])) for i in range(len(steps) + 1)]
+            texts += prefixes[1:]
+            step_starts += [len(prefix) for prefix in prefixes[:-1]]
             owners += [(p, c)] * len(steps)
-    _, values = models.ppm.score(texts) if texts else (None, [])
+    _, values = models.ppm.score(texts, step_starts) if texts else (None, [])
     step_values: dict[tuple[int, int], list[float]] = {}
     for owner, value in zip(owners, values, strict=True):
         step_values.setdefault(owner, []).append(float(value))

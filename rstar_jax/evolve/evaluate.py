@@ -25,7 +25,8 @@ def ranked_right(scorer, pairs: Sequence[records.PreferencePair]) -> np.ndarray:
     """bool per pair: the PPM scores its chosen continuation above the rejected one."""
     if not pairs:
         return np.zeros(0, bool)
-    raw, _ = scorer.score([p.prompt + p.pos for p in pairs] + [p.prompt + p.neg for p in pairs])
+    raw, _ = scorer.score([p.prompt + p.pos for p in pairs] + [p.prompt + p.neg for p in pairs],
+                          [len(p.prompt) for p in pairs] * 2)
     return np.asarray(raw[:len(pairs)] > raw[len(pairs):], bool)
 
 

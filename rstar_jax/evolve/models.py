@@ -82,4 +82,4 @@ def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: Evolv
         return previous
     start = previous if config.ppm_base == "previous" else None
     return train_ppm(run_dir, policy_model=policy, train_file=pairs_file, config=train,
-                     mesh=config.mesh, init_ppm=start)
+                     mesh=config.mesh, ppm_config=config.ppm, init_ppm=start)

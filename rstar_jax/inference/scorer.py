@@ -50,24 +50,24 @@ PROMPT_END = sf.policy_prompt("").split("\n")[-1]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _raw_scores(graph: StaticGraph, state: nnx.State, tokens_bt: jax.Array,
-                mask_bt: jax.Array) -> jax.Array:
+def _raw_scores(graph: StaticGraph, state: nnx.State, tokens_bt: jax.Array, mask_bt: jax.Array,
+                step_bt: jax.Array) -> jax.Array:
     ppm = nnx.merge(graph.graphdef, state)
     positions_bt = jnp.broadcast_to(jnp.arange(tokens_bt.shape[1], dtype=jnp.int32),
                                     tokens_bt.shape)
-    return ppm(tokens_bt, positions_bt, mask_bt, deterministic=True)
+    return ppm(tokens_bt, positions_bt, mask_bt, step_bt, deterministic=True)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 8), donate_argnums=2)
+@functools.partial(jax.jit, static_argnums=(0, 9), donate_argnums=2)
 def _pooled_raw_scores(graph: StaticGraph, state: nnx.State, pool: KVCache, tokens_pt: jax.Array,
-                       mask_pt: jax.Array, start_p: jax.Array, source_p: jax.Array, dest_p: jax.Array,
-                       view_len: int) -> tuple[jax.Array, KVCache]:
+                       mask_pt: jax.Array, step_pt: jax.Array, start_p: jax.Array, source_p: jax.Array,
+                       dest_p: jax.Array, view_len: int) -> tuple[jax.Array, KVCache]:
     """Raw scores of texts run past the first `start_p` tokens of pool rows `source_p`; each text's
     cache is stored in pool row `dest_p` (see `decode.prefill`)."""
     ppm = nnx.merge(graph.graphdef, state)
     h_ptd, _, pool = decode.prefill(ppm.backbone, pool, tokens_pt, mask_pt, start_p, source_p, dest_p,
                                     view_len, pool.k[0].dtype)
-    return ppm.score_hidden(h_ptd, mask_pt), pool
+    return ppm.score_hidden(h_ptd, mask_pt, step_pt), pool
 
 
 class PPMScorer:
@@ -84,6 +84,7 @@ class PPMScorer:
         self.prompt_end = prompt_end
         self.rules = hashable(rules)  # the compiled pool maker is cached by it
         self._model_config = ppm.backbone.config
+        self.readout = ppm.ppm_config.readout
         graphdef, self._state = sharding.split_placed(ppm, mesh, self.rules)
         self._graph = StaticGraph.of(graphdef)
         # Ways the rows split over the mesh: batches are padded to a multiple of it.
@@ -99,55 +100,74 @@ class PPMScorer:
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text` (`models.tokenizer.encode`: the rule PPM training follows), cut to
         `max_len` by dropping the start of the solution if needed."""
-        (ids,), (offsets,) = encode(self.tokenizer, [text], offsets=True)
-        max_len = self.config.max_len
-        if len(ids) <= max_len:
-            return ids
-        split = text.find(self.prompt_end)
-        split = 0 if split < 0 else split + len(self.prompt_end)
-        head = sum(1 for start, _ in offsets if start < split)
-        head = min(head, max_len // 2)
-        return ids[:head] + ids[len(ids) - (max_len - head):]
+        return self._encode(text, len(text))[0]
 
-    def score(self, texts: Sequence[str], *,
+    def score(self, texts: Sequence[str], step_starts: Sequence[int] | None = None, *,
               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(raw scores, search values tanh(raw / value_scale)), float32 [len(texts)], in order."""
-        ids = [self.tokenize(t) for t in texts]
-        if cut := sum(len(i) == self.config.max_len for i in ids):
+        """(raw scores, search values tanh(raw / value_scale)), float32 [len(texts)], in order.
+
+        Each text ends with the step it scores; `step_starts[i]` is where in `texts[i]` that step
+        begins, which the PPM's "step_mean" readout needs (the "last" readout reads the last token).
+        """
+        if step_starts is None:
+            if self.readout != "last":
+                raise ValueError(f"a PPM with readout {self.readout!r} scores steps: pass step_starts")
+            step_starts = [len(t) for t in texts]
+        rows = [self._encode(t, start) for t, start in zip(texts, step_starts, strict=True)]
+        if cut := sum(len(ids) == self.config.max_len for ids, _ in rows):
             log.warning("PPM scorer: %d of %d texts reach max_len=%d tokens (longer ones lost the "
                         "start of their solution)", cut, len(texts), self.config.max_len)
         raw = np.zeros(len(texts), np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
         for start in tqdm(range(0, len(order), self._max_rows), desc="score", disable=not progress):
             batch = order[start: start + self._max_rows]
-            raw[batch] = self._score_batch([ids[i] for i in batch])
+            raw[batch] = self._score_batch([rows[i] for i in batch])
         return raw, search_value(raw, self.config.value_scale)
 
-    def _score_batch(self, token_rows: list[list[int]]) -> np.ndarray:
-        """Raw scores of one batch of token rows: one forward, past what the pool (if any) holds."""
-        rows = -(-bucket(len(token_rows)) // self._row_shards) * self._row_shards
+    def _encode(self, text: str, step_start: int) -> tuple[list[int], int]:
+        """`text`'s token ids (cut as `tokenize` says) and how many of the last ones the score reads:
+        the last token ("last" readout), or those of the step from `step_start` on (at least one)."""
+        (ids,), (offsets,) = encode(self.tokenizer, [text], offsets=True)
+        read = 1 if self.readout == "last" else max(1, sum(1 for start, _ in offsets if start >= step_start))
+        max_len = self.config.max_len
+        if len(ids) > max_len:
+            split = text.find(self.prompt_end)
+            split = 0 if split < 0 else split + len(self.prompt_end)
+            head = min(sum(1 for start, _ in offsets if start < split), max_len // 2)
+            ids = ids[:head] + ids[len(ids) - (max_len - head):]
+        return ids, min(read, len(ids))
+
+    def _score_batch(self, rows: list[tuple[list[int], int]]) -> np.ndarray:
+        """Raw scores of one batch of (token ids, tokens read) rows: one forward, past what the pool
+        (if any) holds."""
+        token_rows = [ids for ids, _ in rows]
+        padded_rows = -(-bucket(len(rows)) // self._row_shards) * self._row_shards
         if self._prefix_index is None:
-            placed = [Placement(0, 0, 0)] * len(token_rows)
-        else:  # a row's last token is never reused: its hidden state is the score
-            placed = self._prefix_index.place([ids[:-1] for ids in token_rows])
+            placed = [Placement(0, 0, 0)] * len(rows)
+        else:  # the tokens a score reads are never reused: their hidden states are the score
+            placed = self._prefix_index.place([ids[:len(ids) - read] for ids, read in rows])
             if self._pool is None:
                 self._pool = decode.on_device(init_cache, self._model_config, self.config.prefix_cache_rows,
                                               self.config.max_len, self.mesh, self.rules)()
-        packed = pack_suffixes(token_rows, placed, rows, self.config.min_bucket, self.config.max_len,
+        packed = pack_suffixes(token_rows, placed, padded_rows, self.config.min_bucket, self.config.max_len,
                                self.config.prefix_cache_rows)
         self.counts["prefill_tokens"] += int(packed.mask.sum())
         self.counts["reused_tokens"] += int(packed.start.sum())
-        packed.mask[len(token_rows):, 0] = True  # padding rows score a single pad token
+        read_mask = np.zeros_like(packed.mask)
+        for r, ((ids, read), start) in enumerate(zip(rows, packed.start)):
+            read_mask[r, len(ids) - start - read: len(ids) - start] = True
+        packed.mask[len(rows):, 0] = read_mask[len(rows):, 0] = True  # padding rows score a single pad token
         if self._prefix_index is None:
-            raw = _raw_scores(self._graph, self._state, *self._place(packed.tokens, packed.mask))
+            raw = _raw_scores(self._graph, self._state, *self._place(packed.tokens, packed.mask, read_mask))
         else:
             try:
                 raw, self._pool = _pooled_raw_scores(self._graph, self._state, self._pool, *self._place(
-                    packed.tokens, packed.mask, packed.start, packed.source, packed.dest), packed.view_len)
+                    packed.tokens, packed.mask, read_mask, packed.start, packed.source, packed.dest),
+                    packed.view_len)
             except Exception:  # the pool was donated and the index already updated: start both afresh
                 self._empty_pool()
                 raise
-        return jax.device_get(raw)[: len(token_rows)]
+        return jax.device_get(raw)[: len(rows)]
 
     def _empty_pool(self) -> None:
         """No prefix kept: a fresh index, the device pool made on the next batch (none when off)."""

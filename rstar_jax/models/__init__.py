@@ -2,7 +2,8 @@
 
     decoder.py     Decoder(config, rngs=...)(tokens_bt, positions_bt, attention_mask_bt=, cache=)
                    -> (logits_btv, cache); KVCache / init_cache for batched decoding
-    ppm.py         ProcessRewardModel (decoder + value head) -> raw score at the last real token;
+    ppm.py         ProcessRewardModel (decoder + value head) -> raw score of a step, at its last
+                   token or over its tokens (PPMConfig.readout);
                    search_value(raw, scale) = tanh(raw / scale)
     tokenizer.py   load_tokenizer (adds rStar's special tokens), train_sentencepiece,
                    resize_embeddings

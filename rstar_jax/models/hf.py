@@ -332,12 +332,14 @@ def load_hf(path: str | os.PathLike, *, mesh: Mesh | None = None, rules: Rules =
 def save_hf(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | None,
             path: str | os.PathLike) -> None:
     """Writes `model` (and the tokenizer's files) as an HF directory, atomically."""
-    _save_dir(model, tokenizer, path, extra_files={})
+    _save_dir(model, tokenizer, path, extra_files={}, metadata={})
 
 
 def _save_dir(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | None,
-              path: str | os.PathLike, extra_files: dict[str, dict[str, np.ndarray]]) -> None:
-    """The HF directory of `model` plus `extra_files` (name -> tensors), swapped in at once.
+              path: str | os.PathLike, extra_files: dict[str, dict[str, np.ndarray]],
+              metadata: dict[str, dict[str, str]]) -> None:
+    """The HF directory of `model` plus `extra_files` (name -> tensors, with `metadata[name]` in
+    the file's header), swapped in at once.
 
     Tensors stay on the host (no full copy on an accelerator); process 0 writes.
     """
@@ -354,7 +356,7 @@ def _save_dir(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | 
                                       pad_token_id=config.pad_token_id).save_pretrained(tmp)
         for name, contents in {"model.safetensors": tensors, **extra_files}.items():
             safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in contents.items()},
-                                        str(tmp / name), metadata={"format": "pt"})
+                                        str(tmp / name), metadata={"format": "pt", **metadata.get(name, {})})
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
 
@@ -362,15 +364,18 @@ def _save_dir(model: Decoder, tokenizer: transformers.PreTrainedTokenizerBase | 
         write_dir_atomically(path, write)
 
 
-def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig = PPMConfig(),
+def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig | None = None,
                 mesh: Mesh | None = None, rules: Rules = DECODE_RULES, dtype: str = "float32",
                 param_dtype: str | None = None, seed: int = 0,
                 ) -> tuple[ProcessRewardModel, transformers.PreTrainedTokenizerFast]:
     """Loads a PPM saved by `save_ppm_hf`: the backbone directory plus `value_head.safetensors`
     (or the original's `value_head.bin`).
 
-    `seed` seeds the value head's dropout stream (used only when training).
+    `seed` seeds the value head's dropout stream (used only when training). Without `ppm_config`,
+    the head reads steps as it was trained to (`saved_readout`).
     """
+    if ppm_config is None:
+        ppm_config = PPMConfig(readout=saved_readout(path))
     backbone = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
     ppm = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(seed), backbone=backbone)
     load_value_head(ppm, path)
@@ -393,10 +398,22 @@ def load_value_head(ppm: ProcessRewardModel, path: str | os.PathLike) -> None:
     linear.bias.set_value(jnp.asarray(tensors["summary.bias"], linear.bias.dtype))
 
 
+def saved_readout(path: str | os.PathLike) -> str:
+    """`PPMConfig.readout` of the PPM directory `path`: its value head file's header says it, and
+    a head saved without it (the original's, or before the readout was saved) reads the last token."""
+    head_file = Path(path) / VALUE_HEAD_FILE
+    if not head_file.exists():
+        return "last"
+    with safetensors.safe_open(str(head_file), framework="numpy") as f:
+        return (f.metadata() or {}).get("readout", "last")
+
+
 def save_ppm_hf(ppm: ProcessRewardModel, tokenizer: transformers.PreTrainedTokenizerBase | None,
                 path: str | os.PathLike) -> None:
-    """Writes the PPM as an HF backbone directory plus `value_head.safetensors`, atomically."""
+    """Writes the PPM as an HF backbone directory plus `value_head.safetensors` (its header names
+    the readout), atomically."""
     linear = ppm.value_head.linear
     head = {"summary.weight": _to_host(linear.kernel.get_value()).T,  # torch layout [1, hidden]
             "summary.bias": _to_host(linear.bias.get_value())}
-    _save_dir(ppm.backbone, tokenizer, path, extra_files={VALUE_HEAD_FILE: head})
+    _save_dir(ppm.backbone, tokenizer, path, extra_files={VALUE_HEAD_FILE: head},
+              metadata={VALUE_HEAD_FILE: {"readout": ppm.ppm_config.readout}})

@@ -31,7 +31,8 @@ class ValueHead(nnx.Module):
 
 
 class ProcessRewardModel(nnx.Module):
-    """Scores a sequence by the value head at its last real token (raw score, no tanh)."""
+    """Scores a step by the value head at its last token (the paper's) or by the head's mean over
+    the step's tokens (`PPMConfig.readout`); raw scores, no tanh."""
 
     def __init__(self, config: ModelConfig, ppm_config: PPMConfig = PPMConfig(), *,
                  rngs: nnx.Rngs, backbone: Decoder | None = None):
@@ -41,32 +42,51 @@ class ProcessRewardModel(nnx.Module):
         self.value_head = ValueHead(config.hidden_size, ppm_config.dropout, rngs=rngs)
 
     def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array, attention_mask_bt: jax.Array,
-                 *, deterministic: bool = True) -> jax.Array:
-        """Raw scores [B] read at the last position whose mask is True (left or right padding)."""
+                 step_bt: jax.Array | None = None, *, deterministic: bool = True) -> jax.Array:
+        """Raw scores [B] of rows whose step ends at their last position whose mask is True (left or
+        right padding); `step_bt` marks the step's tokens (see `score_hidden`)."""
         h_btd, _ = self.backbone.hidden_states(tokens_bt, positions_bt, attention_mask_bt=attention_mask_bt)
-        return self.score_hidden(h_btd, attention_mask_bt, deterministic=deterministic)
+        return self.score_hidden(h_btd, attention_mask_bt, step_bt, deterministic=deterministic)
 
-    def score_hidden(self, h_btd: jax.Array, attention_mask_bt: jax.Array, *,
-                     deterministic: bool = True) -> jax.Array:
-        """Raw scores [B] of the backbone's hidden states: the value head at each row's last
-        position whose mask is True (what a prefix-cached scorer computes past its prefixes)."""
+    def score_hidden(self, h_btd: jax.Array, attention_mask_bt: jax.Array, step_bt: jax.Array | None = None,
+                     *, deterministic: bool = True) -> jax.Array:
+        """Raw scores [B] of the backbone's hidden states (what a prefix-cached scorer computes past
+        its prefixes): each row's step ends at its last position whose mask is True, and `step_bt`
+        marks the step's tokens, which the "step_mean" readout needs."""
         mask_bt = attention_mask_bt.astype(bool)
-        last_b = mask_bt.shape[1] - 1 - jnp.argmax(mask_bt[:, ::-1], axis=1)
-        return self._head_at(h_btd, last_b[:, None], deterministic)[:, 0]
+        last_b1 = (mask_bt.shape[1] - 1 - jnp.argmax(mask_bt[:, ::-1], axis=1))[:, None]
+        if self.ppm_config.readout == "last":
+            return self._head_at(h_btd, last_b1, deterministic)[:, 0]
+        if step_bt is None:
+            raise ValueError("PPMConfig.readout 'step_mean' scores a step from its tokens: pass step_bt")
+        return self._step_mean(h_btd, (step_bt.astype(bool) & mask_bt)[:, None], last_b1, deterministic)[:, 0]
 
     def score_branches(self, tokens_bt: jax.Array, positions_bt: jax.Array, attention_mask_bt: jax.Array,
                        branch_bt: jax.Array, ends_bk: jax.Array, *, deterministic: bool = True) -> jax.Array:
-        """Raw scores [B, K] of K continuations packed after a shared prefix in each row (the
-        decoder's `branch_bt`), read at the positions `ends_bk` of their last tokens."""
+        """Raw scores [B, K] of K steps packed after a shared prefix in each row (the decoder's
+        `branch_bt`: step k's tokens are branch k + 1), which end at the positions `ends_bk`."""
         h_btd, _ = self.backbone.hidden_states(tokens_bt, positions_bt, attention_mask_bt=attention_mask_bt,
                                                branch_bt=branch_bt)
-        return self._head_at(h_btd, ends_bk, deterministic)
+        if self.ppm_config.readout == "last":
+            return self._head_at(h_btd, ends_bk, deterministic)
+        steps_bkt = branch_bt[:, None, :] == jnp.arange(1, ends_bk.shape[1] + 1)[None, :, None]
+        return self._step_mean(h_btd, steps_bkt, ends_bk, deterministic)
 
     def _head_at(self, h_btd: jax.Array, index_bk: jax.Array, deterministic: bool) -> jax.Array:
         """The value head [B, K] at positions `index_bk` of each row."""
         h_bkd = jnp.take_along_axis(h_btd, index_bk[:, :, None], axis=1)
         b, k, d = h_bkd.shape
         return self.value_head(h_bkd.reshape(b * k, d), deterministic=deterministic).reshape(b, k)
+
+    def _step_mean(self, h_btd: jax.Array, steps_bkt: jax.Array, ends_bk: jax.Array,
+                   deterministic: bool) -> jax.Array:
+        """The value head's mean [B, K] over each step's tokens (`steps_bkt`); an empty step, which
+        has none, reads its end position (the prompt's last token), as the "last" readout does."""
+        b, t, d = h_btd.shape
+        values_bt = self.value_head(h_btd.reshape(b * t, d), deterministic=deterministic).reshape(b, t)
+        at_end_bkt = jnp.arange(t) == ends_bk[:, :, None]
+        weights_bkt = jnp.where(steps_bkt.any(-1, keepdims=True), steps_bkt, at_end_bkt).astype(jnp.float32)
+        return jnp.sum(weights_bkt * values_bt[:, None, :], -1) / jnp.sum(weights_bkt, -1)
 
 
 def search_value(raw: np.ndarray, scale: float) -> np.ndarray:

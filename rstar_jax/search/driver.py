@@ -54,7 +54,7 @@ class StepGenerator(Protocol):
 class ValueModel(Protocol):
     """The PPM: `inference.scorer.PPMScorer`; `score` returns (raw, tanh(raw / scale))."""
 
-    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]: ...
+    def score(self, texts: Sequence[str], step_starts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class CodeRunner(Protocol):
@@ -312,8 +312,10 @@ class StepExpander:
         """PPM values of the trajectories ending at (tree, node), in one batched call."""
         if not targets:
             return np.zeros(0, np.float32)
-        texts = [sf.policy_prompt(self.problems[b].question, self.trajectory_text(b, n)) for b, n in targets]
-        return np.asarray(self.ppm.score(texts)[1], np.float32)
+        prompts = [sf.policy_prompt(self.problems[b].question, self.trajectory_text(b, self.parents[b][n]))
+                   for b, n in targets]
+        texts = [prompt + self.nodes[b][n].text for prompt, (b, n) in zip(prompts, targets)]
+        return np.asarray(self.ppm.score(texts, [len(prompt) for prompt in prompts])[1], np.float32)
 
     # -- mcts_loop's score callback ----------------------------------------------------------
     def score(self, leaves: np.ndarray, ids: np.ndarray, kinds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

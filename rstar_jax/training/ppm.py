@@ -20,7 +20,7 @@ from rstar_jax.training.loop import Batch, Task, load_for_training, train
 
 def ppm_loss_fn(model: ProcessRewardModel, batch: Batch, train: bool) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """Weighted pairwise loss of `data.collate_pairs`' rows: the prompt runs once, pos and neg
-    after it each see the prompt and themselves only, and each is scored at its last token."""
+    after it each see the prompt and themselves only, and each is scored as `PPMConfig.readout` says (at its last token, or over its tokens)."""
     tokens = constrain(batch["tokens"], ("batch", "length"))
     raw = model.score_branches(tokens, batch["positions"], batch["mask"], batch["branches"], batch["ends"],
                                deterministic=not train)

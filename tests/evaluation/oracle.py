@@ -70,6 +70,6 @@ def _cut(text: str, stop: Sequence[str]) -> Completion:
 class WrongSpotterPPM:
     """A PPM double (PPMScorer.score interface): -0.76 for texts with WRONG's code, +0.76 otherwise."""
 
-    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, texts: Sequence[str], step_starts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         raw = np.array([-5.0 if repr(WRONG) in t else 5.0 for t in texts], np.float32)
         return raw, np.tanh(raw / 5.0)

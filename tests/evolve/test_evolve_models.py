@@ -1,13 +1,15 @@
 """The PPM stage with real (tiny, untrained) models.
 """
 
+import dataclasses
 import os
 
 import pytest
 
 from rstar_jax.evolve import evaluate, extract, models
 from rstar_jax.evolve import search as evolve_search
-from rstar_jax.config import EvolveConfig, RoundConfig, SearchConfig
+from rstar_jax.config import EvolveConfig, PPMConfig, RoundConfig, SearchConfig
+from rstar_jax.models.hf import saved_readout
 from rstar_jax.data import records
 from stand_ins import StandInSearch, problems
 
@@ -34,14 +36,18 @@ def tiny_ppm_stage(tmp_path):
 
 
 @pytest.mark.slow
-def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
-    """The PPM path with real (tiny, untrained) models: train from the policy, score pairs."""
+@pytest.mark.parametrize("readout", ["last", "step_mean"])
+def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path, readout):
+    """The PPM path with real (tiny, untrained) models: train from the policy with the run's
+    readout, which the saved PPM keeps and the scorer of its pairs uses."""
     config, policy = tiny_ppm_stage(tmp_path)
+    config = dataclasses.replace(config, ppm=PPMConfig(readout=readout))
     ppm = models.train_reward_model(str(tmp_path / "ppm"), policy, str(tmp_path / "ppm.json"), config, None,
                                     config.ppm_train)
-    assert os.path.exists(os.path.join(ppm, "value_head.safetensors"))
+    assert os.path.exists(os.path.join(ppm, "value_head.safetensors")) and saved_readout(ppm) == readout
     heldout = records.read_pairs(str(tmp_path / "ppm_heldout.json"))
     with models.model_stack(config, policy, ppm) as stack:
+        assert stack.ppm.readout == readout
         right = evaluate.ranked_right(stack.ppm, heldout)
     assert right.shape == (len(heldout),) and right.dtype == bool
     by_kind = evaluate.accuracy_by_kind(heldout, right)
@@ -56,8 +62,6 @@ def test_ppm_stage_trains_on_pairs_and_scores_held_out_pairs(tmp_path):
 def test_ppm_base_previous_continues_from_the_previous_rounds_ppm(tmp_path):
     """With ppm_base "previous" the round's PPM starts from the previous round's (at rate 0 it comes
     out as it went in); with "policy" it starts from the policy and a fresh value head."""
-    import dataclasses
-
     from safetensors.numpy import load_file
 
     config, policy = tiny_ppm_stage(tmp_path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from flax import nnx
 
-from rstar_jax.config import ScorerConfig
+from rstar_jax.config import PPMConfig, ScorerConfig
 from rstar_jax.inference import scorer as scorer_lib
 from rstar_jax.inference.scorer import PPMScorer
 from rstar_jax.models.ppm import ProcessRewardModel
@@ -91,3 +91,27 @@ def test_the_prefix_pool_changes_no_score_and_runs_only_the_new_step(tiny, ppm, 
 def test_a_prefix_pool_smaller_than_a_batch_is_refused(tiny, ppm):
     with pytest.raises(ValueError, match="prefix_cache_rows=2"):
         PPMScorer(ppm, tiny[2], ScorerConfig(max_batch=4, prefix_cache_rows=2))
+
+
+def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm):
+    """A "step_mean" PPM scores each text by the head's mean over the tokens from its step's start
+    on (HF hidden states through the head), with or without a prefix pool."""
+    mean_ppm = ProcessRewardModel(ppm.backbone.config, PPMConfig(readout="step_mean"), rngs=nnx.Rngs(0),
+                                  backbone=ppm.backbone)
+    mean_ppm.value_head = ppm.value_head
+    tokenizer, linear = tiny[2], ppm.value_head.linear
+    plain = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16))
+    pooled = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16, prefix_cache_rows=4))
+    for texts in tree_like_texts(3):
+        # a child's step starts where its parent's text ends; a new question's text is all step
+        starts = [t.rfind("<code>") if "<code>" in t else 0 for t in texts]
+        raw = plain.score(texts, starts)[0]
+        np.testing.assert_allclose(pooled.score(texts, starts)[0], raw, rtol=1e-5, atol=1e-5)
+    encoded = tokenizer(texts[0], return_offsets_mapping=True)
+    with torch.no_grad():
+        h = tiny[0].model(torch.tensor([encoded["input_ids"]])).last_hidden_state[0].numpy()
+    step = [i for i, (start, _) in enumerate(encoded["offset_mapping"]) if start >= starts[0]]
+    values = h @ np.asarray(linear.kernel.get_value())[:, 0] + float(linear.bias.get_value()[0])
+    np.testing.assert_allclose(raw[0], values[step].mean(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="step_starts"):
+        plain.score(texts)

@@ -106,3 +106,47 @@ def test_original_value_head_bin_loads(ppm, spm_dir, tmp_path):
     loaded, _ = load_ppm_hf(tmp_path / "ppm")
     np.testing.assert_allclose(score(loaded, *_padded(left=False)),
                                score(ppm, *_padded(left=False)), atol=1e-6)
+
+
+def _head_per_token(ppm, ids):
+    """The value head at every position of the row `ids` [T]."""
+    h, _ = ppm.backbone.hidden_states(jnp.asarray(ids)[None], jnp.arange(len(ids))[None],
+                                      attention_mask_bt=jnp.ones((1, len(ids)), bool))
+    linear = ppm.value_head.linear
+    return np.asarray(h[0] @ linear.kernel.get_value()[:, 0] + linear.bias.get_value()[0])
+
+
+@pytest.fixture(scope="module")
+def step_mean_ppm():
+    model = ProcessRewardModel(CONFIG, PPMConfig(readout="step_mean"), rngs=nnx.Rngs(0))
+    model.value_head.linear.kernel.set_value(jnp.linspace(-1, 1, 32)[:, None])
+    return model
+
+
+def test_step_mean_readout_averages_the_head_over_the_step(step_mean_ppm):
+    """Packed steps score the head's mean over their own tokens, as a row prompt + step with the
+    step marked does; an empty step reads the prompt's last token."""
+    prompt, a, b = TOKENS[0, :3], TOKENS[0, 3:5], TOKENS[0, 5:] + 1
+    with_a, with_b = (_head_per_token(step_mean_ppm, np.concatenate([prompt, s])) for s in (a, b))
+    branches = nnx.jit(lambda m, *args: m.score_branches(*args))
+    packed = branches(step_mean_ppm, np.concatenate([prompt, a, b])[None], np.array([[0, 1, 2, 3, 4, 3]]),
+                      np.ones((1, 6), bool), np.array([[0, 0, 0, 1, 1, 2]]), np.array([[4, 5]], np.int32))
+    np.testing.assert_allclose(packed[0], [with_a[3:].mean(), with_b[3]], atol=1e-5)
+    row = np.concatenate([prompt, a])[None]
+    marked = nnx.jit(lambda m, *args: m(*args))(step_mean_ppm, row, np.arange(5)[None], np.ones((1, 5), bool),
+                                                 np.array([[0, 0, 0, 1, 1]], bool))
+    np.testing.assert_allclose(marked, [with_a[3:].mean()], atol=1e-5)
+    empty = branches(step_mean_ppm, np.concatenate([prompt, b])[None], np.array([[0, 1, 2, 3]]),
+                     np.ones((1, 4), bool), np.array([[0, 0, 0, 2]]), np.array([[2, 3]], np.int32))
+    np.testing.assert_allclose(empty[0], [with_b[2], with_b[3]], atol=1e-5)
+    with pytest.raises(ValueError, match="step_bt"):
+        step_mean_ppm(row, np.arange(5)[None], np.ones((1, 5), bool))
+    with pytest.raises(ValueError, match="readout"):
+        PPMConfig(readout="first")
+
+
+def test_the_readout_is_saved_with_the_ppm(step_mean_ppm, spm_dir, tmp_path):
+    _, tokenizer = spm_dir
+    save_ppm_hf(step_mean_ppm, tokenizer, tmp_path / "ppm")
+    loaded, _ = load_ppm_hf(tmp_path / "ppm")
+    assert loaded.ppm_config.readout == "step_mean"

@@ -58,7 +58,8 @@ class FakePPM:
     def __init__(self):
         self.calls: list[int] = []
 
-    def score(self, texts):
+    def score(self, texts, step_starts):
+        assert len(step_starts) == len(texts) and all(0 < s < len(t) for t, s in zip(texts, step_starts))
         self.calls.append(len(texts))
         raw = np.array([_rng(t).integers(-8, 9) / 2 for t in texts], np.float32)
         return raw, np.tanh(raw / 5)

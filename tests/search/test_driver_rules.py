@@ -112,7 +112,8 @@ class ScriptedPPM:
     VALUES = {ScriptedPolicy.A: 0.9, ScriptedPolicy.B: 0.8, ScriptedPolicy.C: 0.7, ScriptedPolicy.B1: 0.6,
               ScriptedPolicy.B2: 0.55, ScriptedPolicy.END7: 0.05, ScriptedPolicy.END8: 0.3}
 
-    def score(self, texts):
+    def score(self, texts, step_starts):
+        assert all(text[start:] in self.VALUES for text, start in zip(texts, step_starts, strict=True))
         values = np.array([next(v for t, v in self.VALUES.items() if text.endswith(t)) for text in texts],
                           np.float32)
         return values, values
