@@ -114,6 +114,9 @@ class ModelConfig:
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
 
+PPM_READOUTS = ("last", "step_mean")
+
+
 @dataclasses.dataclass(frozen=True)
 class PPMConfig:
     """Process preference model head (models/ppm.py); the search-time scale is ScorerConfig's."""
@@ -126,9 +129,6 @@ class PPMConfig:
     def __post_init__(self):
         if self.readout not in PPM_READOUTS:
             raise ValueError(f"PPMConfig.readout must be one of {PPM_READOUTS}, got {self.readout!r}")
-
-
-PPM_READOUTS = ("last", "step_mean")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,6 +89,16 @@ def policy_prompt(question: str, steps_text: str = "") -> str:
     return PROMPT_TEMPLATE.format(question=question) + steps_text
 
 
+def scored_step(question: str, steps_before: str, step: str) -> tuple[str, int]:
+    """The text a PPM scores `step` by (after `steps_before`), and where in it the scored part
+    starts: a final answer's is its whole solution, as the final-answer pairs (prompt: the bare
+    question) train it; any other step's is the step itself, as the step pairs train it."""
+    text = policy_prompt(question, steps_before + step)
+    if ANSWER in step:
+        return text, len(QUESTION_TEMPLATE.format(question=question))
+    return text, len(text) - len(step)
+
+
 FEWSHOT_INSTRUCTIONS = """\
 You are a powerful agent with broad math knowledge and great python programming skills. You need to use python interpreter to do accurate calculation on math equations.
 

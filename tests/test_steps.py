@@ -110,3 +110,15 @@ def test_released_trajectories_reparse_and_reexecute():
         answer = sf.parse_step(rest.split(sf.OUTPUT_END, 1)[1])
         assert answer.kind == "answer" and answer.answer
     assert reproduced >= 7
+
+
+def test_a_ppm_scores_a_step_alone_and_a_final_answer_over_its_solution():
+    """What each PPM pair kind trains on: a step pair's prompt is the path before the step, a
+    final-answer pair's the bare question."""
+    code = sf.render_code_step("x = 2", first=True)
+    answer = sf.render_answer_step("The answer is \\boxed{2}.")
+    text, start = sf.scored_step("What is 2?", "", code)
+    assert text == sf.policy_prompt("What is 2?", code) and text[start:] == code
+    text, start = sf.scored_step("What is 2?", code, answer)
+    assert text == sf.policy_prompt("What is 2?", code + answer)
+    assert text[:start] == sf.QUESTION_TEMPLATE.format(question="What is 2?")

@@ -56,9 +56,10 @@ def best_of_n(problems: Sequence[Problem], models: Models, config: EvalConfig) -
             if candidate.answer is None:
                 continue  # never ranked, no need to score
             steps = split_steps(candidate.steps)
-            prefixes = [sf.policy_prompt(problem.question, "".join(steps[:i])) for i in range(len(steps) + 1)]
-            texts += prefixes[1:]
-            step_starts += [len(prefix) for prefix in prefixes[:-1]]
+            for i, step in enumerate(steps):
+                text, step_start = sf.scored_step(problem.question, "".join(steps[:i]), step)
+                texts.append(text)
+                step_starts.append(step_start)
             owners += [(p, c)] * len(steps)
     _, values = models.ppm.score(texts, step_starts) if texts else (None, [])
     step_values: dict[tuple[int, int], list[float]] = {}

@@ -6,8 +6,9 @@ two), so a long run compiles a bounded number of programs.
 A search scores every new node, and a node's text is its parent's plus one step. With a prefix
 pool (`ScorerConfig.prefix_cache_rows`), the scorer keeps the PPM's KV cache of recently scored
 texts in device rows, indexed on the host like the sampler's (`prefix_cache.PrefixIndex`): a text
-runs only past the longest prefix a row holds, so a child prefills its step, not its whole path.
-Scores with and without the pool agree to float rounding.
+runs only past the longest prefix a row holds, so a child prefills its step, not its whole path
+(with the "step_mean" readout, its parent's step too: the index keeps each text less the tokens its
+score read). Scores with and without the pool agree to float rounding.
 
 Long inputs keep their end. The original keeps the first 4095 tokens and so scores a long
 trajectory without its latest steps (spec §5); the step being valued is the last one, so here a
@@ -127,14 +128,18 @@ class PPMScorer:
     def _encode(self, text: str, step_start: int) -> tuple[list[int], int]:
         """`text`'s token ids (cut as `tokenize` says) and how many of the last ones the score reads:
         the last token ("last" readout), or those of the step from `step_start` on (at least one)."""
+        if not 0 <= step_start <= len(text):
+            raise ValueError(f"step start {step_start} is outside its text of {len(text)} characters")
         (ids,), (offsets,) = encode(self.tokenizer, [text], offsets=True)
-        read = 1 if self.readout == "last" else max(1, sum(1 for start, _ in offsets if start >= step_start))
+        # A token that spans the step's start counts as the step's (training tokenizes it apart).
+        read = 1 if self.readout == "last" else max(1, sum(1 for _, end in offsets if end > step_start))
         max_len = self.config.max_len
         if len(ids) > max_len:
             split = text.find(self.prompt_end)
             split = 0 if split < 0 else split + len(self.prompt_end)
             head = min(sum(1 for start, _ in offsets if start < split), max_len // 2)
             ids = ids[:head] + ids[len(ids) - (max_len - head):]
+            read = min(read, max_len - head)  # what is left of a step longer than the kept end
         return ids, min(read, len(ids))
 
     def _score_batch(self, rows: list[tuple[list[int], int]]) -> np.ndarray:

@@ -371,11 +371,10 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig | None = None,
     """Loads a PPM saved by `save_ppm_hf`: the backbone directory plus `value_head.safetensors`
     (or the original's `value_head.bin`).
 
-    `seed` seeds the value head's dropout stream (used only when training). Without `ppm_config`,
-    the head reads steps as it was trained to (`saved_readout`).
+    `seed` seeds the value head's dropout stream (used only when training). The head reads steps
+    as it was trained to (`saved_readout`); a `ppm_config` with another readout is refused.
     """
-    if ppm_config is None:
-        ppm_config = PPMConfig(readout=saved_readout(path))
+    ppm_config = check_readout(ppm_config or PPMConfig(readout=saved_readout(path)), path)
     backbone = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
     ppm = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(seed), backbone=backbone)
     load_value_head(ppm, path)
@@ -406,6 +405,13 @@ def saved_readout(path: str | os.PathLike) -> str:
         return "last"
     with safetensors.safe_open(str(head_file), framework="numpy") as f:
         return (f.metadata() or {}).get("readout", "last")
+
+
+def check_readout(ppm_config: PPMConfig, path: str | os.PathLike) -> PPMConfig:
+    """`ppm_config`, if its readout is the one the PPM directory `path` was trained with."""
+    if ppm_config.readout != (saved := saved_readout(path)):
+        raise ValueError(f"{path}: a PPM trained with readout {saved!r}, asked to read {ppm_config.readout!r}")
+    return ppm_config
 
 
 def save_ppm_hf(ppm: ProcessRewardModel, tokenizer: transformers.PreTrainedTokenizerBase | None,

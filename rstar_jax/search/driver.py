@@ -312,10 +312,10 @@ class StepExpander:
         """PPM values of the trajectories ending at (tree, node), in one batched call."""
         if not targets:
             return np.zeros(0, np.float32)
-        prompts = [sf.policy_prompt(self.problems[b].question, self.trajectory_text(b, self.parents[b][n]))
-                   for b, n in targets]
-        texts = [prompt + self.nodes[b][n].text for prompt, (b, n) in zip(prompts, targets)]
-        return np.asarray(self.ppm.score(texts, [len(prompt) for prompt in prompts])[1], np.float32)
+        texts, step_starts = zip(*(sf.scored_step(self.problems[b].question,
+                                                  self.trajectory_text(b, self.parents[b][n]), self.nodes[b][n].text)
+                                   for b, n in targets))
+        return np.asarray(self.ppm.score(texts, step_starts)[1], np.float32)
 
     # -- mcts_loop's score callback ----------------------------------------------------------
     def score(self, leaves: np.ndarray, ids: np.ndarray, kinds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

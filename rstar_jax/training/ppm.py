@@ -9,7 +9,7 @@ from flax import nnx
 
 from rstar_jax.config import MeshConfig, PPMConfig, TrainConfig
 from rstar_jax.data.records import read_pairs
-from rstar_jax.models.hf import load_value_head, save_ppm_hf
+from rstar_jax.models.hf import check_readout, load_value_head, save_ppm_hf
 from rstar_jax.models.ppm import ProcessRewardModel
 from rstar_jax.parallel.hosts import initialize_distributed
 from rstar_jax.parallel.mesh import make_mesh
@@ -20,7 +20,8 @@ from rstar_jax.training.loop import Batch, Task, load_for_training, train
 
 def ppm_loss_fn(model: ProcessRewardModel, batch: Batch, train: bool) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
     """Weighted pairwise loss of `data.collate_pairs`' rows: the prompt runs once, pos and neg
-    after it each see the prompt and themselves only, and each is scored as `PPMConfig.readout` says (at its last token, or over its tokens)."""
+    after it each see the prompt and themselves only, and each is scored as `PPMConfig.readout`
+    says (at its last token, or over its tokens)."""
     tokens = constrain(batch["tokens"], ("batch", "length"))
     raw = model.score_branches(tokens, batch["positions"], batch["mask"], batch["branches"], batch["ends"],
                                deterministic=not train)
@@ -50,6 +51,7 @@ def train_ppm(workdir: str, *, policy_model: str, train_file: str, config: Train
     backbone, tokenizer = load_for_training(init_ppm or policy_model, config, device_mesh)
     model = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(config.seed), backbone=backbone)
     if init_ppm is not None:
+        check_readout(ppm_config, init_ppm)
         load_value_head(model, init_ppm)
     examples = data.encode_pairs(pairs, tokenizer, config.max_length)
     train_idx, eval_idx = data.split_heldout(len(examples), config.eval_fraction, config.seed)

@@ -115,3 +115,14 @@ def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm):
     np.testing.assert_allclose(raw[0], values[step].mean(), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="step_starts"):
         plain.score(texts)
+    # A step longer than the end a long text keeps is read over what is left of it.
+    prompt = sf.policy_prompt("What is 12 + 30?")
+    text = prompt + "".join(f"<code>\nx{i} = {i}\n<end_of_step>" for i in range(40))
+    cut = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_len=96, min_bucket=16))
+    ids, head = cut.tokenize(text), len(tokenizer(prompt)["input_ids"])
+    with torch.no_grad():
+        h = tiny[0].model(torch.tensor([ids])).last_hidden_state[0].numpy()
+    values = h @ np.asarray(linear.kernel.get_value())[:, 0] + float(linear.bias.get_value()[0])
+    np.testing.assert_allclose(cut.score([text], [len(prompt)])[0], [values[head:].mean()], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="outside"):
+        cut.score([text], [len(text) + 1])

@@ -145,8 +145,10 @@ def test_step_mean_readout_averages_the_head_over_the_step(step_mean_ppm):
         PPMConfig(readout="first")
 
 
-def test_the_readout_is_saved_with_the_ppm(step_mean_ppm, spm_dir, tmp_path):
+def test_the_readout_is_saved_with_the_ppm_and_kept(step_mean_ppm, spm_dir, tmp_path):
     _, tokenizer = spm_dir
     save_ppm_hf(step_mean_ppm, tokenizer, tmp_path / "ppm")
     loaded, _ = load_ppm_hf(tmp_path / "ppm")
     assert loaded.ppm_config.readout == "step_mean"
+    with pytest.raises(ValueError, match="readout 'step_mean', asked to read 'last'"):
+        load_ppm_hf(tmp_path / "ppm", ppm_config=PPMConfig(dropout=0.2))

@@ -113,7 +113,9 @@ class ScriptedPPM:
               ScriptedPolicy.B2: 0.55, ScriptedPolicy.END7: 0.05, ScriptedPolicy.END8: 0.3}
 
     def score(self, texts, step_starts):
-        assert all(text[start:] in self.VALUES for text, start in zip(texts, step_starts, strict=True))
+        for text, start in zip(texts, step_starts, strict=True):  # a step alone, an answer with its solution
+            step = next(t for t in self.VALUES if text.endswith(t))
+            assert text[start:] == step or (sf.ANSWER in step and sf.ASSISTANT not in text[:start])
         values = np.array([next(v for t, v in self.VALUES.items() if text.endswith(t)) for text in texts],
                           np.float32)
         return values, values
