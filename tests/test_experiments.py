@@ -100,6 +100,10 @@ def test_tiny_cpu_trains_round_4s_ppm_longest():
     assert {(t.learning_rate, t.batch_size) for t in trains} == {(1e-4, 16)}
 
 
+def test_tiny_cpu_ppm_reads_a_step_over_its_tokens():
+    assert resolved("rstar_jax.evolve.run", "evolve", "tiny_cpu.gin")["config"].ppm.readout == "step_mean"
+
+
 def test_smoke_and_eval_small_sampling():
     config = resolved("rstar_jax.evolve.run", "evolve", "smoke.gin")["config"]
     step = SamplingConfig(max_new_tokens=24, stop=SEARCH_STOP)
