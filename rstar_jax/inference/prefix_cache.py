@@ -48,8 +48,8 @@ class PrefixIndex:
     def place(self, prefixes: Sequence[Sequence[int]]) -> list[Placement]:
         """Reuse sources and storage rows for the cached prefixes of one refill (distinct prompts,
         each without the tokens the caller runs in any case, such as a sampler prompt's last token,
-        each at most `length` tokens). Sources are read before any
-        row is written, so a prompt may take over the row it reuses."""
+        each at most `length` tokens). Sources are read before any row is written, so a prompt
+        may take over the row it reuses."""
         if len(prefixes) > len(self.lengths):
             raise ValueError(f"PrefixIndex: {len(prefixes)} prompts in one refill, only "
                              f"{len(self.lengths)} pool rows")

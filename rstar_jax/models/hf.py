@@ -374,7 +374,7 @@ def load_ppm_hf(path: str | os.PathLike, *, ppm_config: PPMConfig | None = None,
     `seed` seeds the value head's dropout stream (used only when training). The head reads steps
     as it was trained to (`saved_readout`); a `ppm_config` with another readout is refused.
     """
-    ppm_config = check_readout(ppm_config or PPMConfig(readout=saved_readout(path)), path)
+    ppm_config = PPMConfig(readout=saved_readout(path)) if ppm_config is None else check_readout(ppm_config, path)
     backbone = load_decoder(path, mesh=mesh, rules=rules, dtype=dtype, param_dtype=param_dtype)
     ppm = ProcessRewardModel(backbone.config, ppm_config, rngs=nnx.Rngs(seed), backbone=backbone)
     load_value_head(ppm, path)
