@@ -27,12 +27,16 @@ def ppm(tiny):
     return ppm
 
 
-def reference_raw(tiny, ppm, ids):
-    hf_model = tiny[0]
+def head_values(tiny, ppm, ids):
+    """The value head over the HF model's hidden state at every position of `ids`."""
     with torch.no_grad():
-        h = hf_model.model(torch.tensor([ids])).last_hidden_state[0, -1].numpy()
+        h = tiny[0].model(torch.tensor([ids])).last_hidden_state[0].numpy()
     linear = ppm.value_head.linear
     return h @ np.asarray(linear.kernel.get_value())[:, 0] + float(linear.bias.get_value()[0])
+
+
+def reference_raw(tiny, ppm, ids):
+    return head_values(tiny, ppm, ids)[-1]
 
 
 def test_batched_scores_equal_hf_hidden_states_through_the_head(tiny, ppm):
@@ -99,7 +103,7 @@ def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm):
     mean_ppm = ProcessRewardModel(ppm.backbone.config, PPMConfig(readout="step_mean"), rngs=nnx.Rngs(0),
                                   backbone=ppm.backbone)
     mean_ppm.value_head = ppm.value_head
-    tokenizer, linear = tiny[2], ppm.value_head.linear
+    tokenizer = tiny[2]
     plain = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16))
     pooled = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16, prefix_cache_rows=4))
     for texts in tree_like_texts(3):
@@ -108,11 +112,9 @@ def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm):
         raw = plain.score(texts, starts)[0]
         np.testing.assert_allclose(pooled.score(texts, starts)[0], raw, rtol=1e-5, atol=1e-5)
     encoded = tokenizer(texts[0], return_offsets_mapping=True)
-    with torch.no_grad():
-        h = tiny[0].model(torch.tensor([encoded["input_ids"]])).last_hidden_state[0].numpy()
     step = [i for i, (start, _) in enumerate(encoded["offset_mapping"]) if start >= starts[0]]
-    values = h @ np.asarray(linear.kernel.get_value())[:, 0] + float(linear.bias.get_value()[0])
-    np.testing.assert_allclose(raw[0], values[step].mean(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(raw[0], head_values(tiny, ppm, encoded["input_ids"])[step].mean(),
+                               rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="step_starts"):
         plain.score(texts)
     # A step longer than the end a long text keeps is read over what is left of it.
@@ -120,9 +122,7 @@ def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm):
     text = prompt + "".join(f"<code>\nx{i} = {i}\n<end_of_step>" for i in range(40))
     cut = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_len=96, min_bucket=16))
     ids, head = cut.tokenize(text), len(tokenizer(prompt)["input_ids"])
-    with torch.no_grad():
-        h = tiny[0].model(torch.tensor([ids])).last_hidden_state[0].numpy()
-    values = h @ np.asarray(linear.kernel.get_value())[:, 0] + float(linear.bias.get_value()[0])
-    np.testing.assert_allclose(cut.score([text], [len(prompt)])[0], [values[head:].mean()], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cut.score([text], [len(prompt)])[0], [head_values(tiny, ppm, ids)[head:].mean()],
+                               rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="outside"):
         cut.score([text], [len(text) + 1])
