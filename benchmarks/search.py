@@ -15,9 +15,9 @@ rollouts x 4 candidates, 512-token context; steps of 20 tokens, about the curric
 them); "tiny_ppm", the same PPM-augmented as in the default's rounds 3 and 4 (a PPM on the
 policy's weights with rStar's near-zero value head, so the trees grow as without it, read as the
 default reads it: the mean over a step's tokens); "0.5b", Qwen2.5-0.5B's shape with a 512-token
-prompt (the round-1 few-shot prompt is longer) and 48-token steps, 6 deep (on CPU with `--layers 2`, the default, to fit in minutes).
-After a warm-up search of each (compiles), the two run in alternation `--repeats` times; the ratio
-is the median of the paired ratios. Prints one JSON line.
+prompt (the round-1 few-shot prompt is longer) and 48-token steps, 6 deep (on CPU with `--layers
+2`, the default, to fit in minutes). After a warm-up search of each (compiles), the two run in
+alternation `--repeats` times; the ratio is the median of the paired ratios. Prints one JSON line.
 
     python benchmarks/search.py [--shapes tiny,tiny_ppm,0.5b] [--repeats 2] [--layers 2]
 """
@@ -62,14 +62,15 @@ class Shape:
     step_tokens: int
     depth: int  # steps before the answer
     max_batch: int
-    ppm: str = ""  # PPM-augmented, every new step scored by a PPM of this PPMConfig.readout
+    ppm_readout: str | None = None  # PPM-augmented: every new step scored by a PPM of this readout
 
 
 SHAPES = {
     "tiny": Shape(dataclasses.replace(CONFIGS["tiny"], vocab_size=800), trees=64, rollouts=4, candidates=4,
                   max_len=512, question_tokens=40, step_tokens=20, depth=4, max_batch=64),
     "tiny_ppm": Shape(dataclasses.replace(CONFIGS["tiny"], vocab_size=800), trees=64, rollouts=4, candidates=4,
-                      max_len=512, question_tokens=40, step_tokens=20, depth=4, max_batch=64, ppm="step_mean"),
+                      max_len=512, question_tokens=40, step_tokens=20, depth=4, max_batch=64,
+                      ppm_readout="step_mean"),
     "0.5b": Shape(CONFIGS["0.5b"], trees=4, rollouts=2, candidates=4, max_len=1024, question_tokens=512,
                   step_tokens=48, depth=6, max_batch=16),
 }
@@ -110,13 +111,13 @@ def searcher(shape: Shape, model: Decoder, tokenizer, pool_rows: int):
                 for i in range(shape.trees)]
     config = SearchConfig.data_generation(
         2, num_rollouts=shape.rollouts, num_candidates=shape.candidates, max_depth=shape.depth + 1,
-        use_ppm=bool(shape.ppm), batch_size=shape.trees,
+        use_ppm=shape.ppm_readout is not None, batch_size=shape.trees,
         sampling=SamplingConfig(temperature=0.8, max_new_tokens=shape.step_tokens, stop=SEARCH_STOP))
     sampler_config = SamplerConfig(max_batch=shape.max_batch, max_len=shape.max_len, chunk_tokens=16,
                                    prefix_cache_rows=pool_rows)
     scorer_config = ScorerConfig(max_batch=shape.max_batch, max_len=shape.max_len, prefix_cache_rows=pool_rows)
-    ppm = (ProcessRewardModel(model.config, PPMConfig(readout=shape.ppm), rngs=nnx.Rngs(1), backbone=model)
-           if shape.ppm else None)
+    ppm = (ProcessRewardModel(model.config, PPMConfig(readout=shape.ppm_readout), rngs=nnx.Rngs(1), backbone=model)
+           if shape.ppm_readout is not None else None)
 
     def run():
         sampler = Sampler(model, tokenizer, sampler_config)  # fresh (empty) pools per search
@@ -187,7 +188,7 @@ def measure(name: str, shape: Shape, repeats: int) -> dict:
             "below_the_roots": {key: round(v, 1) for key, v in below_root.items()},
             "step_tokens": round(stats["on"]["generated_per_completion"], 1),
             **({"scored_tokens_per_expansion": {key: round(stats[key]["scored_tokens"] / stats[key]["expanded"], 1)
-                                                for key in runs}} if shape.ppm else {}),
+                                                for key in runs}} if shape.ppm_readout is not None else {}),
             "seconds": {key: [round(s, 2) for s in v] for key, v in seconds.items()}}
 
 

@@ -56,16 +56,18 @@ class PrefixIndex:
                              f"{len(self.lengths)} pool rows")
         self._clock += 1
         placements, claimed = [], np.zeros(len(self.lengths), bool)
-        for ids, limit in zip(prefixes, limits or [self.length] * len(prefixes), strict=True):
+        limits = [self.length] * len(prefixes) if limits is None else limits
+        for ids, limit in zip(prefixes, limits, strict=True):
             source, matched = self._longest_match(ids)
-            if matched:
+            reused = min(matched, limit)
+            if reused:
                 self.last_use[source] = self._clock
             if matched and matched == self.lengths[source] and not claimed[source]:
                 dest = source  # a child of the row's prompt: the row's prefix lives on in it
             else:
                 dest = int(np.argmin(np.where(claimed, np.iinfo(np.int64).max, self.last_use)))
             claimed[dest] = True
-            placements.append(Placement(source, min(matched, limit), dest))
+            placements.append(Placement(source, reused, dest))
         for ids, p in zip(prefixes, placements):
             self.tokens[p.dest] = -1
             self.tokens[p.dest, :len(ids)] = ids

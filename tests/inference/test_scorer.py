@@ -10,6 +10,7 @@ from rstar_jax.config import PPMConfig, ScorerConfig
 from rstar_jax.inference import scorer as scorer_lib
 from rstar_jax.inference.scorer import PPMScorer
 from rstar_jax.models.ppm import ProcessRewardModel
+from rstar_jax.models.tokenizer import encode
 from rstar_jax import steps as sf
 
 TEXTS = [sf.policy_prompt("What is 12 + 30?", "<code>\nx = 12 + 30\n<end_of_step>"),
@@ -141,13 +142,13 @@ def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm, mean_ppm
 
 def test_a_step_mean_child_reuses_its_whole_parent(tiny, mean_ppm):
     """With the "step_mean" readout a text runs again only the tokens its score reads: a child its
-    own step (its parent's text is reused whole), a new question all of it."""
+    own step (its parent's text is reused whole), a new question its whole text."""
     tokenizer = tiny[2]
     pooled = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16, prefix_cache_rows=32))
     for level, texts in enumerate(tree_like_texts(3)):
         before, starts = pooled.counts["prefill_tokens"], step_starts(texts)
         pooled.score(texts, starts)
-        read = [sum(1 for _, end in tokenizer(t, return_offsets_mapping=True)["offset_mapping"] if end > start)
-                for t, start in zip(texts, starts)]
+        _, offsets = encode(tokenizer, texts, offsets=True)  # the scorer's rule for the tokens a score reads
+        read = [sum(1 for _, end in row if end > start) for row, start in zip(offsets, starts)]
         if level:  # the first level's parents were never scored
             assert pooled.counts["prefill_tokens"] - before == sum(read)
