@@ -107,6 +107,10 @@ def search_stage(round_dir: str, train_sets: dict[str, list[Problem]], rc: Round
         counters = {"": stack.policy, **({"score_": stack.ppm} if stack.ppm is not None else {})}
         before = {(prefix, name): count
                   for prefix, counter in counters.items() for name, count in counter.counts.items()}
+        # Each chunk starts with empty prefix pools: a chunk searched again after a kill then gives
+        # the same trees to the bit (the reused prefixes of earlier chunks would move roundings).
+        for model in counters.values():
+            model.forget_prefixes()
         result = run_mcts(problems, stack.policy, stack.ppm, search, stack.executor, mesh=stack.mesh, stats=stats)
         stats.update({prefix + name: counters[prefix].counts[name] - count for (prefix, name), count in before.items()})
         metrics.append(chunk_metrics(result, stats))

@@ -136,7 +136,7 @@ class Sampler:
         if config.prefix_cache_rows and config.prefix_cache_rows < self._max_slots:
             raise ValueError(f"SamplerConfig.prefix_cache_rows={config.prefix_cache_rows}: need 0 (off) or "
                              f">= max_batch rounded down to a power of two ({self._max_slots})")
-        self._empty_pool()
+        self.forget_prefixes()
         self.counts = {"prefill_tokens": 0, "reused_tokens": 0}
 
     def sample(self, prompts: Sequence[str], num_samples: int = 1, sampling: SamplingConfig = SamplingConfig(),
@@ -297,12 +297,13 @@ class Sampler:
         try:
             slots, self._pool = decode.refill(self._graph, self._state, slots, self._pool, new, packed.view_len)
         except Exception:  # the pool was donated and the index already updated: start both afresh
-            self._empty_pool()
+            self.forget_prefixes()
             raise
         return slots
 
-    def _empty_pool(self) -> None:
-        """No prefix kept: a fresh index, the device pool made on the next refill (none when off)."""
+    def forget_prefixes(self) -> None:
+        """Keeps no prefix: a fresh index, the device pool made on the next refill (none when off).
+        What runs next computes what a new instance would, to the bit (reuse moves float roundings)."""
         rows = self.config.prefix_cache_rows
         self._prefix_index = PrefixIndex(rows, self.config.max_len) if rows else None
         self._pool: KVCache | None = None

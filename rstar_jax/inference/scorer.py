@@ -95,7 +95,7 @@ class PPMScorer:
         if config.prefix_cache_rows and config.prefix_cache_rows < self._max_rows:
             raise ValueError(f"ScorerConfig.prefix_cache_rows={config.prefix_cache_rows}: need 0 (off) or "
                              f">= max_batch rounded down to a power of two ({self._max_rows})")
-        self._empty_pool()
+        self.forget_prefixes()
         self.counts = {"prefill_tokens": 0, "reused_tokens": 0}
 
     def tokenize(self, text: str) -> list[int]:
@@ -170,12 +170,13 @@ class PPMScorer:
                     packed.tokens, packed.mask, read_mask, packed.start, packed.source, packed.dest),
                     packed.view_len)
             except Exception:  # the pool was donated and the index already updated: start both afresh
-                self._empty_pool()
+                self.forget_prefixes()
                 raise
         return jax.device_get(raw)[: len(rows)]
 
-    def _empty_pool(self) -> None:
-        """No prefix kept: a fresh index, the device pool made on the next batch (none when off)."""
+    def forget_prefixes(self) -> None:
+        """Keeps no prefix: a fresh index, the device pool made on the next batch (none when off).
+        What runs next computes what a new instance would, to the bit (reuse moves float roundings)."""
         rows = self.config.prefix_cache_rows
         self._prefix_index = PrefixIndex(rows, self.config.max_len) if rows else None
         self._pool: KVCache | None = None

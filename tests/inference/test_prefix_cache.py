@@ -81,6 +81,20 @@ def test_reused_prefix_gives_the_same_logprobs(tiny):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_a_sampler_that_forgets_its_prefixes_samples_as_a_new_one(tiny):
+    """Reuse moves float roundings; after `forget_prefixes` the logprobs are a new sampler's to the bit."""
+    _, model, tokenizer = tiny
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=8)
+    config = dataclasses.replace(CONFIG, prefix_cache_rows=8)
+    used = Sampler(model, tokenizer, config)
+    search_like_calls(used, 2)
+    used.forget_prefixes()
+    prompts = ["the quick brown fox jumps over", "hello world, héllo"]
+    got, expected = (s.sample(prompts, 2, sampling, seed=4) for s in (used, Sampler(model, tokenizer, config)))
+    assert [[(c.token_ids, c.logprob_sum) for c in cs] for cs in got] == \
+        [[(c.token_ids, c.logprob_sum) for c in cs] for cs in expected]
+
+
 def test_a_pool_smaller_than_the_slots_is_refused(tiny):
     with pytest.raises(ValueError, match="prefix_cache_rows=4"):
         Sampler(tiny[1], tiny[2], dataclasses.replace(CONFIG, prefix_cache_rows=4))
