@@ -7,10 +7,11 @@ import pytest
 
 from rstar_jax.config import SamplerConfig, SamplingConfig
 from rstar_jax.inference import decode
-from rstar_jax.inference.prefix_cache import Placement, PrefixIndex
+from rstar_jax.inference.prefix_cache import Placement, PrefixIndex, pack_suffixes
 from rstar_jax.inference.sampler import Sampler
 
-CONFIG = SamplerConfig(max_batch=8, max_len=256, chunk_tokens=8, min_prompt_bucket=16)
+# Prompts narrower than 16 tokens: a suffix's bucket smaller than the prompt leaves room for reuse.
+CONFIG = SamplerConfig(max_batch=8, max_len=256, chunk_tokens=8, min_prompt_bucket=4)
 
 
 def test_a_prompt_reuses_the_row_sharing_its_longest_prefix():
@@ -40,6 +41,17 @@ def test_one_refill_never_stores_two_prompts_in_one_row():
     assert sorted(p.dest for p in placed) == [0, 1, 2]
     with pytest.raises(ValueError, match="3 pool rows"):
         index.place([[1], [2], [3], [4]])
+
+
+def test_a_prefill_sees_no_more_cache_than_its_longest_row():
+    """A deep reused row beside a wide new suffix gives up reused tokens instead of widening the
+    view: they run in its padding, within the same width."""
+    rows = [list(range(30)), list(range(100, 110))]
+    packed = pack_suffixes(rows, [Placement(0, 28, 1), Placement(0, 0, 2)], rows=2, min_bucket=16,
+                           max_len=256, pool_rows=4)
+    assert packed.view_len == 32 and packed.tokens.shape == (2, 16)
+    assert packed.start.tolist() == [16, 0] and packed.mask.sum(axis=1).tolist() == [14, 10]
+    assert packed.tokens[0, :14].tolist() == rows[0][16:] and packed.dest.tolist() == [1, 2]
 
 
 def search_like_calls(sampler: Sampler, depth: int) -> list[list[list[int]]]:

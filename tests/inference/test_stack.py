@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent("""
     on_device0 = lambda tree: sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(tree)
                                   if jax.numpy.issubdtype(x.dtype, jax.numpy.floating))
     sampler = SamplerConfig(max_batch=16, max_len=128)
-    scorer = ScorerConfig(max_batch=8, max_len=128, prefix_cache_rows=8)
+    scorer = ScorerConfig(max_batch=8, max_len=128, min_bucket=4, prefix_cache_rows=8)  # suffixes narrower than texts
     # Texts a search would score: two nodes, then children of each (run past their parents' cache).
     nodes = ["hello", "print(x)"]
     children = [n + s for n in nodes for s in (" world", " = 1", " + 2")]
