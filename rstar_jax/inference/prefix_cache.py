@@ -45,21 +45,24 @@ class PrefixIndex:
     def length(self) -> int:
         return self.tokens.shape[1]
 
-    def place(self, prefixes: Sequence[Sequence[int]]) -> list[Placement]:
-        """Reuse sources and storage rows for the cached prefixes of one refill (distinct prompts,
-        each without the tokens the caller runs in any case, such as a sampler prompt's last token,
-        each at most `length` tokens). Sources are read before any row is written, so a prompt
-        may take over the row it reuses."""
+    def place(self, prefixes: Sequence[Sequence[int]], limits: Sequence[int] | None = None) -> list[Placement]:
+        """Reuse sources and storage rows for the cached prefixes of one refill: distinct prompts,
+        each as its pool row will hold it (a sampler prompt without its last token, which the
+        sampler runs in any case), each at most `length` tokens. `limits[i]`, if given, caps the
+        tokens prompt i reuses (a PPM score's text reuses none of the tokens the score reads).
+        Sources are read before any row is written, so a prompt may take over the row it reuses."""
         if len(prefixes) > len(self.lengths):
             raise ValueError(f"PrefixIndex: {len(prefixes)} prompts in one refill, only "
                              f"{len(self.lengths)} pool rows")
         self._clock += 1
         placements, claimed = [], np.zeros(len(self.lengths), bool)
-        for ids in prefixes:
-            source, reused = self._longest_match(ids)
+        limits = [self.length] * len(prefixes) if limits is None else limits
+        for ids, limit in zip(prefixes, limits, strict=True):
+            source, matched = self._longest_match(ids)
+            reused = min(matched, limit)
             if reused:
                 self.last_use[source] = self._clock
-            if reused and reused == self.lengths[source] and not claimed[source]:
+            if matched and matched == self.lengths[source] and not claimed[source]:
                 dest = source  # a child of the row's prompt: the row's prefix lives on in it
             else:
                 dest = int(np.argmin(np.where(claimed, np.iinfo(np.int64).max, self.last_use)))

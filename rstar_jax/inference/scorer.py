@@ -7,8 +7,8 @@ A search scores every new node, and a node's text is its parent's plus one step.
 pool (`ScorerConfig.prefix_cache_rows`), the scorer keeps the PPM's KV cache of recently scored
 texts in device rows, indexed on the host like the sampler's (`prefix_cache.PrefixIndex`): a text
 runs only past the longest prefix a row holds, so a child prefills its step, not its whole path
-(with the "step_mean" readout, its parent's step too: the index keeps each text less the tokens its
-score read). Scores with and without the pool agree to float rounding.
+(the tokens a score reads always run: its last, or with the "step_mean" readout its step's). Scores
+with and without the pool agree to float rounding.
 
 Long inputs keep their end. The original keeps the first 4095 tokens and so scores a long
 trajectory without its latest steps (spec §5); the step being valued is the last one, so here a
@@ -150,7 +150,7 @@ class PPMScorer:
         if self._prefix_index is None:
             placed = [Placement(0, 0, 0)] * len(rows)
         else:  # the tokens a score reads are never reused: their hidden states are the score
-            placed = self._prefix_index.place([ids[:len(ids) - read] for ids, read in rows])
+            placed = self._prefix_index.place(token_rows, [len(ids) - read for ids, read in rows])
             if self._pool is None:
                 self._pool = decode.on_device(init_cache, self._model_config, self.config.prefix_cache_rows,
                                               self.config.max_len, self.mesh, self.rules)()

@@ -43,6 +43,17 @@ def test_one_refill_never_stores_two_prompts_in_one_row():
         index.place([[1], [2], [3], [4]])
 
 
+def test_a_limit_caps_the_reuse_but_the_row_keeps_the_whole_prompt():
+    index = PrefixIndex(rows=2, length=8)
+    index.place([[1, 2, 3]])
+    # Extends row 0 whole, so takes it over, yet reuses only 2 tokens; the row holds all 5 after.
+    assert index.place([[1, 2, 3, 4, 5]], limits=[2]) == [Placement(0, 2, 0)]
+    assert index.lengths[0] == 5
+    assert index.place([[1, 2, 3, 4, 5, 6]], limits=[5]) == [Placement(0, 5, 0)]
+    with pytest.raises(ValueError):  # one limit per prompt
+        index.place([[1], [2]], limits=[1])
+
+
 def test_a_prefill_sees_no_more_cache_than_its_longest_row():
     """A deep reused row beside a wide new suffix gives up reused tokens instead of widening the
     view: they run in its padding, within the same width."""

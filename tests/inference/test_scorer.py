@@ -10,6 +10,7 @@ from rstar_jax.config import PPMConfig, ScorerConfig
 from rstar_jax.inference import scorer as scorer_lib
 from rstar_jax.inference.scorer import PPMScorer
 from rstar_jax.models.ppm import ProcessRewardModel
+from rstar_jax.models.tokenizer import encode
 from rstar_jax import steps as sf
 
 TEXTS = [sf.policy_prompt("What is 12 + 30?", "<code>\nx = 12 + 30\n<end_of_step>"),
@@ -25,6 +26,15 @@ def ppm(tiny):
     linear.kernel.set_value(jax.random.normal(jax.random.key(1), linear.kernel.shape))
     linear.bias.set_value(linear.bias.get_value() + 0.5)
     return ppm
+
+
+@pytest.fixture(scope="module")
+def mean_ppm(ppm):
+    """`ppm` reading its head's mean over a step's tokens."""
+    mean_ppm = ProcessRewardModel(ppm.backbone.config, PPMConfig(readout="step_mean"), rngs=nnx.Rngs(0),
+                                  backbone=ppm.backbone)
+    mean_ppm.value_head = ppm.value_head
+    return mean_ppm
 
 
 def head_values(tiny, ppm, ids):
@@ -97,18 +107,20 @@ def test_a_prefix_pool_smaller_than_a_batch_is_refused(tiny, ppm):
         PPMScorer(ppm, tiny[2], ScorerConfig(max_batch=4, prefix_cache_rows=2))
 
 
-def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm):
+def step_starts(texts: list[str]) -> list[int]:
+    """Where each text of `tree_like_texts` starts its step: a child's where its parent's text
+    ends, a new question's at 0 (all of it is read)."""
+    return [t.rfind("<code>") if "<code>" in t else 0 for t in texts]
+
+
+def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm, mean_ppm):
     """A "step_mean" PPM scores each text by the head's mean over the tokens from its step's start
     on (HF hidden states through the head), with or without a prefix pool."""
-    mean_ppm = ProcessRewardModel(ppm.backbone.config, PPMConfig(readout="step_mean"), rngs=nnx.Rngs(0),
-                                  backbone=ppm.backbone)
-    mean_ppm.value_head = ppm.value_head
     tokenizer = tiny[2]
     plain = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16))
     pooled = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16, prefix_cache_rows=4))
     for texts in tree_like_texts(3):
-        # a child's step starts where its parent's text ends; a new question's text is all step
-        starts = [t.rfind("<code>") if "<code>" in t else 0 for t in texts]
+        starts = step_starts(texts)
         raw = plain.score(texts, starts)[0]
         np.testing.assert_allclose(pooled.score(texts, starts)[0], raw, rtol=1e-5, atol=1e-5)
     encoded = tokenizer(texts[0], return_offsets_mapping=True)
@@ -126,3 +138,26 @@ def test_step_mean_scores_read_the_step_from_where_it_starts(tiny, ppm):
                                rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="outside"):
         cut.score([text], [len(text) + 1])
+
+
+def test_a_step_mean_child_reuses_its_whole_parent(tiny, mean_ppm):
+    """With the "step_mean" readout the pool serves a text all but the tokens its score reads: a
+    child its parent's whole text, a new question nothing. (A prefill may still run some of the
+    served tokens in its padding: `pack_suffixes`.)"""
+    tokenizer = tiny[2]
+    pooled = PPMScorer(mean_ppm, tokenizer, ScorerConfig(max_batch=4, min_bucket=16, prefix_cache_rows=32))
+    index, served = pooled._prefix_index, []
+    place = index.place
+
+    def recorded(prefixes, limits):
+        placed = place(prefixes, limits)
+        served.extend(p.reused for p in placed)
+        return placed
+    index.place = recorded
+    for level, texts in enumerate(tree_like_texts(3)):
+        starts, served[:] = step_starts(texts), []
+        pooled.score(texts, starts)
+        ids, offsets = encode(tokenizer, texts, offsets=True)  # the scorer's rule for the tokens a score reads
+        read = [sum(1 for _, end in row if end > start) for row, start in zip(offsets, starts)]
+        if level:  # the first level's parents were never scored
+            assert sorted(served) == sorted(len(row) - r for row, r in zip(ids, read))
