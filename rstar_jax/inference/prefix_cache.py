@@ -105,9 +105,9 @@ def pack_suffixes(token_rows: Sequence[Sequence[int]], placed: Sequence[Placemen
     """Lays out one prefill of `token_rows` placed by `PrefixIndex.place` (all `Placement(0, 0, 0)`
     without a pool of `pool_rows`) in `rows` rows of a power-of-two width >= `min_bucket`. The
     prefill sees `view_len` cache slots: the longest row's, bucketed (at least the width, at most
-    `max_len`'s bucket). A row whose suffix starts later than the view leaves room for the width
-    gives up the last reused tokens and prefills them in its padding instead: the same prefill
-    shape, and a view never longer than without reuse."""
+    `max_len`'s bucket). A row whose reused prefix ends past `view_len - width` gives up its last
+    reused tokens and prefills them in its padding instead: the same prefill shape, and a view never
+    longer than without reuse."""
     start = [p.reused for p in placed]
     width = bucket(max(len(ids) - s for ids, s in zip(token_rows, start)), min_bucket)
     view_len = min(bucket(max(max(map(len, token_rows)), width)), bucket(max_len))

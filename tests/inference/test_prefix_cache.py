@@ -10,7 +10,8 @@ from rstar_jax.inference import decode
 from rstar_jax.inference.prefix_cache import Placement, PrefixIndex, pack_suffixes
 from rstar_jax.inference.sampler import Sampler
 
-# Prompts narrower than 16 tokens: a suffix's bucket smaller than the prompt leaves room for reuse.
+# Suffixes padded to multiples of 4 tokens, not 16: a prompt that fits in one bucket runs whole, so
+# these short prompts need a small bucket to show any reuse.
 CONFIG = SamplerConfig(max_batch=8, max_len=256, chunk_tokens=8, min_prompt_bucket=4)
 
 
