@@ -14,16 +14,22 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from rstar_jax.config import EvalConfig
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import metrics
 from rstar_jax.evaluation.results import Candidate
-from rstar_jax.evaluation.solutions import Policy, chat_solutions, rstar_solutions
+from rstar_jax.evaluation.solutions import chat_solutions, rstar_solutions
 from rstar_jax import steps as sf
 from rstar_jax.search.beam import run_beam_search
-from rstar_jax.search.driver import run_mcts
+from rstar_jax.search.driver import StepGenerator, run_mcts
+
+
+class Policy(StepGenerator, Protocol):
+    """The Sampler interface the methods run on, and the prefix pool the evaluation empties per batch."""
+
+    def forget_prefixes(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +42,12 @@ class Models:
     tokenizer: Any = None  # chat prompts
     search: Any = None  # rstar_jax.config.SearchConfig: mcts, beam
     mesh: Any = None  # jax.sharding.Mesh the search trees are sharded over
+
+    def forget_prefixes(self) -> None:
+        """Empties the policy's and the PPM's prefix pools (`Sampler.forget_prefixes`)."""
+        self.policy.forget_prefixes()
+        if self.ppm is not None:
+            self.ppm.forget_prefixes()
 
 
 def greedy(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:

@@ -139,6 +139,9 @@ def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Pro
             positions = todo[start : start + config.batch_size]
             batch = [problems[p] for p in positions]
             began = time.perf_counter()
+            # Each batch starts with empty prefix pools: a batch run again after a kill then gives
+            # the same records to the bit (prefixes reused from earlier batches move roundings).
+            models.forget_prefixes()
             candidates = fn(batch, models, config)
             args = (batch, positions, [method] * len(batch), candidates, [is_equivalent] * len(batch))
             records = list(pool.map(grade, *args, chunksize=4) if pool else map(grade, *args))

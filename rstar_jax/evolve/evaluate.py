@@ -22,9 +22,12 @@ from rstar_jax.evaluation.run import evaluate_sets
 
 
 def ranked_right(scorer, pairs: Sequence[records.PreferencePair]) -> np.ndarray:
-    """bool per pair: the PPM scores its chosen continuation above the rejected one."""
+    """bool per pair: the PPM scores its chosen continuation above the rejected one. Scored from an
+    empty prefix pool, so the figure does not hang on what the scorer ran before (a resumed run's
+    evaluation skips the batches it had finished)."""
     if not pairs:
         return np.zeros(0, bool)
+    scorer.forget_prefixes()
     raw, _ = scorer.score([p.prompt + p.pos for p in pairs] + [p.prompt + p.neg for p in pairs],
                           [len(p.prompt) for p in pairs] * 2)
     return np.asarray(raw[:len(pairs)] > raw[len(pairs):], bool)

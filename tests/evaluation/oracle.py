@@ -57,6 +57,9 @@ class OraclePolicy:
                 out.append([_cut(text, sampling.stop)] * num_samples)
         return out
 
+    def forget_prefixes(self):
+        """Keeps no prefixes: nothing to empty."""
+
 
 def _cut(text: str, stop: Sequence[str]) -> Completion:
     """The completion a sampler returns: up to and including the first stop string."""
@@ -73,3 +76,6 @@ class WrongSpotterPPM:
     def score(self, texts: Sequence[str], step_starts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         raw = np.array([-5.0 if repr(WRONG) in t else 5.0 for t in texts], np.float32)
         return raw, np.tanh(raw / 5.0)
+
+    def forget_prefixes(self):
+        """Keeps no prefixes: nothing to empty."""

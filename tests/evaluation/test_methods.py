@@ -98,6 +98,9 @@ class ChatOracle:
         return [[Completion(f"Adding up, the answer is {self.answers[p]}.", [], "eos", 0.0)] * num_samples
                 for p in prompts]
 
+    def forget_prefixes(self):
+        """Keeps no prefixes: nothing to empty."""
+
 
 def test_chat_format_for_models_without_rstar_steps(tmp_path, sets, executor):
     tokenizer = transformers.PreTrainedTokenizerFast(

@@ -12,7 +12,7 @@ import os
 import re
 
 import pytest
-from oracle import OraclePolicy
+from oracle import OraclePolicy, WrongSpotterPPM
 
 from rstar_jax.config import EvalConfig
 from rstar_jax.data.problems import load_problem_sets
@@ -87,14 +87,20 @@ class Killed(Exception):
 
 
 class Recording(OraclePolicy):
-    """The oracle, noting the solutions it starts; killed once it has started `die_after`."""
+    """The oracle, noting the solutions it starts and when its prefix pool is emptied (`events`);
+    killed once it has started `die_after`."""
 
     def __init__(self, problems, die_after=None):
         super().__init__(problems)
-        self.started, self.die_after = [], die_after
+        self.started, self.die_after, self.events = [], die_after, []
+
+    def forget_prefixes(self):
+        self.events.append("forget")
 
     def sample(self, prompts, num_samples, sampling, **kwargs):
-        self.started += [p for p in prompts if p in self.golds]
+        started = [p for p in prompts if p in self.golds]
+        self.started += started
+        self.events += ["start"] * len(started)
         if self.die_after is not None and len(self.started) > self.die_after:
             raise Killed
         return super().sample(prompts, num_samples, sampling, **kwargs)
@@ -143,3 +149,22 @@ def _malformed(gold) -> bool:
         if depth < 0:
             return True
     return depth != 0 or gold.endswith("\\")
+
+
+class ForgettingPPM(WrongSpotterPPM):
+    def __init__(self):
+        self.forgotten = 0
+
+    def forget_prefixes(self):
+        self.forgotten += 1
+
+
+def test_every_batch_starts_with_empty_prefix_pools(tmp_path, executor):
+    """Reused prefixes move float roundings, so a batch run again after a kill matches its first try
+    to the bit only if no batch reuses an earlier batch's prefixes."""
+    problems = load_problem_sets(FIXTURES)["MATH_test"]  # 4 problems
+    sets = {"MATH_test": problems}
+    config = EvalConfig(methods=("best_of_n",), num_samples=1, batch_size=2, grade_workers=0)
+    policy, ppm = Recording(problems), ForgettingPPM()
+    evaluate_sets(str(tmp_path), sets, Models(policy, executor, ppm=ppm), config, process_index=0, process_count=1)
+    assert policy.events == ["forget", "start", "start"] * 2 and ppm.forgotten == 2
