@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from rstar_jax.config import EvalConfig
+from rstar_jax.config import EvalConfig, SearchConfig
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import metrics
 from rstar_jax.evaluation.results import Candidate
@@ -87,7 +87,17 @@ def best_of_n(problems: Sequence[Problem], models: Models, config: EvalConfig) -
 
 def mcts(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:
     """`config.num_runs` evaluation-mode MCTS runs (seeds search.seed + r), one answer per run."""
+    if models.search is not None:
+        check_evaluation_search(models.search)
     return _search_runs(run_mcts, problems, models, config)
+
+
+def check_evaluation_search(search: SearchConfig) -> None:
+    """Fails on an MCTS that would reward its answers against the gold answers (data generation's
+    `ground_truth_rewards`): its pick would be any right leaf of the tree, pass@n, not the PPM's."""
+    if search.ground_truth_rewards:
+        raise ValueError("search evaluation: SearchConfig.ground_truth_rewards must be False (the gold "
+                         "answers would pick the MCTS's answer); SearchConfig.evaluation() sets it")
 
 
 def beam(problems: Sequence[Problem], models: Models, config: EvalConfig) -> list[list[Candidate]]:

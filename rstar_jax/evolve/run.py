@@ -41,6 +41,7 @@ import jax
 from rstar_jax.config import CurriculumConfig, EvolveConfig
 from rstar_jax.data import records
 from rstar_jax.data.problems import load_problem_sets
+from rstar_jax.evaluation.methods import check_evaluation_search
 from rstar_jax.evolve.evaluate import evaluate_round
 from rstar_jax.evolve.extract import PPM_HELDOUT, PPM_TRAIN, SFT_TRAIN, extract_round
 from rstar_jax.evolve.models import init_policy, train_policy, train_recital, train_reward_model, train_tokenizer
@@ -89,6 +90,8 @@ def evolve(workdir: str = "runs/evolve", *, config: EvolveConfig = EvolveConfig(
     for name in ("train_shards", "sft_rounds", "ppm_pair_rounds"):
         if getattr(config, name) < 1:
             raise ValueError(f"evolve: {name} must be at least 1, got {getattr(config, name)}")
+    if "mcts" in config.evaluation.methods:
+        check_evaluation_search(config.eval_search)  # now, not in round 3's evaluation
     initialize_distributed()
     is_main = jax.process_index() == 0
     manifest = Manifest.load(workdir)

@@ -1,6 +1,7 @@
 """Each method through `evaluate_sets` with the oracle policy: sampled votes, best-of-n by PPM,
 MCTS and beam-search runs, and the chat format for models that do not know rStar's steps."""
 
+import dataclasses
 import json
 import os
 
@@ -85,6 +86,14 @@ def test_search_runs_pick_the_best_scored_answer_of_each_tree(tmp_path, sets, ex
             assert cand["answer"] == record["gold"] and cand["score"] == pytest.approx(0.7616, abs=1e-4)
             assert cand["steps"][-1].endswith(sf.ANSWER_END) and sf.OUTPUT in "".join(cand["steps"])
             assert cand["leaf_correct"] and cand["finish"] == "answer"
+
+
+def test_an_mcts_evaluation_never_rewards_answers_by_the_gold(tmp_path, sets, executor):
+    """With data generation's rewards the gold answers would pick each tree's answer (pass@n)."""
+    models = Models(OraclePolicy(sets["GSM8K_test"]), executor, ppm=WrongSpotterPPM(),
+                    search=dataclasses.replace(SEARCH, ground_truth_rewards=True))
+    with pytest.raises(ValueError, match="ground_truth_rewards must be False"):
+        _run(tmp_path, sets, models, methods=("mcts",))
 
 
 class ChatOracle:

@@ -233,6 +233,14 @@ def test_unknown_ppm_base_is_refused(tmp_path):
         run.evolve(str(tmp_path), config=EvolveConfig(ppm_base="base"))
 
 
+def test_an_evaluation_mcts_rewarded_by_the_gold_answers_is_refused_before_any_stage(tmp_path):
+    from rstar_jax.config import SearchConfig
+
+    with pytest.raises(ValueError, match="ground_truth_rewards must be False"):
+        run.evolve(str(tmp_path), config=EvolveConfig(eval_search=SearchConfig()))
+    assert not os.path.exists(tmp_path / "manifest.json")
+
+
 def test_evolve_without_a_gin_file_runs_the_tiny_cpu_default():
     """The library's defaults are neutral; `rstar-jax evolve` alone runs experiments/tiny_cpu.gin."""
     import gin
