@@ -186,6 +186,26 @@ def write_json_atomic(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_jsonl(path: str, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The objects of a JSONL file (none if it is absent); a torn last line (killed mid-write) is
+    dropped, and cut off the file if `repair`."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    if repair and len(complete) < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(len(complete))
+    records = []
+    for lineno, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {lineno} is not valid JSON ({e.msg}); delete the file to redo it") from None
+    return records
+
+
 def write_records(path: str, records: Iterable[SFTRecord | PreferencePair]) -> None:
     """Writes SFT records or preference pairs as one rStar-format JSON list."""
     write_json_atomic(path, [dataclasses.asdict(r) for r in records])

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rstar_jax.data.problems import Problem
+from rstar_jax.data.records import read_jsonl
 from rstar_jax.evaluation import metrics
 
 MERGED = "predictions.jsonl"
@@ -71,7 +72,7 @@ class ShardWriter:
     def __init__(self, directory: str, process_index: int = 0, process_count: int = 1):
         os.makedirs(directory, exist_ok=True)
         self.path = shard_path(directory, process_index, process_count)
-        self.done: set[int] = {record["position"] for record in read_records(self.path, repair=True)}
+        self.done: set[int] = {record["position"] for record in read_jsonl(self.path, repair=True)}
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Writes a batch of records with one write + fsync, so a kill loses at most this batch."""
@@ -86,25 +87,6 @@ class ShardWriter:
         self.done.update(r["position"] for r in records)
 
 
-def read_records(path: str, *, repair: bool = False) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a torn last line (killed mid-write) is dropped, and cut off if `repair`."""
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        data = f.read()
-    complete = data[: data.rfind(b"\n") + 1]
-    if repair and len(complete) < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(len(complete))
-    records = []
-    for lineno, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {lineno} is not valid JSON ({e.msg}); delete the file to redo it") from None
-    return records
-
-
 def merge_shards(directory: str, num_problems: int, process_count: int) -> list[dict[str, Any]] | None:
     """Merges all shards into `predictions.jsonl` (atomically) once every problem is present.
 
@@ -112,7 +94,7 @@ def merge_shards(directory: str, num_problems: int, process_count: int) -> list[
     """
     by_position: dict[int, dict[str, Any]] = {}
     for i in range(process_count):
-        for record in read_records(shard_path(directory, i, process_count)):
+        for record in read_jsonl(shard_path(directory, i, process_count)):
             by_position[record["position"]] = record
     if len(by_position) < num_problems:
         return None

@@ -17,7 +17,7 @@ from rstar_jax.data.curriculum import operation_counts
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation.methods import Models
 from rstar_jax.evaluation.reporting import summarize
-from rstar_jax.evaluation.results import MERGED, read_records
+from rstar_jax.evaluation.results import MERGED
 from rstar_jax.evaluation.run import evaluate_sets
 
 
@@ -70,7 +70,7 @@ def evaluate_round(eval_dir: str, test_sets: dict[str, list[Problem]], config: E
                                   dataclasses.replace(evaluation, max_problems=head, methods=scored))
         heldout = records.read_pairs(heldout_file) if stack.ppm is not None and heldout_file else []
         right = ranked_right(stack.ppm, heldout)
-    greedy = ({name: read_records(os.path.join(eval_dir, name, "greedy", MERGED)) for name in test_sets}
+    greedy = ({name: records.read_jsonl(os.path.join(eval_dir, name, "greedy", MERGED)) for name in test_sets}
               if "greedy" in evaluation.methods else {})
     if scored and head != evaluation.max_problems:
         rows += greedy_on_head(greedy, head, evaluation)

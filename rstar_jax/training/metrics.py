@@ -9,6 +9,8 @@ import os
 import jax
 from tensorboardX import SummaryWriter
 
+from rstar_jax.data.records import read_jsonl
+
 
 class MetricsWriter:
     """Appends one JSON line per logged step and mirrors scalars to TensorBoard.
@@ -31,19 +33,15 @@ class MetricsWriter:
     def appending(cls, workdir: str) -> MetricsWriter:
         """A writer that keeps every line already written and numbers its own steps after them
         (stages that log per chunk or batch of work, resumed or not)."""
-        path = os.path.join(workdir, "metrics.jsonl")
-        written = 0
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                written = max((json.loads(line)["step"] for line in f if line.strip()), default=0)
+        written = max((line["step"] for line in read_jsonl(os.path.join(workdir, "metrics.jsonl"))), default=0)
         return cls(workdir, resume_step=written)
 
     def _truncate_after(self, step: int) -> None:
-        with open(self.path, encoding="utf-8") as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        """Keeps the lines up to `step` (a torn last line, killed mid-write, goes too)."""
+        kept = [line for line in read_jsonl(self.path) if line["step"] <= step]
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(kept)
+            f.writelines(json.dumps(line) + "\n" for line in kept)
         os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:

@@ -3,7 +3,8 @@
 import json
 
 from rstar_jax.data.problems import Problem
-from rstar_jax.evaluation.results import Candidate, ShardWriter, grade, merge_shards, read_records
+from rstar_jax.data.records import read_jsonl
+from rstar_jax.evaluation.results import Candidate, ShardWriter, grade, merge_shards
 
 
 def _record(position):
@@ -35,7 +36,7 @@ def test_writer_resumes_after_a_torn_last_line(tmp_path):
     resumed = ShardWriter(str(tmp_path), 0, 1)
     assert resumed.done == {0, 1}
     resumed.append([_record(2)])
-    assert [r["position"] for r in read_records(resumed.path)] == [0, 1, 2]
+    assert [r["position"] for r in read_jsonl(resumed.path)] == [0, 1, 2]
 
 
 def test_merge_waits_for_every_shard_then_writes_problem_order(tmp_path):
@@ -46,4 +47,4 @@ def test_merge_waits_for_every_shard_then_writes_problem_order(tmp_path):
     second.append([_record(3), _record(1)])
     merged = merge_shards(directory, 4, 2)
     assert [r["position"] for r in merged] == [0, 1, 2, 3]
-    assert read_records(str(tmp_path / "predictions.jsonl")) == merged
+    assert read_jsonl(str(tmp_path / "predictions.jsonl")) == merged
