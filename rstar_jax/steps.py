@@ -285,6 +285,12 @@ def extract_program(text: str) -> str:
     return ("".join(program) or text).strip()
 
 
+def closes_code_block(step_text: str) -> bool:
+    """Whether a step ended its code block (it holds `<end_of_code>`, or the block's output): the
+    code of later steps starts afresh after it."""
+    return CODE_END in step_text or OUTPUT_END in step_text
+
+
 def build_program(prev_step_texts: Sequence[str], step_text: str) -> str:
     """The program that verifies a candidate step: the current code block so far plus the step.
 

@@ -92,6 +92,12 @@ def test_build_program_concatenates_the_block():
     assert sf.build_program([], "x = 1\nprint(x)\n<end_of_step>") == "x = 1\nprint(x)"  # no <code> line
 
 
+def test_a_step_closes_its_code_block_with_end_of_code_or_the_block_output():
+    assert sf.closes_code_block("\n\nprint(y)\n<end_of_code>\n<output>4<end_of_output>")
+    assert sf.closes_code_block("\n\nprint(y)\n<end_of_code>")  # not yet run
+    assert not sf.closes_code_block("<code>\n# Step 1\nx = 2\n<end_of_step>")
+
+
 def test_released_trajectories_reparse_and_reexecute():
     """The released SFT examples: the block's program prints the recorded output (multi-print
     format included) and the answer step parses."""

@@ -86,7 +86,7 @@ def _advance(pending: Sequence[tuple[_Partial, Any]], executor: CodeRunner) -> N
 
 def _open_block(steps: Sequence[str]) -> Sequence[str]:
     """The steps after the last closed code block: the code a new code step continues."""
-    closed = [i for i, step in enumerate(steps) if sf.CODE_END in step]
+    closed = [i for i, step in enumerate(steps) if sf.closes_code_block(step)]
     return steps[closed[-1] + 1:] if closed else steps
 
 

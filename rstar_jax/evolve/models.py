@@ -5,14 +5,11 @@ of it."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Sequence
 
 from rstar_jax.config import EvolveConfig, ParallelConfig, TrainConfig
 from rstar_jax.data import records
-
-log = logging.getLogger(__name__)
 
 
 def model_stack(config: EvolveConfig, policy_dir: str, ppm_dir: str | None):
@@ -71,15 +68,11 @@ def train_policy(run_dir: str, base_model: str, sft_file: str | None, config: Ev
 
 
 def train_reward_model(run_dir: str, policy: str, pairs_file: str, config: EvolveConfig,
-                       previous: str | None, train: TrainConfig) -> str | None:
+                       previous: str | None, train: TrainConfig) -> str:
     """The round's PPM, trained with `train` from the round's policy or (`EvolveConfig.ppm_base`)
-    from the previous round's PPM when there is one; the previous round's when no problem gave a pair."""
+    from the previous round's PPM when there is one (a round without pairs trains none: `run.fine_tune`)."""
     from rstar_jax.training.ppm import train_ppm
 
-    if not records.read_pairs(pairs_file):
-        log.warning("%s: no PPM pairs (no problem had both correct and wrong trajectories); "
-                    "keeping the previous PPM (%s)", pairs_file, previous)
-        return previous
     start = previous if config.ppm_base == "previous" else None
     return train_ppm(run_dir, policy_model=policy, train_file=pairs_file, config=train,
                      mesh=config.mesh, ppm_config=config.ppm, init_ppm=start)

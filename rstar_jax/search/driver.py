@@ -225,7 +225,7 @@ class StepExpander:
         texts = []
         while node not in (ROOT, NO_NODE):
             rec = self.nodes[b][node]
-            if sf.OUTPUT_END in rec.text or sf.CODE_END in rec.text:
+            if sf.closes_code_block(rec.text):
                 break
             texts.append(rec.text)
             node = self.parents[b][node]
