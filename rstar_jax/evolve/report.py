@@ -37,7 +37,7 @@ def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
                             if isinstance(result := manifest.stages.get(f"round{r}/{stage}", {}).get("result"), dict)
                             and not result.get("trained", True)},
             **evaluation["result"],
-            "seconds": manifest.seconds(f"round{r}/"),
+            "seconds": manifest.seconds(f"round{r}/"), "resumed": manifest.resumed(f"round{r}/"),
         })
     return rows
 
@@ -176,8 +176,14 @@ def targets(rows: Sequence[dict[str, Any]], goals: Targets) -> list[Target]:
 
     if goals.minutes is not None:
         minutes = sum(sum(row["seconds"].values()) for row in rows) / 60
-        out.append(Target(f"all stages take <= {goals.minutes:g} minutes", minutes <= goals.minutes if rows else None,
-                          f"{minutes:.1f} minutes over rounds 0-{rows[-1]['round'] if rows else '-'}"))
+        detail = f"{minutes:.1f} minutes over rounds 0-{rows[-1]['round'] if rows else '-'}"
+        # A resumed stage's seconds time its last try only: the run took longer than they add up to.
+        resumed = [f"round {row['round']} {stage}" for row in rows for stage in row.get("resumed", ())]
+        met = minutes <= goals.minutes if rows else None
+        if resumed:
+            detail += f" counted; {', '.join(resumed)} resumed after a kill, earlier tries not timed"
+            met = False if met is False else None
+        out.append(Target(f"all stages take <= {goals.minutes:g} minutes", met, detail))
     return out
 
 

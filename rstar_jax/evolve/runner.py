@@ -20,10 +20,13 @@ MANIFEST = "manifest.json"
 
 @dataclasses.dataclass
 class Manifest:
-    """`<workdir>/manifest.json`: stage name -> {"result": ..., "seconds": ...}, in run order."""
+    """`<workdir>/manifest.json`: stage name -> {"result": ..., "seconds": ...}, in run order, and
+    under "started" how often each unfinished stage has started. A stage finished on a later try
+    records its "attempts": its seconds time the last try only (a kill leaves no end time)."""
 
     path: str
     stages: dict[str, dict[str, Any]]
+    started: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, workdir: str) -> Manifest:
@@ -32,7 +35,8 @@ class Manifest:
             return cls(path, {})
         try:
             with open(path, encoding="utf-8") as f:
-                return cls(path, json.load(f)["stages"])
+                saved = json.load(f)
+            return cls(path, saved["stages"], saved.get("started", {}))
         except (json.JSONDecodeError, KeyError) as e:
             raise ValueError(f"{path}: not a manifest written by rstar-jax evolve ({e})") from None
 
@@ -40,13 +44,25 @@ class Manifest:
         """Runs a stage unless the manifest has it; every process runs it, process 0 records it."""
         if name in self.stages:
             return self.stages[name]["result"]
+        attempt = self.started[name] = self.started.get(name, 0) + 1
+        self._write()
         start = time.perf_counter()
         result = fn()
         barrier(f"stage {name}")
-        self.stages[name] = {"result": result, "seconds": round(time.perf_counter() - start, 2)}
-        if jax.process_index() == 0:
-            write_json_atomic(self.path, {"stages": self.stages})
+        del self.started[name]
+        self.stages[name] = {"result": result, "seconds": round(time.perf_counter() - start, 2),
+                             **({"attempts": attempt} if attempt > 1 else {})}
+        self._write()
         return result
+
+    def _write(self) -> None:
+        if jax.process_index() == 0:
+            write_json_atomic(self.path, {"stages": self.stages, **({"started": self.started} if self.started else {})})
+
+    def resumed(self, prefix: str) -> list[str]:
+        """The stages under `prefix` that finished on a later try than their first."""
+        return [name[len(prefix):] for name, s in self.stages.items()
+                if name.startswith(prefix) and s.get("attempts", 1) > 1]
 
     def seconds(self, prefix: str) -> dict[str, float]:
         return {name[len(prefix):]: s["seconds"] for name, s in self.stages.items() if name.startswith(prefix)}

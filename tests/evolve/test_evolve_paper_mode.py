@@ -153,7 +153,7 @@ KILL_POINTS = ("search", "extract", "policy", "ppm", "evaluate")
 
 def outputs(workdir) -> dict[str, object]:
     """What must not depend on kills: stage names, every search chunk, record file, evaluation
-    record and the report (less its seconds)."""
+    record and the report (less its seconds and which stages were resumed)."""
     out: dict[str, object] = {"stages": list(stages(workdir))}
     for path in sorted(workdir.glob("round*/search/pass*/*/*")):
         if path.suffix == ".npz":  # zip entries carry a time
@@ -164,7 +164,7 @@ def outputs(workdir) -> dict[str, object]:
     for path in sorted([*workdir.glob("round*/*.json"), *workdir.glob("round*/eval/**/predictions.jsonl")]):
         out[str(path.relative_to(workdir))] = path.read_text()
     report = json.load(open(workdir / "report.json"))
-    out["report"] = {**report, "rounds": [{k: v for k, v in row.items() if k != "seconds"}
+    out["report"] = {**report, "rounds": [{k: v for k, v in row.items() if k not in ("seconds", "resumed")}
                                           for row in report["rounds"]]}
     return out
 
@@ -201,6 +201,8 @@ def test_paper_mode_killed_at_five_points_resumes_to_the_same_records_and_report
     resumed = cli(*paper_args(killed, paper["formatted"], paper))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert outputs(killed) == outputs(clean)
+    resumed_stages = [row["resumed"] for row in json.load(open(killed / "report.json"))["rounds"]]
+    assert resumed_stages == [[], list(KILL_POINTS), []]
     leftovers = [str(p) for p in killed.glob("round*/**/*") if ".tmp" in p.name]
     assert leftovers == []
     assert (killed / "report.md").exists() and (killed / "accuracy.png").exists()

@@ -113,6 +113,19 @@ def test_targets_say_which_are_met_and_by_how_much():
             "round 2 50.0, round 3 45.0; no rise in round 3)\n") in markdown
 
 
+def test_a_run_with_a_resumed_stage_does_not_claim_its_time():
+    """A killed try leaves no end time, so a resumed stage's seconds undercount the run."""
+    goals = Targets(minutes=20)
+    rows = [report_row(0, None, (50, 20, 0, 0), seconds={"policy": 300}),
+            dict(report_row(1, 0.5, (60, 30, 10, 5), seconds={"search": 600}), resumed=["search"])]
+    (within,) = evolve_report.targets(rows, goals)
+    assert (within.met, within.detail) == (
+        None, "15.0 minutes over rounds 0-1 counted; round 1 search resumed after a kill, earlier tries not timed")
+    rows[1]["seconds"] = {"search": 1200}
+    (over,) = evolve_report.targets(rows, goals)
+    assert over.met is False and over.detail.startswith("25.0 minutes over rounds 0-1 counted; round 1 search")
+
+
 def test_best_of_n_is_compared_with_the_majority_vote_of_its_samples():
     rows = [report_row(0, None, (50, 20, 0, 0)), report_row(1, 0.5, (60, 30, 10, 5)), report_row(2, 0.6, (60, 30, 10, 5))]
     for row, best, vote in ((rows[1], 30.0, 40.0), (rows[2], 50.0, 40.0)):

@@ -19,3 +19,23 @@ def test_manifest_skips_finished_stages(tmp_path):
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(ValueError, match="manifest.json: not a manifest"):
         runner.Manifest.load(str(tmp_path))
+
+
+def test_a_stage_finished_on_a_later_try_says_so(tmp_path):
+    """A kill leaves no end time: the manifest counts each stage's tries, so the report can tell
+    that a resumed stage's seconds time its last try only."""
+    class Killed(Exception):
+        pass
+
+    def killed():
+        raise Killed
+
+    with pytest.raises(Killed):
+        runner.Manifest.load(str(tmp_path)).run("round1/search", killed)
+    resumed = runner.Manifest.load(str(tmp_path))
+    assert resumed.started == {"round1/search": 1}
+    resumed.run("round1/search", lambda: "trees")
+    resumed.run("round1/extract", lambda: "records")
+    again = runner.Manifest.load(str(tmp_path))
+    assert again.started == {} and again.stages["round1/search"]["attempts"] == 2
+    assert again.resumed("round1/") == ["search"] and "attempts" not in again.stages["round1/extract"]
