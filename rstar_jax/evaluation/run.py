@@ -127,16 +127,23 @@ def _grading_pool(workers: int) -> contextlib.AbstractContextManager[ProcessPool
 
 def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Problem], models: Models,
                     config: EvalConfig, pool: ProcessPoolExecutor | None, index: int, count: int) -> None:
-    """This process's problems (every count-th one), in resumable batches."""
+    """This process's problems (every count-th one), in resumable batches.
+
+    The batches are fixed slices of the process's problems, so a resumed evaluation runs the same
+    batches as an uninterrupted one (a sampled row's key and its padding depend on its batch). A batch
+    cut short by a kill mid-write runs again whole, and only its missing records are written.
+    """
     directory = os.path.join(workdir, name, method)
     writer = ShardWriter(directory, index, count)
     mine = shard(range(len(problems)), index, count)
-    todo = [p for p in mine if p not in writer.done]
     fn = METHOD_FNS[method]
-    with (tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{name}/{method}", unit="problem") as bar,
+    with (tqdm(total=len(mine), initial=len(writer.done & set(mine)), desc=f"{name}/{method}", unit="problem") as bar,
           contextlib.closing(MetricsWriter.appending(directory)) as metrics):
-        for start in range(0, len(todo), config.batch_size):
-            positions = todo[start : start + config.batch_size]
+        for start in range(0, len(mine), config.batch_size):
+            positions = mine[start : start + config.batch_size]
+            missing = set(positions) - writer.done
+            if not missing:
+                continue
             batch = [problems[p] for p in positions]
             began = time.perf_counter()
             # Each batch starts with empty prefix pools: a batch run again after a kill then gives
@@ -145,8 +152,8 @@ def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Pro
             candidates = fn(batch, models, config)
             args = (batch, positions, [method] * len(batch), candidates, [is_equivalent] * len(batch))
             records = list(pool.map(grade, *args, chunksize=4) if pool else map(grade, *args))
-            writer.append(records)
-            bar.update(len(batch))
+            writer.append([r for r in records if r["position"] in missing])
+            bar.update(len(missing))
             seconds = time.perf_counter() - began
             metrics.append({  # first candidates: the method's pick for most methods
                 f"eval/{name}/{method}/first_candidate_accuracy":

@@ -151,6 +151,25 @@ def _malformed(gold) -> bool:
     return depth != 0 or gold.endswith("\\")
 
 
+def test_a_batch_cut_short_by_a_kill_runs_again_whole(tmp_path, executor):
+    """A sampled row's key and its padding depend on its batch, so the resumed evaluation runs the
+    batches of an uninterrupted one: the torn batch again whole, writing only its missing records."""
+    problems = load_problem_sets(FIXTURES)["MATH_test"]  # 4 problems
+    sets, config = {"MATH_test": problems}, EvalConfig(methods=("greedy",), batch_size=2, grade_workers=0)
+    (full,) = evaluate_sets(str(tmp_path / "full"), sets, Models(Recording(problems), executor), config,
+                            process_index=0, process_count=1)
+    shard = tmp_path / "full" / "MATH_test" / "greedy" / "predictions.shard-00000-of-00001.jsonl"
+    torn = tmp_path / "torn" / "MATH_test" / "greedy"
+    torn.mkdir(parents=True)
+    (torn / shard.name).write_text("".join(shard.read_text().splitlines(keepends=True)[:3]))  # batch 2 half written
+    policy = Recording(problems)
+    (row,) = evaluate_sets(str(tmp_path / "torn"), sets, Models(policy, executor), config,
+                           process_index=0, process_count=1)
+    assert policy.started == [sf.policy_prompt(p.question) for p in problems[2:]]  # the whole second batch
+    assert (torn / "predictions.jsonl").read_text() == (shard.parent / "predictions.jsonl").read_text()
+    assert row == full
+
+
 class ForgettingPPM(WrongSpotterPPM):
     def __init__(self):
         self.forgotten = 0
