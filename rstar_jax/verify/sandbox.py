@@ -5,7 +5,8 @@ Layers, strongest first (`confine` returns the names of those that are active):
 - Landlock (Linux >= 5.13): reads only below the Python installation and system libraries (no
   /proc, so no parent's environment), writes only below the scratch dir, no TCP bind/connect
   (ABI 4), no signals to processes outside the sandbox (ABI 6).
-- seccomp (Linux x86_64/aarch64): fork/exec/socket/ptrace/kill/mount/unshare and chmod/chown/xattr
+- seccomp (Linux x86_64/aarch64): fork/exec/socket/ptrace/mount/unshare, signals to other processes
+  (kill, tkill, tgkill, sigqueue, pidfd; Landlock scopes signals only from ABI 6), and chmod/chown/xattr
   (file metadata, which Landlock does not cover) fail with EPERM, so neither fork bombs
   (RLIMIT_NPROC does not bind root) nor UDP nor ctypes get around it.
 - Python audit hooks, only where Landlock is unavailable: the same rules at the Python level
@@ -101,17 +102,20 @@ def _landlock(abi: int, scratch: str) -> None:
 
 
 # ---- seccomp-bpf (linux/seccomp.h, linux/filter.h) ----
-_ARCHES = {  # machine: (AUDIT_ARCH, clone, clone3, syscalls that fail with EPERM)
-    "x86_64": (0xC000003E, 56, 435, {
+_ARCHES = {  # machine: (AUDIT_ARCH, clone, clone3, tgkill, syscalls that fail with EPERM)
+    "x86_64": (0xC000003E, 56, 435, 234, {
         "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "socket": 41, "ptrace": 101,
-        "process_vm_readv": 310, "process_vm_writev": 311, "kill": 62, "tkill": 200, "mount": 165,
+        "process_vm_readv": 310, "process_vm_writev": 311, "kill": 62, "tkill": 200,
+        "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_open": 434, "pidfd_send_signal": 424,
+        "mount": 165,
         "umount2": 166, "unshare": 272, "setns": 308, "chroot": 161, "pivot_root": 155,
         "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260,
         "fchmodat": 268, "fchmodat2": 452, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
         "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199}),
-    "aarch64": (0xC00000B7, 220, 435, {
+    "aarch64": (0xC00000B7, 220, 435, 131, {
         "execve": 221, "execveat": 281, "socket": 198, "ptrace": 117, "process_vm_readv": 270,
-        "process_vm_writev": 271, "kill": 129, "tkill": 130, "mount": 40, "umount2": 39,
+        "process_vm_writev": 271, "kill": 129, "tkill": 130, "rt_sigqueueinfo": 138,
+        "rt_tgsigqueueinfo": 240, "pidfd_open": 434, "pidfd_send_signal": 424, "mount": 40, "umount2": 39,
         "unshare": 97, "setns": 268, "chroot": 51, "pivot_root": 41, "fchmod": 52,
         "fchmodat": 53, "fchownat": 54, "fchown": 55, "fchmodat2": 452, "setxattr": 5,
         "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16}),
@@ -127,26 +131,29 @@ def _bpf(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
-def _seccomp_program(machine: str) -> bytes:
-    """Deny process creation (threads allowed), exec, sockets, ptrace, kill, namespaces, metadata."""
-    arch, clone, clone3, denied = _ARCHES[machine]
-    deny = _bpf(_BPF_RET_K, _RET_ERRNO | _EPERM)
+def _seccomp_program(machine: str, pid: int) -> bytes:
+    """Deny process creation (threads allowed), exec, sockets, ptrace, signals to other processes
+    (process `pid` may signal itself: abort and raise), namespaces, metadata."""
+    arch, clone, clone3, tgkill, denied = _ARCHES[machine]
+    deny, allow = _bpf(_BPF_RET_K, _RET_ERRNO | _EPERM), _bpf(_BPF_RET_K, _RET_ALLOW)
     prog = [_bpf(_BPF_LD_W_ABS, 4), _bpf(_BPF_JEQ_K, arch, 1, 0), deny,  # foreign arch: deny all
             _bpf(_BPF_LD_W_ABS, 0)]
     if machine == "x86_64":
         prog += [_bpf(_BPF_JGE_K, _X32_SYSCALL_BIT, 0, 1), deny]
     for nr in denied.values():
         prog += [_bpf(_BPF_JEQ_K, nr, 0, 1), deny]
+    prog += [_bpf(_BPF_JEQ_K, tgkill, 0, 4), _bpf(_BPF_LD_W_ABS, 16),  # args[0]: the target's tgid
+             _bpf(_BPF_JEQ_K, pid, 0, 1), allow, deny]
     # clone3 hides its flags in memory: ENOSYS makes glibc fall back to clone for threads.
     prog += [_bpf(_BPF_JEQ_K, clone3, 0, 1), _bpf(_BPF_RET_K, _RET_ERRNO | _ENOSYS)]
     prog += [_bpf(_BPF_JEQ_K, clone, 0, 3), _bpf(_BPF_LD_W_ABS, 16),  # args[0]: clone flags
              _bpf(_BPF_JSET_K, _CLONE_THREAD, 1, 0), deny]
-    prog.append(_bpf(_BPF_RET_K, _RET_ALLOW))
+    prog.append(allow)
     return b"".join(prog)
 
 
 def _seccomp(machine: str) -> None:
-    program = _seccomp_program(machine)
+    program = _seccomp_program(machine, os.getpid())
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = struct.pack("@HP", len(program) // 8, ctypes.addressof(buffer))  # struct sock_fprog
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
@@ -208,11 +215,11 @@ def confine(scratch: str, *, memory_mb: int, max_file_mb: int, kernel: bool = Tr
     if abi:
         _landlock(abi, scratch)
         layers.append(f"landlock-abi{abi}")
-    else:
-        _audit_guard(scratch)
-        layers.append("audit-hooks")
     machine = platform.machine()
     if kernel and sys.platform == "linux" and machine in _ARCHES:
         _seccomp(machine)
         layers.append("seccomp")
+    if not abi:  # last: the hooks refuse the ctypes calls that install seccomp
+        _audit_guard(scratch)
+        layers.append("audit-hooks")
     return layers

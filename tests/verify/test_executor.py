@@ -1,7 +1,10 @@
 """The sandboxed executor: output semantics end to end, hostile programs, isolation, cleanup."""
 
 import os
+import platform
 import socket
+import subprocess
+import sys
 import textwrap
 
 import psutil
@@ -10,6 +13,7 @@ import pytest
 from rstar_jax.verify.executor import ExecResult, Executor
 
 TIMEOUT_S = 1.0
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 SECRET = ("RSTAR_TEST_SECRET", "hunter2")
@@ -215,6 +219,42 @@ def test_audit_hook_fallback_blocks_the_same():
         ])
     assert [r.error is not None for r in results] == [True] * 5 + [False]
     assert not os.path.exists("/tmp/rstar_evil_fallback.txt")
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"),
+                    reason="seccomp filters are built for Linux x86_64 and aarch64")
+def test_a_kernel_without_landlock_gets_seccomp_and_the_audit_hooks(tmp_path):
+    """Kernels before 5.13, or containers that refuse Landlock's calls: both other layers hold."""
+    program = (
+        "import os, sys\n"
+        "from rstar_jax.verify import sandbox\n"
+        "sandbox.landlock_abi = lambda: 0\n"
+        f"print(sandbox.confine({str(tmp_path)!r}, memory_mb=256, max_file_mb=1))\n"
+        "try:\n    os.fork()\nexcept PermissionError:\n    print('no fork')\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["['rlimits', 'seccomp', 'audit-hooks']", "no fork"]
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"),
+                    reason="seccomp filters are built for Linux x86_64 and aarch64")
+def test_the_seccomp_filter_lets_a_process_signal_only_itself():
+    """Landlock scopes signals only from ABI 6 (Linux 6.12): the filter refuses every other way."""
+    program = (
+        "import ctypes, os, platform\n"
+        "from rstar_jax.verify import sandbox\n"
+        "sandbox._seccomp(platform.machine())\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "tgkill = sandbox._ARCHES[platform.machine()][3]\n"
+        "parent, me = os.getppid(), os.getpid()\n"
+        "print(libc.syscall(tgkill, me, me, 0), libc.syscall(tgkill, parent, parent, 0), ctypes.get_errno())\n"
+        "for call in (lambda: os.kill(parent, 0), lambda: os.pidfd_open(parent)):\n"
+        "    try:\n        call()\n    except PermissionError:\n        print('refused')\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["0 -1 1", "refused", "refused"]  # errno 1: EPERM
 
 
 def test_parallel_workers_and_no_strays_after_close():
