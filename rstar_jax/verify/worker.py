@@ -67,16 +67,15 @@ class _ProcessState:
         self.modules = [(vars(m), dict(vars(m))) for m in _RESTORED_MODULES]
 
     def restore(self, code: str) -> None:
-        """Put everything back after running `code`. State that is costly to compare (the
-        environment, the RNGs) is reset only when the program names it."""
+        """Put everything back after running `code`. The environment, costly to compare, is reset
+        only when the program names it; the RNGs always (libraries draw from them unnamed)."""
         os.chdir(self.cwd)
         if "env" in code and os.environ != self.environ:
             os.environ.clear()
             os.environ.update(self.environ)
         sys.path[:] = self.path
         sys.setrecursionlimit(self.recursion_limit)
-        if "rand" in code:
-            _seed()
+        _seed()
         if np.get_printoptions() != self.np_print:
             np.set_printoptions(**self.np_print)
         if np.geterr() != self.np_err:

@@ -76,6 +76,8 @@ def test_random_programs_are_reproducible(executor):
     first = run1(executor, program)
     run1(executor, "import random; random.seed(123); random.random()")
     assert run1(executor, program) == first
+    drawn_unnamed = "from scipy import stats\nprint(stats.norm.rvs())"  # numpy's global generator
+    assert run1(executor, drawn_unnamed) == run1(executor, drawn_unnamed)
 
 
 def test_identical_programs_run_once(executor):
