@@ -230,8 +230,9 @@ def wrap_output(step: str, observation: str) -> str:
 # - A step is an answer only when it carries `<answer>`, or, without any step-format marker, a
 #   `\boxed{}` (few-shot bootstrap models). Code that merely prints the word "boxed" stays code;
 #   the original made it terminal.
-# - `<answer>` without a `\boxed{}`, and text with neither a stop marker nor a box (e.g. cut by the
-#   length limit), are 'unparsable'; so is a code step without any code.
+# - `<answer>` without a `\boxed{}`, and text with neither a step's stop marker (`<end_of_step>`,
+#   `<end_of_code>`) nor a box (e.g. cut by the length limit, even after a block's `<code>`), are
+#   'unparsable'; so is a code step without any code.
 # - Whether a code step failed is decided by the executor (the code raised or timed out,
 #   `ExecResult.error is not None`), not by the word "error" in its output as in the original.
 # --------------------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def parse_step(text: str) -> ParsedStep:
         answer_text = text.split(ANSWER, 1)[1].split(ANSWER_END, 1)[0]
         answer = extract_answer(answer_text, fallbacks=False)
         return ParsedStep("answer", answer=answer) if answer is not None else UNPARSABLE
-    if any(marker in text for marker in (CODE, STEP_END, CODE_END)):
+    if STEP_END in text or CODE_END in text:  # `<code>` alone is no stop: a step cut short
         code = text.split(OUTPUT, 1)[0]
         for marker in (CODE, STEP_END, CODE_END):
             code = code.replace(marker, "")

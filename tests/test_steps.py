@@ -77,6 +77,8 @@ def test_wrap_output_closes_the_code_block_when_needed():
     ("Therefore the answer is $\\boxed{12}$.", sf.ParsedStep("answer", answer="12")),
     ("\n<answer>I give up.<end_of_answer>", sf.UNPARSABLE),
     ("\n\n# Step 3: more thinking but the generation was cut by the length lim", sf.UNPARSABLE),
+    ("<code>\n# Step 1: a block's first step cut by the length lim", sf.UNPARSABLE),
+    ("<code>\n# (1)}.<end_of_answer>", sf.UNPARSABLE),  # stopped at an answer's end, with no answer
     ("\n\n<end_of_step>", sf.UNPARSABLE),
     ("", sf.UNPARSABLE),
 ])
