@@ -44,8 +44,9 @@ _UNITS = (
     "hours|hour|minutes|minute|seconds|second|days|day|weeks|week|years|year|"
     "degrees|degree|dollars|dollar|cents|cent|points|point|people|students|pounds|pound"
 )
-_TRAILING_TEXT = re.compile(r"^(.*?\S)\s*\\(?:text|mbox|mathrm)\{[^{}]*\}\s*$", re.DOTALL)
-_TRAILING_UNIT = re.compile(rf"^([-+]?[\d.,/]*\d)\s*(?:{_UNITS})\.?$", re.IGNORECASE)
+_POWER = r"(?:\^\{?[23]\}?)?"  # square and cubic units: cm^2, m^{3}
+_TRAILING_TEXT = re.compile(rf"^(.*?\S)\s*\\(?:text|mbox|mathrm)\{{[^{{}}]*\}}{_POWER}\s*$", re.DOTALL)
+_TRAILING_UNIT = re.compile(rf"^([-+]?[\d.,/]*\d)\s*(?:{_UNITS}){_POWER}\.?$", re.IGNORECASE)
 _WRAPPER = re.compile(r"\\(?:text|mbox|mathrm|textbf|mathbf)\{([^{}]*)\}")
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _CHOICE = re.compile(r"^\(?([A-E])\)?$")
@@ -140,6 +141,11 @@ def _close(x: complex, y: complex, percent: bool) -> bool:
                and math.isclose(x.imag, y.imag * k, rel_tol=REL_TOL, abs_tol=1e-12) for k in scales)
 
 
+def _integers_equal(a: int, b: int, percent: bool) -> bool:
+    """Exact (and x100, /100 when a side is a percentage)."""
+    return a == b or percent and (a == 100 * b or 100 * a == b)
+
+
 def _numbers_close(a, b, percent: bool) -> bool:
     """Numeric equality of two sympy values: exact for integers, `_close` otherwise."""
     import sympy
@@ -147,7 +153,7 @@ def _numbers_close(a, b, percent: bool) -> bool:
     if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_number and b.is_number):
         return False
     if a.is_Integer and b.is_Integer:
-        return a == b
+        return _integers_equal(int(a), int(b), percent)
     try:
         return _close(complex(sympy.N(a, 20)), complex(sympy.N(b, 20)), percent)
     except (TypeError, ValueError, ArithmeticError):  # ArithmeticError: sympy's PrecisionExhausted
@@ -157,7 +163,7 @@ def _numbers_close(a, b, percent: bool) -> bool:
 def _decimals_equal(pred: str, gold: str, percent: bool) -> bool:
     """The same rule for two plain decimal numbers, without sympy."""
     if _INTEGER.match(pred) and _INTEGER.match(gold):
-        return int(pred) == int(gold)
+        return _integers_equal(int(pred), int(gold), percent)
     return _close(float(pred), float(gold), percent)
 
 

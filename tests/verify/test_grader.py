@@ -141,12 +141,15 @@ CASES = [
     # --- percentages (lenient when either side is a percentage)
     ("50\\%", "50", T), ("50", "50\\%", T), ("0.5", "50\\%", T), ("50\\%", "0.5", T),
     ("12.5%", "12.5", T), ("25", "0.25", F), ("50\\%", "5", F), ("40\\%", "0.5", F),
+    ("1", "100\\%", T), ("100\\%", "1", T), ("\\frac{3}{1}", "300\\%", T), ("1", "100", F), ("3", "200\\%", F),
     # --- units, text, degrees, dollars
     ("5 cm", "5", T), ("5\\text{ cm}", "5", T), ("5", "5\\text{ cm}", T), ("12 \\text{inches}", "12", T),
     ("\\$12.50", "12.50", T), ("12.5 dollars", "12.5", T), ("90^\\circ", "90", T),
     ("90^{\\circ}", "90", T), ("90°", "90", T), ("45\\text{ degrees}", "45", T),
     ("\\text{Monday}", "Monday", T), ("3 \\text{ hours}", "3", T), ("18\\text{ square units}", "18", T),
     ("\\mbox{7 days}", "7", T), ("5 cm", "6", F), ("90^\\circ", "45", F), ("\\text{Tuesday}", "Monday", F),
+    ("25\\text{ cm}^2", "25", T), ("2,500 \\text{ m}^2", "2500", T), ("7\\text{ cm}^{3}", "7", T),
+    ("25 cm^2", "25", T), ("25\\text{ cm}^2", "26", F),
     # --- \left / \right and spacing
     ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", T),
     ("\\left[1, 2\\right]", "[1,2]", T), ("x + 1", "x+1", T), ("2 \\sqrt{2}", "2\\sqrt{2}", T),
