@@ -32,19 +32,24 @@ def learning_rate_schedule(config: TrainConfig, total_steps: int) -> optax.Sched
 
 
 def optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Clip by global norm, then AdamW; like HF, biases and norm scales (ndim < 2) are not decayed.
-    Its state's `hyperparams["learning_rate"]` is the rate of the next update (`with_learning_rate`)."""
+    """Clip by global norm, then AdamW; like HF, biases (the attention's are [heads, head_dim]) and
+    norm scales are not decayed. Its state's `hyperparams["learning_rate"]` is the rate of the next
+    update (`with_learning_rate`)."""
 
     def clipped_adamw(learning_rate):
         adamw = optax.adamw(
             learning_rate, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
-            weight_decay=config.weight_decay, mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
+            weight_decay=config.weight_decay, mask=lambda params: jax.tree_util.tree_map_with_path(_decayed, params),
         )
         if config.max_grad_norm <= 0:
             return adamw
         return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
 
     return optax.inject_hyperparams(clipped_adamw)(learning_rate=config.learning_rate)
+
+
+def _decayed(path: tuple, param: jax.Array) -> bool:
+    return param.ndim >= 2 and not any(getattr(key, "key", None) == "bias" for key in path)
 
 
 def with_learning_rate(opt_state: optax.InjectHyperparamsState, learning_rate: jax.Array) -> optax.InjectHyperparamsState:

@@ -9,11 +9,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rstar_jax.config import MeshConfig
+from rstar_jax.config import MeshConfig, TrainConfig
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.parallel.mesh import make_mesh
 from rstar_jax.training import data, loop
-from rstar_jax.training.optim import learning_rate_schedule
+from rstar_jax.training.optim import learning_rate_schedule, optimizer
 from rstar_jax.training.sft import SFT
 from test_resume import CONFIG, TINY, _examples
 
@@ -51,6 +51,18 @@ def test_updates_follow_the_schedule_as_an_optax_adamw_with_it_would(tmp_path):
         updates, opt_state = tx.update(jax.grad(loss)(ref), opt_state, ref)
         ref = optax.apply_updates(ref, updates)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params, ref)
+
+
+def test_weight_decay_spares_biases_and_norm_scales():
+    """As HF's trainer: the attention's biases are [heads, head_dim], two dimensions, yet not decayed."""
+    model = Decoder(dataclasses.replace(TINY, attention_bias=True), rngs=nnx.Rngs(0))
+    params = jax.tree.map(np.ones_like, nnx.state(model, nnx.Param))  # biases start at 0: nothing to decay
+    tx = optimizer(TrainConfig(learning_rate=1.0, weight_decay=0.5, max_grad_norm=0.0))
+    updates, _ = tx.update(jax.tree.map(np.zeros_like, params), tx.init(params), params)
+    decayed = {jax.tree_util.keystr(path): bool(np.any(u)) for path, u in jax.tree_util.tree_leaves_with_path(updates)}
+    assert decayed["['layers'][0]['self_attn']['q_proj']['kernel'].value"]
+    assert not any(d for name, d in decayed.items() if "bias" in name or "scale" in name)
+    assert any("bias" in name for name in decayed)
 
 
 def test_trainings_of_different_lengths_lower_to_one_program(tmp_path, monkeypatch):
