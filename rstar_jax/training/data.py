@@ -165,8 +165,9 @@ def collate_sft(examples: Sequence[SFTExample | None], length: int) -> dict[str,
         n = len(ex.ids)
         tokens[i] = _row(ex.ids, length)
         targets[i, : n - 1] = ex.ids[1:]
-        # target t is token t+1
-        weights[i, ex.prompt_len - 1 : n - 1] = 1.0 if ex.learned is None else ex.learned[ex.prompt_len:]
+        # target t is token t+1; with no prompt the first token has nothing before it to predict it
+        first = max(ex.prompt_len, 1)
+        weights[i, first - 1 : n - 1] = 1.0 if ex.learned is None else ex.learned[first:]
         mask[i, :n] = True
     return {"tokens": tokens, "mask": mask, "targets": targets, "weights": weights}
 

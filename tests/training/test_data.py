@@ -29,6 +29,15 @@ def test_sft_example_is_prompt_response_eos_with_loss_on_response_and_eos(policy
     assert batch["mask"][0].sum() == n and not batch["mask"][1].any() and not batch["weights"][1].any()
 
 
+def test_an_example_without_a_prompt_learns_every_token_after_its_first():
+    """A plain record with an empty query, from a tokenizer that adds no BOS: prompt_len 0."""
+    ids = np.array([5, 6, 7, 8], np.int32)
+    for learned in (None, np.array([True, True, False, True])):
+        batch = data.collate_sft([data.SFTExample(ids, prompt_len=0, learned=learned)], length=8)
+        np.testing.assert_array_equal(batch["targets"][0][:3], [6, 7, 8])
+        np.testing.assert_array_equal(batch["weights"][0][:4], [1, 0, 1, 0] if learned is not None else [1, 1, 1, 0])
+
+
 def test_plain_text_examples_take_the_query_as_their_prompt(policy_dir):
     from rstar_jax.models.tokenizer import load_tokenizer
 
