@@ -67,10 +67,19 @@ def landlock_abi() -> int:
     return max(0, _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../rstar_jax
+
+
 def read_roots() -> list[str]:
-    """Directories/files a worker may read: the interpreter, its libraries, sys.path, system libs."""
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *_SYSTEM_READ_ROOTS}
-    roots.update(os.path.abspath(p) for p in sys.path if p)
+    """Directories/files a worker may read: the interpreter, its libraries, sys.path, system libs.
+    A source checkout on sys.path gives its `rstar_jax` package only: run directories often live in
+    the checkout, and their problem files hold the gold answers."""
+    installed = (sys.prefix, sys.base_prefix, sys.exec_prefix)
+    roots = {*installed, *_SYSTEM_READ_ROOTS, _PACKAGE}
+    checkout = os.path.dirname(_PACKAGE)
+    if any(checkout.startswith(os.path.join(prefix, "")) for prefix in installed):
+        checkout = None  # an installed package: its parent is site-packages
+    roots.update(path for p in sys.path if p and (path := os.path.abspath(p)) != checkout)
     return sorted(r for r in roots if os.path.exists(r))
 
 

@@ -194,6 +194,17 @@ def test_network_is_blocked(executor):
     assert udp.error is not None
 
 
+def test_the_source_checkout_is_unreadable_but_its_package(executor):
+    """Run directories often live in the checkout, and their problem files hold the gold answers."""
+    if not any(layer.startswith("landlock") for layer in executor.sandbox_layers):
+        pytest.skip("reads are confined by Landlock only (Linux >= 5.13)")
+    assert os.path.exists(os.path.join(ROOT, "setup.py"))
+    readme, package = executor.run([f"print(len(open({os.path.join(ROOT, 'setup.py')!r}).read()) > 0)",
+                                    f"print(len(open({os.path.join(ROOT, 'rstar_jax', 'steps.py')!r}).read()) > 0)"])
+    assert readme.error is not None and readme.error.startswith("PermissionError")
+    assert package == ExecResult("True")
+
+
 def test_signals_to_other_processes_are_refused(executor):
     result = run1(executor, f"import os, signal\nos.kill({os.getpid()}, signal.SIGTERM)")
     assert result.error is not None and result.error.startswith("PermissionError")
