@@ -109,6 +109,8 @@ class SearchResult:
 def concat(results: Iterable[SearchResult]) -> SearchResult:
     """One result from several batches (their trees must share N and K)."""
     results = list(results)
+    if not results:
+        raise ValueError("no search results: the list of problems to search was empty")
     arrays = {k: np.concatenate([r.arrays[k] for r in results]) for k in results[0].arrays}
     return SearchResult([p for r in results for p in r.problems], arrays, [n for r in results for n in r.nodes])
 

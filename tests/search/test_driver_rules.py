@@ -4,6 +4,7 @@ code blocks with timed-out steps, rewards of grades that ran out of time, a full
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from fake_text import FakeCompletion, FakePolicy
 
 from rstar_jax import steps as sf
@@ -63,6 +64,12 @@ def test_an_answer_whose_grade_ran_out_of_time_is_neutral_and_counted(monkeypatc
     assert all(result.nodes[0][i].correct is None for i in answers)
     np.testing.assert_array_equal(result.arrays["value"][0, answers], 0.0)  # never -1
     assert result.pass_at_n(0) is None
+
+
+def test_an_empty_problem_list_is_one_clear_error():
+    config = SearchConfig.data_generation(3, num_rollouts=1, num_candidates=2, use_ppm=False)
+    with pytest.raises(ValueError, match="the list of problems to search was empty"):
+        run_mcts([], FakePolicy(), None, config, NoCode(), progress=False)
 
 
 def test_a_full_context_ends_the_node_as_too_deep_and_is_counted():
