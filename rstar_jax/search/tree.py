@@ -116,8 +116,3 @@ class Tree:
     def q_value(self) -> jax.Array:
         """float32[B, N]: W / N, or 0 for unvisited nodes."""
         return jnp.where(self.visit_count > 0, self.value_sum / jnp.maximum(self.visit_count, 1), 0.0)
-
-    @property
-    def valid_answer(self) -> jax.Array:
-        """bool[B, N]: the node is a final-answer step."""
-        return self.kind == NodeKind.ANSWER
