@@ -199,9 +199,9 @@ def test_the_source_checkout_is_unreadable_but_its_package(executor):
     if not any(layer.startswith("landlock") for layer in executor.sandbox_layers):
         pytest.skip("reads are confined by Landlock only (Linux >= 5.13)")
     assert os.path.exists(os.path.join(ROOT, "setup.py"))
-    readme, package = executor.run([f"print(len(open({os.path.join(ROOT, 'setup.py')!r}).read()) > 0)",
+    checkout_file, package = executor.run([f"print(len(open({os.path.join(ROOT, 'setup.py')!r}).read()) > 0)",
                                     f"print(len(open({os.path.join(ROOT, 'rstar_jax', 'steps.py')!r}).read()) > 0)"])
-    assert readme.error is not None and readme.error.startswith("PermissionError")
+    assert checkout_file.error is not None and checkout_file.error.startswith("PermissionError")
     assert package == ExecResult("True")
 
 
@@ -234,8 +234,20 @@ def test_audit_hook_fallback_blocks_the_same():
     assert not os.path.exists("/tmp/rstar_evil_fallback.txt")
 
 
-@pytest.mark.skipif(sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"),
-                    reason="seccomp filters are built for Linux x86_64 and aarch64")
+SECCOMP_FILTERS = pytest.mark.skipif(sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"),
+                                     reason="seccomp filters are built for Linux x86_64 and aarch64")
+
+
+def run_python(program: str) -> list[str]:
+    """The stdout lines of `program` run by a fresh interpreter on this checkout (a sandbox
+    layer set up in it binds that process only)."""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
+@SECCOMP_FILTERS
 def test_a_kernel_without_landlock_gets_seccomp_and_the_audit_hooks(tmp_path):
     """Kernels before 5.13, or containers that refuse Landlock's calls: both other layers hold."""
     program = (
@@ -244,14 +256,10 @@ def test_a_kernel_without_landlock_gets_seccomp_and_the_audit_hooks(tmp_path):
         "sandbox.landlock_abi = lambda: 0\n"
         f"print(sandbox.confine({str(tmp_path)!r}, memory_mb=256, max_file_mb=1))\n"
         "try:\n    os.fork()\nexcept PermissionError:\n    print('no fork')\n")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": ROOT})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines() == ["['rlimits', 'seccomp', 'audit-hooks']", "no fork"]
+    assert run_python(program) == ["['rlimits', 'seccomp', 'audit-hooks']", "no fork"]
 
 
-@pytest.mark.skipif(sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"),
-                    reason="seccomp filters are built for Linux x86_64 and aarch64")
+@SECCOMP_FILTERS
 def test_the_seccomp_filter_lets_a_process_signal_only_itself():
     """Landlock scopes signals only from ABI 6 (Linux 6.12): the filter refuses every other way."""
     program = (
@@ -264,10 +272,7 @@ def test_the_seccomp_filter_lets_a_process_signal_only_itself():
         "print(libc.syscall(tgkill, me, me, 0), libc.syscall(tgkill, parent, parent, 0), ctypes.get_errno())\n"
         "for call in (lambda: os.kill(parent, 0), lambda: os.pidfd_open(parent)):\n"
         "    try:\n        call()\n    except PermissionError:\n        print('refused')\n")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": ROOT})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines() == ["0 -1 1", "refused", "refused"]  # errno 1: EPERM
+    assert run_python(program) == ["0 -1 1", "refused", "refused"]  # errno 1: EPERM
 
 
 def test_parallel_workers_and_no_strays_after_close():
