@@ -84,8 +84,8 @@ class StepsThenAnswer:
         self.prompts = self.generated = self.completions = 0
         self.roots = None  # (prompts, prefilled tokens) of the first call: every tree's root
 
-    def sample(self, prompts, num_samples, sampling, *, seed):
-        out = self.sampler.sample(prompts, num_samples, sampling, seed=seed)
+    def sample(self, prompts, num_samples, sampling, *, seed, streams):
+        out = self.sampler.sample(prompts, num_samples, sampling, seed=seed, streams=streams)
         self.prompts += len(prompts)
         self.roots = self.roots or (self.prompts, self.sampler.counts["prefill_tokens"])
         for prompt, row in zip(prompts, out):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,12 @@ class Problem:
     def golds(self) -> tuple[str, ...]:
         """The accepted answers as a tuple (one element unless the set lists several)."""
         return self.answer if isinstance(self.answer, tuple) else (self.answer,)
+
+
+def stream_id(*parts: object) -> int:
+    """A stable 31-bit number naming `parts`, e.g. a problem's source and index: the random stream a
+    sampler draws that problem's samples from, so they do not depend on its place in a batch."""
+    return zlib.crc32("\x00".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 
 def set_name(path: str) -> str:

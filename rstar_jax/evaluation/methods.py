@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from rstar_jax.config import EvalConfig, SearchConfig
-from rstar_jax.data.problems import Problem
+from rstar_jax.data.problems import Problem, stream_id
 from rstar_jax.evaluation import metrics
 from rstar_jax.evaluation.results import Candidate
 from rstar_jax.evaluation.solutions import chat_solutions, rstar_solutions
@@ -141,13 +141,14 @@ def split_steps(steps: Sequence[str]) -> list[str]:
 def _solutions(problems, models: Models, config: EvalConfig, *, num_samples: int, greedy: bool = False):
     """Whole solutions sampled as `config.sampling` says; greedy at temperature 0."""
     questions = [p.question for p in problems]
+    streams = [stream_id(p.source, p.index) for p in problems]  # a problem's samples, whatever its batch
     sampling = dataclasses.replace(config.sampling, temperature=0.0) if greedy else config.sampling
     if config.prompt_format == "chat":  # one free-form call: no stop strings
         _require(models.tokenizer, "chat prompts need the policy's tokenizer")
         return chat_solutions(questions, models.policy, models.tokenizer, dataclasses.replace(sampling, stop=()),
-                              num_samples=num_samples, seed=config.seed)
+                              num_samples=num_samples, seed=config.seed, streams=streams)
     return rstar_solutions(questions, models.policy, models.executor, sampling, num_samples=num_samples,
-                           max_depth=config.max_depth, seed=config.seed)
+                           max_depth=config.max_depth, seed=config.seed, streams=streams)
 
 
 def _require(value: Any, message: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rstar_jax.config import SamplingConfig
+from rstar_jax.data.problems import stream_id
 from rstar_jax.evaluation.results import Candidate
 from rstar_jax import steps as sf
 from rstar_jax.search.driver import CodeRunner, StepGenerator as Policy  # Executor and Sampler interfaces
@@ -37,25 +38,29 @@ class _Partial:
 
 def rstar_solutions(
     questions: Sequence[str], policy: Policy, executor: CodeRunner, sampling: SamplingConfig, *, num_samples: int,
-    max_depth: int, seed: int = 0,
+    max_depth: int, seed: int = 0, streams: Sequence[int] | None = None,
 ) -> list[list[Candidate]]:
     """`num_samples` rStar-format solutions per question, at most `max_depth` generation calls each.
 
     Each call samples as `sampling` says (its stop strings end a call: `steps.GREEDY_STOP` in the
-    original's greedy mode); call `d` of a rollout gets seed `seed + d`.
+    original's greedy mode); call `d` of a rollout gets seed `seed + d`. Rollout s of question q
+    draws from stream (`streams[q]`, s) (default: q), whichever questions share its batch.
     """
+    streams = list(range(len(questions))) if streams is None else list(streams)
     partials = [[_Partial() for _ in range(num_samples)] for _ in questions]
     for depth in range(max_depth):
         if depth == 0:  # one prompt per question, forked into num_samples samples
-            outputs = policy.sample([sf.policy_prompt(q) for q in questions], num_samples, sampling, seed=seed)
+            outputs = policy.sample([sf.policy_prompt(q) for q in questions], num_samples, sampling, seed=seed,
+                                    streams=streams)
             pending = [(partials[q][s], c) for q, cs in enumerate(outputs) for s, c in enumerate(cs)]
         else:
-            active = [(questions[q], p) for q, ps in enumerate(partials) for p in ps if p.result is None]
+            active = [(q, s, p) for q, ps in enumerate(partials) for s, p in enumerate(ps) if p.result is None]
             if not active:
                 break
-            outputs = policy.sample([sf.policy_prompt(q, "".join(p.steps)) for q, p in active], 1, sampling,
-                                    seed=seed + depth)
-            pending = [(p, cs[0]) for (_, p), cs in zip(active, outputs, strict=True)]
+            outputs = policy.sample([sf.policy_prompt(questions[q], "".join(p.steps)) for q, _, p in active], 1,
+                                    sampling, seed=seed + depth,
+                                    streams=[stream_id(streams[q], s) for q, s, _ in active])
+            pending = [(p, cs[0]) for (_, _, p), cs in zip(active, outputs, strict=True)]
         _advance(pending, executor)
     return [[dataclasses.replace(p.result or Candidate(None, tuple(p.steps), "too_many_steps"), run=s)
              for s, p in enumerate(ps)] for ps in partials]
@@ -103,10 +108,12 @@ def chat_prompt(tokenizer, question: str) -> str:
 
 def chat_solutions(
     questions: Sequence[str], policy: Policy, tokenizer, sampling: SamplingConfig, *, num_samples: int,
-    seed: int = 0,
+    seed: int = 0, streams: Sequence[int] | None = None,
 ) -> list[list[Candidate]]:
-    """`num_samples` free-form solutions per question, answers from `\\boxed{}` / "The answer is"."""
-    outputs = policy.sample([chat_prompt(tokenizer, q) for q in questions], num_samples, sampling, seed=seed)
+    """`num_samples` free-form solutions per question, answers from `\\boxed{}` / "The answer is";
+    question q draws from stream `streams[q]` (default: q)."""
+    outputs = policy.sample([chat_prompt(tokenizer, q) for q in questions], num_samples, sampling, seed=seed,
+                            streams=streams)
     solutions = []
     for completions in outputs:
         solutions.append([])

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from rstar_jax.config import SamplingConfig, SearchConfig
 from rstar_jax.data import trees
-from rstar_jax.data.problems import Problem
+from rstar_jax.data.problems import Problem, stream_id
 from rstar_jax.search import kernels
 from rstar_jax import steps as sf
 from rstar_jax.search.io import NodeRecord, SearchResult, concat
@@ -48,7 +48,7 @@ class StepGenerator(Protocol):
     """The policy: `inference.sampler.Sampler`, or a fake in tests."""
 
     def sample(self, prompts: Sequence[str], num_samples: int, sampling: SamplingConfig, *,
-               seed: int) -> list[list[Sample]]: ...
+               seed: int, streams: Sequence[int] | None) -> list[list[Sample]]: ...
 
 
 class ValueModel(Protocol):
@@ -210,12 +210,12 @@ class StepExpander:
         return "".join(self.nodes[b][i].text for i in self.path(b, node))
 
     def prompt(self, b: int, node: int) -> str:
-        question, steps = self.problems[b].question, self.trajectory_text(b, node)
+        problem, steps = self.problems[b], self.trajectory_text(b, node)
         if self.config.prompt == "few_shot":
-            # Round 1 shows the demonstrations in a random order; fixed per tree here.
-            rng = random.Random(self.config.seed * 1_000_003 + b)
-            return sf.fewshot_prompt(question, sf.FEWSHOT_EXAMPLES, rng, steps)
-        return sf.policy_prompt(question, steps)
+            # Round 1 shows the demonstrations in a random order; fixed per problem (and seed) here.
+            rng = random.Random(stream_id(self.config.seed, problem.source, problem.index))
+            return sf.fewshot_prompt(problem.question, sf.FEWSHOT_EXAMPLES, rng, steps)
+        return sf.policy_prompt(problem.question, steps)
 
     def _open_block(self, b: int, node: int) -> list[str]:
         """Texts of the steps since the last closed code block (the original's
@@ -240,9 +240,12 @@ class StepExpander:
         prior = np.ones(shape, np.float32)
         rows = [(b, l) for b, l in zip(*(i.tolist() for i in np.nonzero(leaves != NO_NODE)))]
         start = time.perf_counter()
+        # A leaf's samples draw from its problem's and slot's stream: tree b of every batch (a
+        # chunk of the problems) would otherwise draw the same random numbers.
         samples = self.policy.sample(
             [self.prompt(b, int(leaves[b, l])) for b, l in rows], k, cfg.sampling,
             seed=cfg.seed * 1_000_003 + self._calls,
+            streams=[stream_id(self.problems[b].source, self.problems[b].index, l) for b, l in rows],
         )
         self._calls += 1
         self.counts["sample_s"] += time.perf_counter() - start

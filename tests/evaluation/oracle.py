@@ -38,7 +38,7 @@ class OraclePolicy:
         for p in problems:
             self.golds[sf.policy_prompt(p.question)].append(p.golds[0])
 
-    def sample(self, prompts, num_samples, sampling, *, seed):
+    def sample(self, prompts, num_samples, sampling, *, seed, streams):
         out = []
         for prompt in prompts:
             if prompt in self.golds:  # a new solution

@@ -102,7 +102,7 @@ class ChatOracle:
     def __init__(self, tokenizer, problems):
         self.answers = {chat_prompt(tokenizer, p.question): p.golds[0] for p in problems}
 
-    def sample(self, prompts, num_samples, sampling, *, seed):
+    def sample(self, prompts, num_samples, sampling, *, seed, streams):
         assert sampling.stop == ()
         return [[Completion(f"Adding up, the answer is {self.answers[p]}.", [], "eos", 0.0)] * num_samples
                 for p in prompts]

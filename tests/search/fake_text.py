@@ -41,11 +41,11 @@ class FakePolicy:
     def __init__(self):
         self.calls: list[int] = []  # prompts per call
 
-    def sample(self, prompts, num_samples, sampling, *, seed):
+    def sample(self, prompts, num_samples, sampling, *, seed, streams):
         self.calls.append(len(prompts))
         out = []
-        for i, prompt in enumerate(prompts):
-            rng = _rng(prompt, seed, i)
+        for prompt, stream in zip(prompts, streams, strict=True):
+            rng = _rng(prompt, seed, stream)
             depth = prompt.count(sf.STEP_END) + prompt.count(sf.CODE_END)
             p = np.array([4, 3, 1, 2, 1 + depth, 1 + depth, 0.5])
             picks = rng.choice(len(STEPS), size=num_samples, p=p / p.sum())

@@ -28,8 +28,8 @@ class Steps:
     def __init__(self, sampler: Sampler):
         self.sampler = sampler
 
-    def sample(self, prompts, num_samples, sampling, *, seed):
-        completions = self.sampler.sample(prompts, num_samples, sampling, seed=seed)
+    def sample(self, prompts, num_samples, sampling, *, seed, streams):
+        completions = self.sampler.sample(prompts, num_samples, sampling, seed=seed, streams=streams)
         as_step = lambda c: c if c.stop_string else dataclasses.replace(
             c, text=c.text + sf.STEP_END, stop_string=sf.STEP_END)
         return [[as_step(c) for c in row] for row in completions]

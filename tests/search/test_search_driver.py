@@ -31,7 +31,7 @@ def executor():
 def searched(executor):
     # seed: the fake policy's draws hash the prompt; this one grows every kind of node
     config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=4, max_depth=5, batch_size=2,
-                                          max_nodes=100, seed=4)
+                                          max_nodes=100, seed=3)
     policy, ppm = FakePolicy(), FakePPM()
     return run_mcts(PROBLEMS, policy, ppm, config, executor, progress=False), policy, ppm
 
@@ -112,6 +112,29 @@ def test_evaluation_mode_scores_answers_with_the_ppm(executor):
         np.testing.assert_array_equal(result.arrays["value"][b, ids], result.arrays["ppm_value"][b, ids])
         if len(ids):
             assert result.best_answer_node(b) == ids[np.argmax(result.arrays["value"][b, ids])]
+
+
+def _texts(result, b):
+    return [rec.text for rec in result.nodes[b]]
+
+
+def test_a_tree_depends_on_its_problem_not_its_place_in_the_batch(executor):
+    config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=4, max_depth=5, batch_size=2,
+                                          max_nodes=100, seed=3)
+    forward = run_mcts(PROBLEMS[:2], FakePolicy(), FakePPM(), config, executor, progress=False)
+    backward = run_mcts(PROBLEMS[1::-1], FakePolicy(), FakePPM(), config, executor, progress=False)
+    assert _texts(forward, 0) == _texts(backward, 1) and _texts(forward, 1) == _texts(backward, 0)
+    assert forward.num_nodes(0) > 1 + config.num_candidates  # the search went past the root's children
+
+
+def test_problems_asking_the_same_question_grow_different_trees(executor):
+    """Tree 0 of every batch (a search chunk) once drew the same random numbers: two problems of one
+    question, in batches of one, grew the same tree."""
+    twins = [Problem(i, PROBLEMS[0].question, "7", "toy") for i in range(2)]
+    config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=4, max_depth=5, batch_size=1,
+                                          max_nodes=100, seed=3)
+    result = run_mcts(twins, FakePolicy(), FakePPM(), config, executor, progress=False)
+    assert _texts(result, 0) != _texts(result, 1)
 
 
 def test_needs_a_ppm():

@@ -78,7 +78,7 @@ class DeepPolicy:
     def __init__(self):
         self.prompts = 0
 
-    def sample(self, prompts, num_samples, sampling, *, seed):
+    def sample(self, prompts, num_samples, sampling, *, seed, streams):
         self.prompts += len(prompts)
         return [[FakeCompletion(f"\nx{p.count(sf.STEP_END)}_{j} = {j}\n<end_of_step>", [1], "stop", 0.0,
                                 sf.STEP_END) for j in range(num_samples)] for p in prompts]
