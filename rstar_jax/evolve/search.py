@@ -49,19 +49,21 @@ SearchFn = Callable[[Sequence[Problem], int], SearchResult]  # (problems, seed) 
 
 def search_pass(directory: str, problems: Sequence[tuple[str, Problem]], search_fn: SearchFn, seed: int,
                 chunk: int, process: tuple[int, int]) -> None:
-    """Searches this process's slice of `problems` in chunks, each saved as a search directory
-    (`rstar_jax.search.io`, so the notebook opens it) written under a temporary name and renamed:
-    a chunk directory that exists is done. A problem's `source` is set to its set's name.
+    """Searches the problems of this process's slice of `problems` that the pass directory does not
+    hold yet, in chunks, each saved as a search directory (`rstar_jax.search.io`, so the notebook
+    opens it) written under a temporary name and renamed. A problem's `source` is set to its set's
+    name. A chunk is named by its process and its first problem's place in the slice: a run resumed
+    after a kill searches the chunks an uninterrupted one would, and one resumed with another chunk
+    size or process count searches each missing problem once.
 
-    Every chunk uses the pass's seed: chunks hold different problems, so they need no own seed."""
+    Every chunk uses the pass's seed: a problem's samples draw from its own random streams."""
     index, count = process
-    mine = shard(problems, index, count)
+    saved = {(t.set, t.index) for t in read_pass(directory)}
+    mine = [(at, name, p) for at, (name, p) in enumerate(shard(problems, index, count)) if (name, p.index) not in saved]
     for start in range(0, len(mine), chunk):
-        path = os.path.join(directory, f"p{index:03d}-of-{count:03d}.c{start // chunk:05d}")
-        if os.path.exists(path):
-            continue
-        batch = [dataclasses.replace(p, source=name) for name, p in mine[start:start + chunk]]
-        result = search_fn(batch, seed)
+        part = mine[start:start + chunk]
+        path = os.path.join(directory, f"p{index:03d}-of-{count:03d}.s{part[0][0]:05d}")
+        result = search_fn([dataclasses.replace(p, source=name) for _, name, p in part], seed)
         tmp = f"{path}.tmp"  # chunk names are per process, so this one is ours (left over if killed)
         shutil.rmtree(tmp, ignore_errors=True)
         search_io.save(result, tmp)

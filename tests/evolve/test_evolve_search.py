@@ -36,7 +36,7 @@ def test_killed_search_resumes_without_losing_or_duplicating(tmp_path):
     killed = StandInSearch(fail_on_call=2)
     with pytest.raises(KeyboardInterrupt):
         evolve_search.search_round(str(tmp_path / "killed"), sets, ROUND, killed, seed=0, chunk=4)
-    leftover = tmp_path / "killed" / "search" / "pass0" / "p000-of-001.c00002.tmp"  # killed while saving
+    leftover = tmp_path / "killed" / "search" / "pass0" / "p000-of-001.s00008.tmp"  # killed while saving
     leftover.mkdir()
     (leftover / "problems.jsonl").write_text("{half a line")
     resumed = StandInSearch()
@@ -47,6 +47,22 @@ def test_killed_search_resumes_without_losing_or_duplicating(tmp_path):
         b = evolve_search.read_pass(str(tmp_path / "killed" / "search" / f"pass{k}"))
         assert a == b
     assert not [f for f in os.listdir(tmp_path / "killed" / "search" / "pass0") if ".tmp" in f]
+
+
+def test_a_search_resumed_with_another_chunk_size_searches_each_missing_problem_once(tmp_path):
+    sets = {"level1": problems(10)}
+    with pytest.raises(KeyboardInterrupt):  # killed after two chunks of two
+        evolve_search.search_round(str(tmp_path / "killed"), sets, ROUND, StandInSearch(fail_on_call=2), seed=0,
+                                   chunk=2)
+    resumed = StandInSearch()
+    evolve_search.search_round(str(tmp_path / "killed"), sets, ROUND, resumed, seed=0, chunk=4)
+    assert resumed.calls[:2] == [[4, 5, 6, 7], [8, 9]]  # pass 0: what no saved chunk holds, once
+    evolve_search.search_round(str(tmp_path / "clean"), sets, ROUND, StandInSearch(), seed=0, chunk=4)
+    key = lambda t: (t.set, t.index)  # noqa: E731
+    for k in range(3):
+        trees = [sorted(evolve_search.read_pass(str(tmp_path / run / "search" / f"pass{k}")), key=key)
+                 for run in ("killed", "clean")]
+        assert trees[0] == trees[1]
 
 
 def _evolve_search(workdir) -> str:
