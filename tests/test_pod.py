@@ -6,9 +6,9 @@ on each process's 4 devices, each process on its slice of the problems and promp
 must agree.
 
 What "agree" means, and why:
-- Search and evaluation batches are per process, and the search driver keys a sampled row's random
-  stream by its position in the sampler call (`SearchConfig.seed`, call count, prompt index), so a
-  problem searched beside other problems gets other samples. Both runs therefore search and
+- Search and evaluation batches are per process. A problem's samples draw from random streams
+  named by the problem, but its batch-mates still set the shapes its rows are computed in, and those
+  move float roundings (below) that can reach a sampled token. Both runs therefore search and
   evaluate one problem per batch (`EvolveConfig.search_chunk = 1`, `EvalConfig.batch_size = 1`);
   `generate` passes each prompt's index in the whole file as its stream, so it needs nothing.
 - Training splits each batch over the 8 devices and sums the gradients across them, in another

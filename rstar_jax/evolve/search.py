@@ -37,7 +37,7 @@ class Searched:
 
 def read_pass(directory: str) -> list[Searched]:
     """Every tree that any process saved into a pass directory (one `search_io.save` directory per
-    chunk), one per problem: a run resumed with another process count may have searched one twice."""
+    chunk), one per problem (see `search_io.load_each`)."""
     if not os.path.isdir(directory):
         return []
     return [Searched(p.source, p.index, result.tree(b))
@@ -58,7 +58,7 @@ def search_pass(directory: str, problems: Sequence[tuple[str, Problem]], search_
 
     Every chunk uses the pass's seed: a problem's samples draw from its own random streams."""
     index, count = process
-    saved = {(t.set, t.index) for t in read_pass(directory)}
+    saved = {(p.source, p.index) for p in search_io.saved_problems(directory)} if os.path.isdir(directory) else set()
     mine = [(at, name, p) for at, (name, p) in enumerate(shard(problems, index, count)) if (name, p.index) not in saved]
     for start in range(0, len(mine), chunk):
         part = mine[start:start + chunk]

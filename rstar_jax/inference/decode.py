@@ -78,7 +78,7 @@ class Refill:
     prompt_r: jax.Array  # int32[R]: row of tokens_pt it samples from
     last_token_r: jax.Array  # int32[R]: the prompt's last token
     position_r: jax.Array  # int32[R]: its position (prompt length - 1), also its first cache slot
-    stream_r: jax.Array  # int32[R, 2]: (prompt index, sample index) naming the row's random stream
+    stream_r: jax.Array  # int32[R, 2]: (the prompt's stream, sample index) naming the row's random stream
     budget_r: jax.Array  # int32[R]
     seed_key: jax.Array  # PRNG key of the sample() call
 

@@ -150,7 +150,8 @@ class Sampler:
         tokenized by `models.tokenizer.encode`, the rule training follows (the tokenizer's BOS, if
         any). Temperature 0 is greedy (all samples of a prompt are then the same one). Sample j of
         prompt i depends only on (seed, i, j), not on batch composition or slot; `streams[i]`, if
-        given, replaces i there (e.g. a prompt's index in a list that hosts split between them).
+        given, replaces i there (e.g. a prompt's index in a list that hosts split between them, or
+        `data.problems.stream_id` of its problem).
         """
         max_new_tokens, stop = sampling.max_new_tokens, sampling.stop
         if num_samples < 1 or max_new_tokens < 1:

@@ -195,7 +195,7 @@ class StepExpander:
         self.nodes: list[list[NodeRecord]] = [[NodeRecord()] for _ in problems]
         self.parents: list[list[int]] = [[NO_NODE] for _ in problems]
         self._pending: dict[tuple[int, int, int], _Candidate] = {}
-        self._calls = 0
+        self._expansions = [0] * len(problems)  # per tree: the propose calls that expanded a leaf of it
         # "ungraded_answers": grades that could not finish (rewarded neutrally, never -1);
         # "context_full": leaves whose prompt left no room in the policy's context (TOO_DEEP);
         # the tokens the policy generated, and the seconds spent sampling, executing and scoring.
@@ -240,14 +240,16 @@ class StepExpander:
         prior = np.ones(shape, np.float32)
         rows = [(b, l) for b, l in zip(*(i.tolist() for i in np.nonzero(leaves != NO_NODE)))]
         start = time.perf_counter()
-        # A leaf's samples draw from its problem's and slot's stream: tree b of every batch (a
-        # chunk of the problems) would otherwise draw the same random numbers.
+        # A leaf's samples draw from a stream named by its problem, its slot and its tree's count of
+        # expansions: not by the tree's place in the batch (tree b of every chunk would share random
+        # numbers) nor by the batch-mates' progress (the count of calls goes on while one waits).
         samples = self.policy.sample(
-            [self.prompt(b, int(leaves[b, l])) for b, l in rows], k, cfg.sampling,
-            seed=cfg.seed * 1_000_003 + self._calls,
-            streams=[stream_id(self.problems[b].source, self.problems[b].index, l) for b, l in rows],
+            [self.prompt(b, int(leaves[b, l])) for b, l in rows], k, cfg.sampling, seed=cfg.seed,
+            streams=[stream_id(self.problems[b].source, self.problems[b].index, l, self._expansions[b])
+                     for b, l in rows],
         )
-        self._calls += 1
+        for b in dict.fromkeys(b for b, _ in rows):
+            self._expansions[b] += 1
         self.counts["sample_s"] += time.perf_counter() - start
         self.counts["generated_tokens"] += sum(len(c.token_ids) for completions in samples for c in completions)
         self._pending.clear()

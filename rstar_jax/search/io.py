@@ -152,24 +152,34 @@ def _is_saved(directory: str) -> bool:
 def load_each(directory: str) -> Iterator[SearchResult]:
     """The saved searches in `directory`: itself when `save` wrote it, else every subdirectory that
     `save` wrote, in name order (`*.tmp*` ones, still being written, skipped). A problem (source,
-    index) that an earlier subdirectory holds is left out: a resumed sharded run may search one twice.
-    """
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{directory}: no such search directory")
-    if _is_saved(directory):
-        yield _load_one(directory)
-        return
+    index) that an earlier subdirectory holds is left out (a pass directory written before resumed
+    searches skipped saved problems may hold one twice)."""
     seen: set[tuple[str, Any]] = set()
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if ".tmp" in name or not os.path.isdir(path) or not _is_saved(path):
-            continue
+    for path in _saved_directories(directory):
         result = _load_one(path)
         keys = [(p.source, p.index) for p in result.problems]
         rows = [b for b, key in enumerate(keys) if key not in seen]
         seen.update(keys)
         if rows:
             yield result if len(rows) == len(keys) else result.take(rows)
+
+
+def saved_problems(directory: str) -> list[Problem]:
+    """The problems of the saved searches in `directory` (as `load_each` finds them), read without
+    their trees."""
+    return [p for path in _saved_directories(directory) for p in _read_problems(os.path.join(path, "problems.jsonl"))]
+
+
+def _saved_directories(directory: str) -> Iterator[str]:
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: no such search directory")
+    if _is_saved(directory):
+        yield directory
+        return
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if ".tmp" not in name and os.path.isdir(path) and _is_saved(path):
+            yield path
 
 
 def load(directory: str) -> SearchResult:
@@ -194,11 +204,7 @@ def _load_one(directory: str) -> SearchResult:
         if missing:
             raise ValueError(f"{paths['trees.npz']}: missing arrays {sorted(missing)}")
         arrays = {name: data[name] for name in _TREE_FIELDS}
-    problems = []
-    for line in _read_jsonl(paths["problems.jsonl"]):
-        answer = line["answer"]
-        problems.append(Problem(line["index"], line["question"], tuple(answer) if isinstance(answer, list) else answer,
-                                line["source"]))
+    problems = _read_problems(paths["problems.jsonl"])
     nodes: list[list[NodeRecord]] = [[] for _ in problems]
     fields = {f.name for f in dataclasses.fields(NodeRecord)}
     for lineno, line in enumerate(_read_jsonl(paths["nodes.jsonl"]), start=1):
@@ -211,6 +217,15 @@ def _load_one(directory: str) -> SearchResult:
             raise ValueError(f"{paths['nodes.jsonl']}: tree {b} has {len(recs)} nodes, trees.npz says "
                              f"{int(arrays['node_count'][b])}")
     return SearchResult(problems, arrays, nodes)
+
+
+def _read_problems(path: str) -> list[Problem]:
+    problems = []
+    for line in _read_jsonl(path):
+        answer = line["answer"]
+        problems.append(Problem(line["index"], line["question"], tuple(answer) if isinstance(answer, list) else answer,
+                                line["source"]))
+    return problems
 
 
 def _read_jsonl(path: str) -> Iterator[dict[str, Any]]:

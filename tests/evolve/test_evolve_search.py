@@ -105,8 +105,10 @@ def test_process_shards_cover_every_problem_once(tmp_path):
     three = sorted(evolve_search.read_pass(str(tmp_path / "three")), key=key)
     assert three == sorted(evolve_search.read_pass(str(tmp_path / "one")), key=key)
     assert [t.index for t in three] == list(range(11))
-    # a run resumed with another process count reads each problem once
+    # a run resumed with another process count searches nothing again and reads each problem once
+    calls = len(search.calls)
     evolve_search.search_pass(str(tmp_path / "three"), todo, lambda b, s: search(b, 4, s), seed=0, chunk=2, process=(0, 1))
+    assert len(search.calls) == calls
     assert sorted(evolve_search.read_pass(str(tmp_path / "three")), key=key) == three
     assert len(io.load(str(tmp_path / "three"))) == 11  # the notebook's view: each problem once too
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import numpy as np
 import pytest
 from fake_search import check_consistent
-from fake_text import FakePolicy, FakePPM
+from fake_text import FakeCompletion, FakePolicy, FakePPM
 
 from rstar_jax.config import SearchConfig
 from rstar_jax.data.problems import Problem
@@ -31,7 +32,7 @@ def executor():
 def searched(executor):
     # seed: the fake policy's draws hash the prompt; this one grows every kind of node
     config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=4, max_depth=5, batch_size=2,
-                                          max_nodes=100, seed=3)
+                                          max_nodes=100, seed=4)
     policy, ppm = FakePolicy(), FakePPM()
     return run_mcts(PROBLEMS, policy, ppm, config, executor, progress=False), policy, ppm
 
@@ -118,13 +119,34 @@ def _texts(result, b):
     return [rec.text for rec in result.nodes[b]]
 
 
-def test_a_tree_depends_on_its_problem_not_its_place_in_the_batch(executor):
-    config = SearchConfig.data_generation(3, num_rollouts=4, num_candidates=4, max_depth=5, batch_size=2,
-                                          max_nodes=100, seed=3)
-    forward = run_mcts(PROBLEMS[:2], FakePolicy(), FakePPM(), config, executor, progress=False)
-    backward = run_mcts(PROBLEMS[1::-1], FakePolicy(), FakePPM(), config, executor, progress=False)
-    assert _texts(forward, 0) == _texts(backward, 1) and _texts(forward, 1) == _texts(backward, 0)
-    assert forward.num_nodes(0) > 1 + config.num_candidates  # the search went past the root's children
+class DepthPolicy:
+    """Code steps numbered by their random stream; the problem "shallow" answers from depth 1 on,
+    "deep" never does: its rollouts run to max_depth while shallow's wait for the next rollout."""
+
+    def sample(self, prompts, num_samples, sampling, *, seed, streams):
+        out = []
+        for prompt, stream in zip(prompts, streams, strict=True):
+            depth = prompt.count(sf.STEP_END)
+            drawn = [int.from_bytes(hashlib.sha256(repr((seed, stream, j)).encode()).digest()[:4], "little")
+                     for j in range(num_samples)]
+            if "shallow" in prompt and depth:
+                out.append([FakeCompletion(f"\n{sf.ANSWER}\\boxed{{{n}}}{sf.ANSWER_END}", [1], "stop", 0.0,
+                                           sf.ANSWER_END) for n in drawn])
+            else:
+                out.append([FakeCompletion(f"{'' if depth else sf.CODE}\nx{depth} = {n}\n{sf.STEP_END}", [1], "stop",
+                                           0.0, sf.STEP_END) for n in drawn])
+        return out
+
+
+def test_a_tree_depends_on_its_problem_not_on_its_batch(executor):
+    """Not on its place in the batch, nor on how far its batch-mates' rollouts go."""
+    deep, shallow = Problem(0, "deep: what is 3 + 4?", "7", "toy"), Problem(1, "shallow: what is 3 + 4?", "7", "toy")
+    config = SearchConfig.data_generation(3, num_rollouts=3, num_candidates=2, max_depth=4, batch_size=2, seed=3)
+    search = lambda problems: run_mcts(problems, DepthPolicy(), FakePPM(), config, executor, progress=False)  # noqa: E731
+    forward, backward, alone = search([deep, shallow]), search([shallow, deep]), search([shallow])
+    assert _texts(forward, 1) == _texts(backward, 0) == _texts(alone, 0)
+    assert _texts(forward, 0) == _texts(backward, 1) == _texts(search([deep]), 0)
+    assert alone.num_nodes(0) == 1 + 2 * config.num_candidates  # both steps expanded (one answer each)
 
 
 def test_problems_asking_the_same_question_grow_different_trees(executor):
