@@ -130,8 +130,8 @@ def _evaluate_slice(workdir: str, name: str, method: str, problems: Sequence[Pro
     """This process's problems (every count-th one), in resumable batches.
 
     The batches are fixed slices of the process's problems, so a resumed evaluation runs the same
-    batches as an uninterrupted one (a tree's random numbers and a row's padding depend on its batch). A batch
-    cut short by a kill mid-write runs again whole, and only its missing records are written.
+    batches as an uninterrupted one (a batch's shapes move its rows' float roundings). A batch cut
+    short by a kill mid-write runs again whole, and only its missing records are written.
     """
     directory = os.path.join(workdir, name, method)
     writer = ShardWriter(directory, index, count)

@@ -152,8 +152,7 @@ def _is_saved(directory: str) -> bool:
 def load_each(directory: str) -> Iterator[SearchResult]:
     """The saved searches in `directory`: itself when `save` wrote it, else every subdirectory that
     `save` wrote, in name order (`*.tmp*` ones, still being written, skipped). A problem (source,
-    index) that an earlier subdirectory holds is left out (a pass directory written before resumed
-    searches skipped saved problems may hold one twice)."""
+    index) that an earlier subdirectory holds is left out, should two hold it."""
     seen: set[tuple[str, Any]] = set()
     for path in _saved_directories(directory):
         result = _load_one(path)
