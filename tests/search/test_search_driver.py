@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 import numpy as np
 import pytest
 from fake_search import check_consistent
-from fake_text import FakeCompletion, FakePolicy, FakePPM
+from fake_text import FakeCompletion, FakePolicy, FakePPM, _rng
 
 from rstar_jax.config import SearchConfig
 from rstar_jax.data.problems import Problem
@@ -127,8 +126,7 @@ class DepthPolicy:
         out = []
         for prompt, stream in zip(prompts, streams, strict=True):
             depth = prompt.count(sf.STEP_END)
-            drawn = [int.from_bytes(hashlib.sha256(repr((seed, stream, j)).encode()).digest()[:4], "little")
-                     for j in range(num_samples)]
+            drawn = [_rng(seed, stream, j).integers(1 << 31) for j in range(num_samples)]
             if "shallow" in prompt and depth:
                 out.append([FakeCompletion(f"\n{sf.ANSWER}\\boxed{{{n}}}{sf.ANSWER_END}", [1], "stop", 0.0,
                                            sf.ANSWER_END) for n in drawn])

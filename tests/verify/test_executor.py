@@ -200,7 +200,7 @@ def test_the_source_checkout_is_unreadable_but_its_package(executor):
         pytest.skip("reads are confined by Landlock only (Linux >= 5.13)")
     assert os.path.exists(os.path.join(ROOT, "setup.py"))
     checkout_file, package = executor.run([f"print(len(open({os.path.join(ROOT, 'setup.py')!r}).read()) > 0)",
-                                    f"print(len(open({os.path.join(ROOT, 'rstar_jax', 'steps.py')!r}).read()) > 0)"])
+                                           f"print(len(open({os.path.join(ROOT, 'rstar_jax', 'steps.py')!r}).read()) > 0)"])
     assert checkout_file.error is not None and checkout_file.error.startswith("PermissionError")
     assert package == ExecResult("True")
 
