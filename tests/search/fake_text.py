@@ -21,7 +21,7 @@ STEPS = (
 )
 
 
-def _rng(*key) -> np.random.Generator:
+def seeded_rng(*key) -> np.random.Generator:
     digest = hashlib.sha256(repr(key).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
@@ -45,7 +45,7 @@ class FakePolicy:
         self.calls.append(len(prompts))
         out = []
         for prompt, stream in zip(prompts, streams, strict=True):
-            rng = _rng(prompt, seed, stream)
+            rng = seeded_rng(prompt, seed, stream)
             depth = prompt.count(sf.STEP_END) + prompt.count(sf.CODE_END)
             p = np.array([4, 3, 1, 2, 1 + depth, 1 + depth, 0.5])
             picks = rng.choice(len(STEPS), size=num_samples, p=p / p.sum())
@@ -61,5 +61,5 @@ class FakePPM:
     def score(self, texts, step_starts):
         assert len(step_starts) == len(texts) and all(0 < s < len(t) for t, s in zip(texts, step_starts))
         self.calls.append(len(texts))
-        raw = np.array([_rng(t).integers(-8, 9) / 2 for t in texts], np.float32)
+        raw = np.array([seeded_rng(t).integers(-8, 9) / 2 for t in texts], np.float32)
         return raw, np.tanh(raw / 5)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 from fake_search import check_consistent
-from fake_text import FakeCompletion, FakePolicy, FakePPM, _rng
+from fake_text import FakeCompletion, FakePolicy, FakePPM, seeded_rng
 
 from rstar_jax.config import SearchConfig
 from rstar_jax.data.problems import Problem
@@ -126,7 +126,7 @@ class DepthPolicy:
         out = []
         for prompt, stream in zip(prompts, streams, strict=True):
             depth = prompt.count(sf.STEP_END)
-            drawn = [_rng(seed, stream, j).integers(1 << 31) for j in range(num_samples)]
+            drawn = [seeded_rng(seed, stream, j).integers(1 << 31) for j in range(num_samples)]
             if "shallow" in prompt and depth:
                 out.append([FakeCompletion(f"\n{sf.ANSWER}\\boxed{{{n}}}{sf.ANSWER_END}", [1], "stop", 0.0,
                                            sf.ANSWER_END) for n in drawn])
