@@ -81,24 +81,23 @@ def test_ppm_training(gin_file):
 
 
 def test_tiny_cpu_sampling():
-    """Each round's search samples 48-token steps at 0.8, the evaluation's MCTS 16 of them at 0.5; greedy eval
-    320 tokens, best-of-8 at 0.7 (greedy always decodes at 0)."""
+    """Each round's search samples 48-token steps at 0.8, the evaluation's MCTS at 0.2; greedy eval 320 tokens,
+    best-of-8 at 0.7 (greedy always decodes at 0)."""
     config = resolved("rstar_jax.evolve.run", "evolve", "tiny_cpu.gin")["config"]
     assert [r.search.sampling for r in config.rounds] == [
         SamplingConfig(temperature=0.8, max_new_tokens=48, stop=SEARCH_STOP)] * 4
-    assert config.eval_search.sampling == SamplingConfig(temperature=0.5, max_new_tokens=48, stop=SEARCH_STOP)
-    assert (config.eval_search.num_rollouts, config.eval_search.num_candidates) == (4, 16)
+    assert config.eval_search.sampling == SamplingConfig(temperature=0.2, max_new_tokens=48, stop=SEARCH_STOP)
     assert config.evaluation.sampling == SamplingConfig(temperature=0.7, max_new_tokens=320, stop=GREEDY_STOP)
     assert config.evaluation.methods == ("greedy", "mcts", "best_of_n") and config.evaluation.num_samples == 8
 
 
-def test_tiny_cpu_ppm_training_per_round():
-    """Rounds 1-2 train their PPMs 1 and 2 epochs, rounds 3-4 the run's 8; round 2's at 2e-4, the rest at
-    1e-4; every one inherits the rest of the `ppm/` scope (gin's nested scopes)."""
+def test_tiny_cpu_trains_round_4s_ppm_longest():
+    """Rounds 1-3 train their PPMs 1, 2 and 2 epochs, round 4 (no round config) the run's 8; every one
+    inherits the rest of the `ppm/` scope (gin's nested scopes)."""
     config = resolved("rstar_jax.evolve.run", "evolve", "tiny_cpu.gin")["config"]
     trains = [config.round_ppm_train(r) for r in config.rounds]
-    assert [(t.num_epochs, t.learning_rate) for t in trains] == [(1, 1e-4), (2, 2e-4), (8, 1e-4), (8, 1e-4)]
-    assert {t.batch_size for t in trains} == {16}
+    assert [t.num_epochs for t in trains] == [1, 2, 2, 8]
+    assert {(t.learning_rate, t.batch_size) for t in trains} == {(1e-4, 16)}
 
 
 def test_tiny_cpu_ppm_reads_a_step_over_its_tokens():
