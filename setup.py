@@ -45,6 +45,7 @@ setup(
         "tqdm>=4.66,<5",
         "tensorboardX>=2.6,<3",
         "matplotlib>=3.9,<4",
+        "py-cpuinfo>=9,<10",  # the CPU a report's figures came from: they differ between CPUs
     ],
     extras_require={
         "test": [

@@ -1,6 +1,6 @@
 """The run's report: one row per finished round (coverage, records, PPM accuracy, test accuracy
-with 95% intervals, seconds per stage) and the run's targets (`EvolveConfig.targets`) with whether
-each is met, as report.json, report.md and accuracy.png."""
+with 95% intervals, seconds per stage, the machines it ran on) and the run's targets
+(`EvolveConfig.targets`) with whether each is met, as report.json, report.md and accuracy.png."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def round_rows(manifest: Manifest, num_rounds: int) -> list[dict[str, Any]]:
                             and not result.get("trained", True)},
             **evaluation["result"],
             "seconds": manifest.seconds(f"round{r}/"), "resumed": manifest.resumed(f"round{r}/"),
+            "machines": manifest.machines(f"round{r}/"),
         })
     return rows
 
@@ -204,10 +205,25 @@ def _counts_section(rows: Sequence[dict[str, Any]], title: str, sources: tuple[t
     return ["", title, ""] + found if found else []
 
 
+def _machines_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Where the rounds ran (`hosts.machine`): one line for one machine, else a line per round
+    and machine with the stages it ran."""
+    machines = list(dict.fromkeys(m for row in rows for m in (row.get("machines") or {}).values()))
+    if len(machines) < 2:
+        return ["", f"Ran on {machines[0]}."] if machines else []
+    lines = ["", "Ran on several machines (round, stages: machine):", ""]
+    for row in rows:
+        stages: dict[str, list[str]] = {}
+        for stage, machine in (row.get("machines") or {}).items():
+            stages.setdefault(machine, []).append(stage)
+        lines += [f"- round {row['round']} {', '.join(names)}: {machine}" for machine, names in stages.items()]
+    return lines
+
+
 def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) -> str:
     """Coverage, records, PPM accuracy and test accuracy (with 95% intervals) per round, the
-    targets, coverage per set, the PPM's accuracy by kind of pair, code steps per solution, steps
-    by operation (curriculum stories), then time per stage."""
+    machines, the targets, coverage per set, the PPM's accuracy by kind of pair, code steps per
+    solution, steps by operation (curriculum stories), then time per stage."""
     sets = sorted({s for row in rows for m in row["accuracy"].values() for s in m}, key=_set_order)
     searched = [m for m in ("mcts", "best_of_n", MAJORITY) if any(row["accuracy"].get(m) for row in rows)]
     names = {"mcts": "MCTS", "best_of_n": "best-of-n", MAJORITY: "majority"}
@@ -228,6 +244,7 @@ def report_markdown(rows: Sequence[dict[str, Any]], goals: Targets = Targets()) 
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Accuracy in %, with the 95% Wilson interval in brackets; the search methods run on the "
               "first problems of each test set."]
+    lines += _machines_section(rows)
     skipped = [f"- round {row['round']}: no {stage} trained, the previous one carried forward ({reason})"
                for row in rows for stage, reason in (row.get("not_trained") or {}).items()]
     if skipped:

@@ -1,5 +1,5 @@
-"""The stage runner: `<workdir>/manifest.json` records each finished stage with its result and
-seconds, so a restarted run skips what is done."""
+"""The stage runner: `<workdir>/manifest.json` records each finished stage with its result,
+seconds and machine, so a restarted run skips what is done."""
 
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ from typing import Any
 import jax
 
 from rstar_jax.data.records import write_json_atomic
-from rstar_jax.parallel.hosts import barrier
+from rstar_jax.parallel.hosts import barrier, machine
 
 MANIFEST = "manifest.json"
 
 
 @dataclasses.dataclass
 class Manifest:
-    """`<workdir>/manifest.json`: stage name -> {"result": ..., "seconds": ...}, in run order, and
-    under "started" how often each unfinished stage has started. A stage finished on a later try
-    records its "attempts": its seconds time the last try only (a kill leaves no end time)."""
+    """`<workdir>/manifest.json`: stage name -> {"result": ..., "seconds": ..., "machine": ...}
+    (`hosts.machine`), in run order, and under "started" how often each unfinished stage has
+    started. A stage finished on a later try records its "attempts": its seconds time the last try
+    only (a kill leaves no end time)."""
 
     path: str
     stages: dict[str, dict[str, Any]]
@@ -51,7 +52,7 @@ class Manifest:
         barrier(f"stage {name}")
         del self.started[name]
         self.stages[name] = {"result": result, "seconds": round(time.perf_counter() - start, 2),
-                             **({"attempts": attempt} if attempt > 1 else {})}
+                             "machine": machine(), **({"attempts": attempt} if attempt > 1 else {})}
         self._write()
         return result
 
@@ -63,6 +64,11 @@ class Manifest:
         """The stages under `prefix` that finished on a later try than their first."""
         return [name[len(prefix):] for name, s in self.stages.items()
                 if name.startswith(prefix) and s.get("attempts", 1) > 1]
+
+    def machines(self, prefix: str) -> dict[str, str]:
+        """Stage -> the machine it ran on, for the stages under `prefix` (older manifests name none)."""
+        return {name[len(prefix):]: s["machine"] for name, s in self.stages.items()
+                if name.startswith(prefix) and "machine" in s}
 
     def seconds(self, prefix: str) -> dict[str, float]:
         return {name[len(prefix):]: s["seconds"] for name, s in self.stages.items() if name.startswith(prefix)}

@@ -1,11 +1,14 @@
-"""Several processes (hosts) running one program: start-up, each host's share of a list, barriers."""
+"""Several processes (hosts) running one program: start-up, each host's share of a list, barriers,
+and what a host is."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from typing import TypeVar
 
+import cpuinfo
 import jax
 
 T = TypeVar("T")
@@ -49,3 +52,15 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(f"rstar_jax: {name}")
+
+
+@functools.cache
+def machine() -> str:
+    """This host as reports name it: CPU and cores, JAX devices, jax's version (e.g. "AMD EPYC,
+    2 cores; 2 x cpu; jax 0.10.2"). The same config and seed train to other figures on another CPU
+    or accelerator, so a figure needs it. Touches the devices: call it after `initialize_distributed`."""
+    cpu = cpuinfo.get_cpu_info()
+    devices = jax.devices()
+    processes = f" over {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return (f"{cpu.get('brand_raw') or cpu.get('arch_string_raw', 'unknown CPU')}, {cpu.get('count', '?')} cores; "
+            f"{len(devices)} x {devices[0].device_kind}{processes}; jax {jax.__version__}")

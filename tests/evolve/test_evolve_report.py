@@ -58,6 +58,18 @@ def test_report_files(tmp_path):
     assert "Targets:" not in evolve_report.report_markdown(rows)  # the library sets no targets
     assert (tmp_path / "report.md").read_text().startswith("# Self-evolution report")
     assert (tmp_path / "accuracy.png").stat().st_size > 0
+    assert f"\nRan on {runner.machine()}.\n" in markdown and report["rounds"][1]["machines"] == {
+        "extract": runner.machine(), "evaluate": runner.machine(), "ppm": runner.machine()}
+
+
+def test_a_run_over_several_machines_says_which_rounds_ran_where():
+    rows = [dict(report_row(0, None, (50, 20, 0, 0)), machines={"policy": "A, 2 cores", "evaluate": "A, 2 cores"}),
+            dict(report_row(1, 0.5, (60, 30, 10, 5)),
+                 machines={"search": "A, 2 cores", "policy": "B, 16 cores", "evaluate": "B, 16 cores"})]
+    markdown = evolve_report.report_markdown(rows)
+    assert ("\nRan on several machines (round, stages: machine):\n\n- round 0 policy, evaluate: A, 2 cores\n"
+            "- round 1 search: A, 2 cores\n- round 1 policy, evaluate: B, 16 cores\n") in markdown
+    assert "Ran on" not in evolve_report.report_markdown([report_row(0, None, (50, 20, 0, 0))])  # older manifests
 
 
 def test_wilson_intervals():
