@@ -204,6 +204,7 @@ def main() -> None:
     memory["score"] = compare(plan["score"], steps["score"].get("peak_bytes"))
     print(json.dumps({
         "benchmark": "device_check", "tiny": args.tiny, "backend": backend, "device": device,
+        "machine": steps["sft"].get("machine"),  # the host, as the steps' processes name it
         "shapes": dataclasses.asdict(shapes),
         "sampler_tokens_per_s": sampler,
         "train": {"model": shapes.train_model, "sft_tokens_per_s": train_result.get("ours_tokens_per_s"),

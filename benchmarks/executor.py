@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
+from rstar_jax.parallel.hosts import machine
 from rstar_jax.verify.executor import Executor
 
 _TEMPLATES = (
@@ -81,7 +82,7 @@ def main() -> None:
     ours = len(programs) / ours_s
     anchor = len(naive_programs) / naive_s
     print(json.dumps({
-        "benchmark": "executor", "workers": args.workers, "programs": len(programs),
+        "benchmark": "executor", "machine": machine(), "workers": args.workers, "programs": len(programs),
         "programs_per_s": round(ours, 1), "anchor": "subprocess python -c per program",
         "anchor_programs_per_s": round(anchor, 2), "ratio": round(ours / anchor, 1),
         "trivial_program_ms": round(trivial_ms, 3), "trivial_program_cpu_ms": round(trivial_cpu_ms, 3),

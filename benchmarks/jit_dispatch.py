@@ -24,6 +24,7 @@ from flax import nnx
 
 from rstar_jax.inference.static_graph import StaticGraph
 from rstar_jax.models.decoder import Decoder
+from rstar_jax.parallel.hosts import machine
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from sampler import CONFIGS  # noqa: E402  (benchmarks/sampler.py)
@@ -64,7 +65,8 @@ def main() -> None:
         results.append({"config": name, "layers": CONFIGS[name].num_hidden_layers,
                         "anchor_graphdef_ms": round(anchor, 4), "ours_static_graph_ms": round(ours, 4),
                         "ratio": round(anchor / ours, 1)})
-    print(json.dumps({"benchmark": "jit_dispatch", "backend": jax.default_backend(), "results": results}))
+    print(json.dumps({"benchmark": "jit_dispatch", "backend": jax.default_backend(), "machine": machine(),
+                      "results": results}))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from rstar_jax.inference import decode
 from rstar_jax.inference.sampler import Sampler
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.hf import config_to_hf, load_hf, save_hf
+from rstar_jax.parallel.hosts import machine
 from rstar_jax.parallel.mesh import make_mesh
 
 try:  # the anchor; `--anchor none` runs without it
@@ -217,7 +218,8 @@ def main() -> None:
         del hf_model, model, sampler
         gc.collect()
     print(json.dumps({
-        "benchmark": "sampler", "backend": jax.default_backend(), "jax_devices": jax.device_count(),
+        "benchmark": "sampler", "backend": jax.default_backend(), "machine": machine(),
+        "jax_devices": jax.device_count(),
         "torch_threads": torch.get_num_threads() if torch else None, "prompt": args.prompt, "new": args.new,
         "dtype": args.dtype, "peak_bytes": peaks,
         "compiled": {"decode_chunk": decode.decode_chunk._cache_size(),

@@ -44,6 +44,7 @@ from rstar_jax.inference.sampler import Sampler
 from rstar_jax.inference.scorer import PPMScorer
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.ppm import ProcessRewardModel
+from rstar_jax.parallel.hosts import machine
 from rstar_jax.search.driver import run_mcts
 from rstar_jax.verify.executor import ExecResult
 
@@ -163,7 +164,8 @@ def run_shapes(benchmark: str, description: str, shapes: dict, measure: Callable
             shape = dataclasses.replace(shape, model=dataclasses.replace(shape.model, num_hidden_layers=args.layers))
         results.append(measure(name, shape, args.repeats))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
-    print(json.dumps({"benchmark": benchmark, "backend": jax.default_backend(), "results": results}))
+    print(json.dumps({"benchmark": benchmark, "backend": jax.default_backend(), "machine": machine(),
+                      "results": results}))
 
 
 def measure(name: str, shape: Shape, repeats: int) -> dict:

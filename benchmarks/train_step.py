@@ -40,6 +40,7 @@ from rstar_jax.config import MeshConfig, ModelConfig, TrainConfig
 from rstar_jax.models.decoder import Decoder
 from rstar_jax.models.hf import config_to_hf
 from rstar_jax.parallel import sharding
+from rstar_jax.parallel.hosts import machine
 from rstar_jax.parallel.mesh import make_mesh
 from rstar_jax.parallel.rules import TRAIN_RULES
 from rstar_jax.training import data, losses
@@ -202,7 +203,7 @@ def main() -> None:
     torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"  # the anchor runs where ours does
     if args.anchor == "torch":
         torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default fp32 matmul precision on GPU
-    result = {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+    result = {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind), "machine": machine(),
               "jax_devices": len(jax.devices()) if jax.default_backend() == "cpu" else 1,
               "torch_device": torch_device, "torch_threads": torch.get_num_threads() if torch else None,
               "batch": args.batch, "length": args.length, "task": args.task, "compute_dtype": args.compute_dtype,

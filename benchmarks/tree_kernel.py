@@ -34,6 +34,7 @@ try:  # the anchor; without it ours runs alone
 except ImportError:
     mctx = None
 
+from rstar_jax.parallel.hosts import machine
 from rstar_jax.search import kernels
 from rstar_jax.search.tree import NodeKind, Tree
 
@@ -166,7 +167,7 @@ def main() -> None:
                 jax.block_until_ready(ours(draws, nodes=n))
                 if mctx is not None:
                     jax.block_until_ready(anchor(key, batch=b, children=k, sims=sims))
-    print(json.dumps({"benchmark": "tree_kernel", "device": str(jax.devices()[0].device_kind),
+    print(json.dumps({"benchmark": "tree_kernel", "device": str(jax.devices()[0].device_kind), "machine": machine(),
                       "anchor": f"mctx {mctx.__version__} muzero_policy" if mctx else "mctx not installed",
                       "results": rows}))
 

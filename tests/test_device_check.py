@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import jax
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,7 @@ def test_tiny_device_check_prints_one_json_line_with_every_field():
     assert len(lines) == 1, out.stdout
     check = json.loads(lines[0])
     assert check["benchmark"] == "device_check" and check["tiny"] and check["backend"] == "cpu"
+    assert "cores" in check["machine"] and check["machine"].endswith(f"jax {jax.__version__}")
     assert check["errors"] == {}, check["errors"]
     assert set(check["sampler_tokens_per_s"]["tiny"]) == {"2", "4"}
     assert all(r["ours_tokens_per_s"] > 0 for r in check["sampler_tokens_per_s"]["tiny"].values())
