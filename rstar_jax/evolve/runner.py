@@ -66,9 +66,12 @@ class Manifest:
                 if name.startswith(prefix) and s.get("attempts", 1) > 1]
 
     def machines(self, prefix: str) -> dict[str, str]:
-        """Stage -> the machine it ran on, for the stages under `prefix` (older manifests name none)."""
-        return {name[len(prefix):]: s["machine"] for name, s in self.stages.items()
-                if name.startswith(prefix) and "machine" in s}
+        """Stage -> the machine it ran on (older manifests name none)."""
+        return self._field(prefix, "machine")
 
     def seconds(self, prefix: str) -> dict[str, float]:
-        return {name[len(prefix):]: s["seconds"] for name, s in self.stages.items() if name.startswith(prefix)}
+        return self._field(prefix, "seconds")
+
+    def _field(self, prefix: str, key: str) -> dict[str, Any]:
+        """Stage (less `prefix`) -> its record's `key`, for the stages under `prefix` that have one."""
+        return {name[len(prefix):]: s[key] for name, s in self.stages.items() if name.startswith(prefix) and key in s}
