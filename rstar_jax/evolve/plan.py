@@ -29,7 +29,7 @@ from flax import nnx
 from rstar_jax.config import (MeshConfig, ModelConfig, ParallelConfig, SamplerConfig, ScorerConfig, SearchConfig,
                               TrainConfig)
 from rstar_jax.inference.stack import decode_mesh_config, decode_rules, resolve_dtypes
-from rstar_jax.models.decoder import Decoder
+from rstar_jax.models.decoder import Decoder, query_blocks
 from rstar_jax.parallel import sharding
 from rstar_jax.parallel.mesh import AXES, resolve_shape
 from rstar_jax.parallel.rules import DECODE_RULES, TRAIN_RULES, Rules
@@ -167,9 +167,10 @@ def _tensor(mesh: jax.sharding.AbstractMesh) -> int:
     return mesh.shape["tensor"]
 
 
-def layer_activation_bytes(config: ModelConfig, rows: int, q_len: int, kv_len: int, tensor: int,
+def layer_activation_bytes(config: ModelConfig, rows: int, q_len: int, kv_len: int | None, tensor: int,
                            dtype_bytes: int, backward: bool) -> int:
-    """Activations of one decoder layer over `rows` x `q_len` tokens attending to `kv_len` slots.
+    """Activations of one decoder layer over `rows` x `q_len` tokens attending to `kv_len` cache
+    slots, or (`kv_len` None) to themselves, as the decoder's blocks of queries do.
 
     Forward only: the live tensors at the layer's peak. With `backward`: what autodiff keeps for
     the backward pass (inputs of every matmul, the attention probabilities). Both count the
@@ -186,8 +187,10 @@ def layer_activation_bytes(config: ModelConfig, rows: int, q_len: int, kv_len: i
     norm = tokens * d * 4  # the RMS norm works on a float32 copy of the hidden state
     # The attention's logits are float32 whatever the compute dtype (softmax precision), beside the
     # probabilities in the compute dtype.
-    scores = rows * heads * q_len * kv_len * (4 + dtype_bytes)
-    mask = rows * q_len * kv_len  # bool
+    scored = (sum((end - start) * end for start, end in query_blocks(q_len)) if kv_len is None
+              else q_len * kv_len)
+    scores = rows * heads * scored * (4 + dtype_bytes)
+    mask = rows * q_len * (kv_len or q_len)  # bool
     return int(tokens * per_token * dtype_bytes + norm + scores + mask)
 
 
@@ -244,7 +247,7 @@ def train_phase(name: str, model: ModelConfig, config: TrainConfig, mesh: jax.sh
     t, tp, c = config.max_length, _tensor(mesh), jnp.dtype(config.compute_dtype).itemsize
     if views_per_row > 1:
         t = bucket(views_per_row * t, config.min_bucket_length, per_doubling=2)
-    layer = layer_activation_bytes(model, rows, t, t, tp, c, backward=True)
+    layer = layer_activation_bytes(model, rows, t, None, tp, c, backward=True)
     remat = config.remat or model.remat
     layers = model.num_hidden_layers
     # Logits in compute dtype and fp32; the cross-entropy and its gradient fuse into them.

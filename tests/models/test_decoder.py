@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from rstar_jax.config import ModelConfig
-from rstar_jax.models.decoder import Decoder, init_cache, rope_inv_freq
+from rstar_jax.models.decoder import Decoder, _self_attention, init_cache, query_blocks, rope_inv_freq
 
 CONFIG = ModelConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2)
@@ -43,6 +43,25 @@ def test_shapes_and_cache_bookkeeping(model):
     _, cache = forward(model, TOKENS, POSITIONS, mask, cache)
     np.testing.assert_array_equal(cache.index_b, [5, 5])
     np.testing.assert_array_equal(cache.valid_bs, [[0, 1, 1, 1, 1] + [0] * 7] * 2)
+
+
+def test_query_blocks_tile_the_sequence():
+    assert query_blocks(256) == [(0, 64), (64, 128), (128, 192), (192, 256)]
+    assert query_blocks(13) == [(0, 4), (4, 8), (8, 12), (12, 13)]
+    assert query_blocks(2) == [(0, 1), (1, 2)] and query_blocks(1) == [(0, 1)]
+
+
+@pytest.mark.parametrize("length", [1, 3, 10, 13])
+def test_self_attention_in_query_blocks_matches_one_call(length):
+    """Blocks of queries that skip the keys after them give one call's output, whatever the mask
+    hides before them (pads, other branches)."""
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, length, heads, 8))
+               for i, heads in enumerate((4, 2, 2)))
+    rng = np.random.default_rng(length)
+    mask_bts = np.tril(np.ones((length, length), bool))[None] & (rng.random((2, length, length)) < 0.7)
+    mask_bts |= np.eye(length, dtype=bool)[None]  # every query sees a key (itself)
+    one_call = jax.nn.dot_product_attention(q, k, v, mask=jnp.asarray(mask_bts)[:, None])
+    np.testing.assert_allclose(_self_attention(q, k, v, jnp.asarray(mask_bts)), one_call, rtol=1e-5, atol=1e-6)
 
 
 def test_params_carry_logical_axis_names(model):
