@@ -4,9 +4,10 @@ The policy and the PPM are built abstractly (`nnx.eval_shape`: shapes, no memory
 the training and decoding rules of `rstar_jax.parallel` on an abstract mesh shaped like the target,
 so parameter, gradient and optimizer bytes per device are exact. Activations and KV caches are
 estimated from the shapes the trainer, sampler and scorer use (remat-aware, attention scores
-materialised as `jax.nn.dot_product_attention` does without a fused kernel). Against the real peak
-of the train loop's step on one H100 (Qwen2.5-Math-1.5B widths, 8 layers, 4096 tokens) the training
-estimate was +12% (1 sequence, remat), +7% (2 sequences, remat) and -1% (1 sequence, no remat).
+materialised as `jax.nn.dot_product_attention` does without a fused kernel, in training over the
+decoder's blocks of queries). Against the real peak of the train loop's step on one H100
+(Qwen2.5-Math-1.5B widths, 8 layers, 4096 tokens; before those blocks) the training estimate was
++12% (1 sequence, remat), +7% (2 sequences, remat) and -1% (1 sequence, no remat).
 
 Sampling and scoring are planned as `rstar_jax.inference.stack.ModelStack` builds them: on each
 host's own devices (the mesh folded into ('data', 'tensor')), in the ParallelConfig's dtypes
