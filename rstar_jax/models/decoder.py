@@ -194,7 +194,7 @@ def _cached_attention(q_bthd: jax.Array, k_bkds: jax.Array, v_bksd: jax.Array,
 # A sequence attends over itself in this many blocks of queries, each over the keys up to its last
 # query: the mask is causal, so the keys after a block are masked for all of it. That skips 3/8 of
 # the scores, and XLA:CPU keeps a block's smaller intermediates in cache (the tiny policy's train
-# step 1.05-1.15x faster at 256-384 tokens; docs/performance.md).
+# step 0.99-1.15x as fast at 256-384 tokens, 1.2-1.4x at 512; docs/performance.md).
 _QUERY_BLOCKS = 4
 
 
